@@ -1,0 +1,5 @@
+import sys
+
+from edgemon.cli import main
+
+sys.exit(main())

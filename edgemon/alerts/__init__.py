@@ -1,0 +1,1 @@
+"""alerts: Detection -> Alert (lifecycle, dedup, grouping, inhibition, silences)."""

@@ -1,0 +1,177 @@
+"""Device configuration: TOML file -> validated pydantic ``DeviceConfig``.
+
+``load_config(path)`` returns the model or raises ``ConfigError`` whose message
+names the file, the field (dotted path) and the reason. Every field has a
+default that is safe for a replay demo; hardware configs override ``source``.
+Sections owned by a stage (alert policy, MQTT) are defined next to that stage
+and composed here, so this module is the only place that knows the whole file.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+from edgemon.alerts.policy import AlertPolicy
+from edgemon.transport.settings import MqttSettings
+
+
+class ConfigError(Exception):
+    """A config problem, with the file, field and reason already in the message."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DeviceSection(_Strict):
+    id: str = Field("edgemon-demo", pattern=r"^[A-Za-z0-9_-]{1,64}$",
+                    description="Device id used in MQTT topics; never a patient identifier.")
+    site: str = Field("demo", pattern=r"^[A-Za-z0-9_-]{1,64}$", description="Site/programme id used in topics.")
+    patient_ref: str = Field("", max_length=128,
+                             description="Opaque patient reference carried in alert payloads only, never in topics.")
+
+
+class ReplaySource(_Strict):
+    type: Literal["replay"] = "replay"
+    path: str = Field("sample-signals/nsr_pvc", description="WFDB record (no extension), .edf or .csv file.")
+    channels: list[str] = Field(default_factory=list, description="Channel names to read; empty = first ECG/PPG channel.")
+    realtime: bool = Field(False, description="Pace chunks at wall-clock speed (True) or as fast as possible.")
+    chunk_s: float = Field(1.0, gt=0, le=60)
+    expected_fs_hz: float | None = Field(None, gt=0, description="Refuse a record whose rate differs.")
+
+
+class BeatTimesSource(_Strict):
+    type: Literal["beat_times"] = "beat_times"
+    path: str = Field(..., description="WFDB record whose annotation holds the beats.")
+    annotator: str = "atr"
+    realtime: bool = False
+
+
+class SimulateSource(_Strict):
+    type: Literal["simulate"] = "simulate"
+    scenario: Literal["nsr", "af", "pvc", "noise", "lead_off", "mixed"] = "nsr"
+    duration_s: float = Field(60.0, gt=0)
+    fs_hz: float = Field(250.0, gt=0)
+    heart_rate_bpm: float = Field(70.0, gt=20, lt=250)
+    seed: int = 0
+    chunk_s: float = Field(1.0, gt=0, le=60)
+    realtime: bool = False
+
+
+class SerialEcgSource(_Strict):
+    type: Literal["serial_ecg"] = "serial_ecg"
+    port: str = Field("/dev/ttyAMA0", description="Serial device of the MCU front-end.")
+    baudrate: int = Field(115200, gt=0)
+    fs_hz: float = Field(250.0, gt=0)
+    front_end: Literal["ads1292r", "ad8232"] = "ads1292r"
+    lsb_uv: float = Field(0.2861, gt=0, description="Microvolts per ADC count after the front-end gain.")
+    reconnect_max_s: float = Field(30.0, gt=0)
+
+
+class Max30102Source(_Strict):
+    type: Literal["max30102"] = "max30102"
+    bus: int = Field(1, ge=0, description="I2C bus number (/dev/i2c-N).")
+    address: int = Field(0x57, ge=0, le=0x7F)
+    fs_hz: Literal[50, 100, 200, 400] = 100
+    led_current_ma: float = Field(7.0, gt=0, le=51)
+    reconnect_max_s: float = Field(30.0, gt=0)
+
+
+class PolarH10Source(_Strict):
+    type: Literal["polar_h10"] = "polar_h10"
+    address: str = Field(..., pattern=r"^([0-9A-Fa-f]{2}:){5}[0-9A-Fa-f]{2}$", description="BLE MAC address.")
+    ecg: bool = Field(True, description="Stream 130 Hz ECG over PMD; RR intervals always feed the beat-time path.")
+    reconnect_max_s: float = Field(30.0, gt=0)
+
+
+SourceConfig = Annotated[
+    Union[ReplaySource, BeatTimesSource, SimulateSource, SerialEcgSource, Max30102Source, PolarH10Source],
+    Field(discriminator="type"),
+]
+
+
+class DspSection(_Strict):
+    bandpass_hz: tuple[float, float] = Field((0.5, 40.0), description="ECG band kept; 0.5 Hz keeps ST, 40 Hz drops EMG.")
+    mains_hz: Literal[0, 50, 60] = Field(50, description="Mains notch; 0 disables it.")
+    model_fs_hz: float = Field(250.0, gt=0, description="Rate the models expect; the pipeline resamples to it.")
+    quality_window_s: float = Field(2.0, gt=0.25, le=30)
+    ppg_bandpass_hz: tuple[float, float] = (0.5, 8.0)
+
+
+class ModelRef(_Strict):
+    card: str = Field(..., description="Path to the model card JSON; the .tflite is named inside and sha256-verified.")
+    enabled: bool = True
+
+
+class DetectSection(_Strict):
+    num_threads: int = Field(1, ge=1, le=8)
+    models_dir: str = Field("models", description="Folder searched for model cards when none are listed.")
+    models: list[ModelRef] = Field(default_factory=list)
+    pause_s: float = Field(3.0, ge=1.5)
+    brady_bpm: float = Field(40.0, gt=10)
+    tachy_bpm: float = Field(150.0, gt=60)
+    sustained_s: float = Field(10.0, gt=0)
+
+
+class DaemonSection(_Strict):
+    queue_chunks: int = Field(64, ge=2, description="Bound of each inter-stage queue.")
+    backpressure: Literal["drop_oldest", "block"] = "drop_oldest"
+    state_dir: str = Field("./state", description="Outbox and capture folder.")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    telemetry_interval_s: float = Field(60.0, gt=0)
+    source_silent_s: float = Field(10.0, gt=0)
+    record_to: str | None = None
+
+
+class DeviceConfig(_Strict):
+    device: DeviceSection = Field(default_factory=DeviceSection)
+    source: SourceConfig = Field(default_factory=ReplaySource)
+    dsp: DspSection = Field(default_factory=DspSection)
+    detect: DetectSection = Field(default_factory=DetectSection)
+    alerts: AlertPolicy = Field(default_factory=AlertPolicy)
+    mqtt: MqttSettings = Field(default_factory=MqttSettings)
+    daemon: DaemonSection = Field(default_factory=DaemonSection)
+
+    @model_validator(mode="after")
+    def _bands_below_nyquist(self) -> "DeviceConfig":
+        lo, hi = self.dsp.bandpass_hz
+        if not 0 < lo < hi:
+            raise ValueError(f"dsp.bandpass_hz must be 0 < low < high, got {self.dsp.bandpass_hz}")
+        return self
+
+
+def _format_error(path: str, err: ValidationError) -> str:
+    lines = []
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"] if not str(p).startswith("function-after")) or "(top level)"
+        lines.append(f"{path}: {loc}: {e['msg']}")
+    return "\n".join(lines)
+
+
+def parse_config(data: dict, path: str = "<config>") -> DeviceConfig:
+    try:
+        return DeviceConfig.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(_format_error(path, err)) from None
+
+
+def load_config(path: str | Path) -> DeviceConfig:
+    """Read and validate a TOML device config; raise ConfigError naming file/field/reason."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"{p}: cannot read config: no such file")
+    try:
+        data = tomllib.loads(p.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"{p}: not valid TOML: {err}") from None
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{p}: not UTF-8 text: {err}") from None
+    return parse_config(data, str(p))

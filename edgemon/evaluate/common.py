@@ -1,0 +1,26 @@
+"""Helpers shared by the evaluation commands: locating data, listing records."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+_REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def default_data_root() -> Path | None:
+    """EDGEMON_DATA if set, else ../shared/data beside the repo root, else None."""
+    env = os.environ.get("EDGEMON_DATA")
+    if env:
+        p = Path(env)
+        return p if p.is_dir() else None
+    p = _REPO_ROOT.parent / "shared" / "data"
+    return p if p.is_dir() else None
+
+
+def list_records(data_dir: str | Path) -> list[str]:
+    """Record names of a WFDB folder: its RECORDS file, else every .hea stem."""
+    d = Path(data_dir)
+    rec_file = d / "RECORDS"
+    if rec_file.is_file():
+        return [ln.strip() for ln in rec_file.read_text().splitlines() if ln.strip()]
+    return sorted(p.stem for p in d.glob("*.hea"))

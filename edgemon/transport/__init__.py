@@ -1,0 +1,1 @@
+"""transport: Alert -> MQTT (outbox, topics, commands, status)."""
