@@ -34,6 +34,7 @@ _MWI_S = 0.15
 _PEAK_HALF_S = 0.2       # a candidate is the MWI maximum within +-200 ms
 _SEARCHBACK_RR = 1.66
 _HISTORY_S = 4.0
+_THRESHOLD_FRACTION = 0.18  # tuned on MITDB: see README's QRS table
 
 
 @dataclass
@@ -168,7 +169,7 @@ class QrsDetector:
         self._searchback(upto=self._next_eval - 1, beats=beats)
 
     def _thresholds(self) -> tuple[float, float]:
-        thr1 = self._npki + 0.25 * (self._spki - self._npki)
+        thr1 = self._npki + _THRESHOLD_FRACTION * (self._spki - self._npki)
         return thr1, 0.5 * thr1
 
     def _rr_avg(self) -> float:
@@ -193,7 +194,11 @@ class QrsDetector:
             self._noise(cand)
 
     def _noise(self, cand: _Candidate) -> None:
-        self._npki = 0.125 * cand.value + 0.875 * self._npki
+        # A candidate between the two thresholds may be a small beat that search-back
+        # will still take: letting it raise the noise level would push the threshold
+        # towards the beats and start missing them in a spiral (MITDB 228).
+        if cand.value < self._thresholds()[1]:
+            self._npki = 0.125 * cand.value + 0.875 * self._npki
         self._noise_since_qrs.append(cand)
 
     def _searchback(self, upto: int, beats: list[Beat]) -> None:
