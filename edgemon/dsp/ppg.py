@@ -6,7 +6,8 @@ inter-beat interval, the input of the beat-timing AF model.
 
 Method: Elgendi et al. 2013 (PLoS ONE 8:e76585), made causal. The 0.5-8 Hz
 band-passed pulse, clipped at zero and squared, is averaged over a systolic-peak
-window (111 ms) and a beat window (667 ms); runs where the short average exceeds
+window (111 ms) and a beat window (500 ms; Elgendi used 667 ms, which merges
+the small, early pulses after short AF intervals); runs where the short average exceeds
 the long one plus an offset are "blocks of interest", and a block at least 111 ms
 long holds one systolic peak: the band-passed maximum inside it. The short average
 is delayed to line up with the long one, so both describe the same instant, and
@@ -21,7 +22,7 @@ from edgemon.dsp.qrs import _group_delay_samples
 from edgemon.events import Beat
 
 _W_PEAK_S = 0.111
-_W_BEAT_S = 0.667
+_W_BEAT_S = 0.5  # Elgendi's 667 ms merges the short-RR pulses of AF; 500 ms: see docs/dsp.md
 _BETA = 0.02
 _REFRACTORY_S = 0.3
 

@@ -1,0 +1,281 @@
+"""The pipeline: one channel's chunks (or beat times) in, events out, synchronously.
+
+Takes ``Chunk`` (ECG or PPG) or ``Beat`` lists (beat-time sources); gives, in
+order, the events each stage produced for it: ``Beat`` (labelled by the beat
+model when one is loaded), ``QualityWindow``, ``Detection`` and the alert
+messages (``AlertPayload``). ``edgemon replay``, the evaluations and the
+daemon's runner all drive this same object, so what is scored is what runs.
+
+    ECG:  raw -> QrsDetector -> beats -> BeatClassifier -> RhythmRules ---\
+          raw -> QualityMonitor -> windows ------------------------------ AlertEngine
+          raw -> EcgFilter -> Resampler(model rate) -> RhythmClassifier -/
+          beats -> TachogramAfDetector ---------------------------------/
+    PPG:  raw -> PpgPeakDetector -> beats -> TachogramAfDetector; QualityMonitor(ppg)
+    beat times: beats -> TachogramAfDetector, RhythmRules
+
+Models are loaded once by ``load_models`` (sha256-verified); a model that fails
+to load is reported as a technical alert and its stage is skipped, the rest runs.
+"""
+from __future__ import annotations
+
+import logging
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from edgemon.config import DeviceConfig
+from edgemon.dsp.filters import EcgFilter, PpgFilter
+from edgemon.dsp.ppg import PpgPeakDetector
+from edgemon.dsp.qrs import QrsDetector
+from edgemon.dsp.quality import QualityMonitor
+from edgemon.dsp.resample import Resampler
+from edgemon.events import Beat, Chunk, Detection, QualityWindow
+
+log = logging.getLogger(__name__)
+
+_REPO_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_CARDS = {
+    "rhythm": "rhythm_ecg.card.json",
+    "beats": "beat_aami.card.json",
+    "tachogram": "af_tachogram.card.json",
+}
+_STRIP_KEEP_S = 40.0
+
+
+@dataclass
+class Models:
+    rhythm: object | None = None
+    beats: object | None = None
+    tachogram: object | None = None
+    errors: dict[str, str] = field(default_factory=dict)  # role -> reason it did not load
+
+    def loaded(self) -> dict[str, str]:
+        return {role: f"{m.name} {m.version}" for role in DEFAULT_CARDS
+                if (m := getattr(self, role)) is not None}
+
+
+def _resolve(path: str) -> Path:
+    p = Path(path)
+    if p.is_absolute() or p.exists():
+        return p
+    return _REPO_ROOT / p
+
+
+def load_models(config: DeviceConfig, roles: tuple[str, ...] = tuple(DEFAULT_CARDS)) -> Models:
+    """Load each configured model card (or the default cards in detect.models_dir)."""
+    from edgemon.detect.runtime import load_model
+
+    models = Models()
+    cfg = config.detect
+    cards: dict[str, Path] = {}
+    if cfg.models:
+        for ref in cfg.models:
+            if not ref.enabled:
+                continue
+            path = _resolve(ref.card)
+            role = next((r for r, name in DEFAULT_CARDS.items() if path.name == name), path.name)
+            cards[role] = path
+    else:
+        base = _resolve(cfg.models_dir)
+        cards = {r: base / name for r, name in DEFAULT_CARDS.items() if (base / name).exists()}
+    for role, path in cards.items():
+        if role not in roles:
+            continue
+        try:
+            model = load_model(path, num_threads=cfg.num_threads)
+        except Exception as err:  # integrity, runtime or card errors: reported, never fatal
+            models.errors[role] = f"{path}: {err}"
+            log.error("model %s not loaded: %s", path, err)
+            continue
+        if role in DEFAULT_CARDS:
+            setattr(models, role, model)
+    return models
+
+
+class _StripBuffer:
+    """The last seconds of filtered signal and beats, for alert strips."""
+
+    def __init__(self, fs_hz: float, start_time_s: float, units: str, channel: str):
+        self.fs_hz, self.start_time_s, self.units, self.channel = fs_hz, start_time_s, units, channel
+        self._x = np.zeros(0)
+        self._x_start = 0
+        self._beats: deque[tuple[int, str | None]] = deque()
+
+    def add(self, start_sample: int, x: np.ndarray, beats: list[Beat]) -> None:
+        if not len(self._x):
+            self._x_start = start_sample
+        self._x = np.concatenate([self._x, x])
+        self._beats.extend((b.sample, b.label) for b in beats)
+        keep = int(_STRIP_KEEP_S * self.fs_hz)
+        if len(self._x) > keep:
+            cut = len(self._x) - keep
+            self._x = self._x[cut:]
+            self._x_start += cut
+        while self._beats and self._beats[0][0] < self._x_start:
+            self._beats.popleft()
+
+    def __call__(self, start_s: float, end_s: float):
+        from edgemon.alerts.payload import Strip
+
+        a = max(self._x_start, int(round((start_s - self.start_time_s) * self.fs_hz)))
+        b = min(self._x_start + len(self._x), int(round((end_s - self.start_time_s) * self.fs_hz)))
+        if b - a < self.fs_hz:  # less than a second of signal left: no strip
+            return None
+        t0 = self.start_time_s + a / self.fs_hz
+        beats = [(self.start_time_s + s / self.fs_hz, lab) for s, lab in self._beats if a <= s < b]
+        return Strip.from_signal(self._x[a - self._x_start: b - self._x_start], self.fs_hz, t0,
+                                 units=self.units, channel=self.channel, beats=beats)
+
+
+class Pipeline:
+    """Synchronous stage chain for one channel of one device (see module doc)."""
+
+    def __init__(self, config: DeviceConfig, fs_hz: float | None, channel_kind: str = "ecg", channel: str = "",
+                 models: Models | None = None, start_time_s: float = 0.0, alerts: bool = True):
+        self.config = config
+        self.kind = channel_kind
+        self.fs_hz = float(fs_hz) if fs_hz else None
+        self.channel = channel
+        self.start_time_s = start_time_s
+        self.models = models if models is not None else Models()
+        dsp, det = config.dsp, config.detect
+        self._now_s = start_time_s
+        self._last_sqi = 1.0
+        self.counts: dict[str, int] = {"beats": 0, "windows": 0, "detections": 0, "alerts": 0}
+
+        self.qrs = self.ppg = self.quality = self.filter = self.resampler = None
+        self.beat_classifier = self.rhythm = self.tachogram = self.rules = None
+        self.strip = None
+        if channel_kind in ("ecg", "ppg") and self.fs_hz:
+            self.quality = QualityMonitor(self.fs_hz, channel_kind, dsp.quality_window_s, channel, start_time_s)
+        if channel_kind == "ecg" and self.fs_hz:
+            self.qrs = QrsDetector(self.fs_hz, channel, start_time_s)
+            band = (dsp.bandpass_hz[0], min(dsp.bandpass_hz[1], 0.45 * self.fs_hz))
+            self.filter = EcgFilter(self.fs_hz, band, dsp.mains_hz)
+            self.strip = _StripBuffer(self.fs_hz, start_time_s, "mV", channel)
+            if self.models.rhythm is not None:
+                from edgemon.detect.rhythm import RhythmClassifier
+
+                rate = float(self.models.rhythm.card.input_rate_hz or dsp.model_fs_hz)
+                self.resampler = Resampler(self.fs_hz, rate)
+                self.rhythm = RhythmClassifier(self.models.rhythm, rate, prefiltered=True,
+                                               start_time_s=start_time_s)
+            if self.models.beats is not None:
+                from edgemon.detect.beats import BeatClassifier
+
+                self.beat_classifier = BeatClassifier(self.models.beats, self.fs_hz)
+        elif channel_kind == "ppg" and self.fs_hz:
+            self.ppg = PpgPeakDetector(self.fs_hz, channel, start_time_s, tuple(dsp.ppg_bandpass_hz))
+            self.filter = PpgFilter(self.fs_hz, tuple(dsp.ppg_bandpass_hz))
+            self.strip = _StripBuffer(self.fs_hz, start_time_s, "NU", channel)
+        if self.models.tachogram is not None:
+            from edgemon.detect.tachogram import TachogramAfDetector
+
+            self.tachogram = TachogramAfDetector(self.models.tachogram)
+        from edgemon.detect.rules import RhythmRules
+
+        self.rules = RhythmRules(pause_s=det.pause_s, brady_bpm=det.brady_bpm, tachy_bpm=det.tachy_bpm,
+                                 sustained_s=det.sustained_s)
+        self.engine = None
+        self._pending_technical: list[tuple[str, str]] = list(self.models.errors.items())
+        if alerts:
+            from edgemon import __version__
+            from edgemon.alerts.engine import AlertEngine
+
+            dev = config.device
+            self.engine = AlertEngine(config.alerts, device_id=dev.id, site=dev.site,
+                                      patient_ref=dev.patient_ref, software_version=__version__)
+
+    # ------------------------------------------------------------------ inputs
+    def push_chunk(self, chunk: Chunk, channel: str | int | None = None) -> list:
+        idx = chunk.channel_index(channel if channel is not None else (self.channel or 0))
+        x = chunk.samples[:, idx]
+        valid = chunk.valid[:, idx]
+        end_s = chunk.start_time_s + chunk.end_sample / chunk.fs_hz
+        beats: list[Beat] = []
+        if self.qrs is not None:
+            beats = self.qrs.push(x, valid)
+        elif self.ppg is not None:
+            beats = self.ppg.push(x, valid)
+        windows = self.quality.push(x, valid, beats) if self.quality is not None else []
+        xf = self.filter.process(x) if self.filter is not None else x
+        dets: list[Detection] = []
+        if self.rhythm is not None:
+            start_m = self.resampler.next_output_index
+            xm = self.resampler.process(xf)
+            if len(xm):
+                dets += self.rhythm.push(xm, start_m, sqi=self._last_sqi)
+        return self._after_beats(beats, windows, dets, end_s, xf=xf, x_start=chunk.start_sample)
+
+    def push_beats(self, beats: list[Beat], now_s: float | None = None) -> list:
+        """Beat-time path (annotation replay, BLE RR, PPG IBIs from elsewhere)."""
+        end_s = now_s if now_s is not None else (beats[-1].time_s if beats else self._now_s)
+        return self._after_beats(list(beats), [], [], end_s)
+
+    def flush(self) -> list:
+        """End of stream: let every stage emit what it still holds."""
+        beats = self.qrs.flush() if self.qrs is not None else []
+        windows = self.quality.flush() if self.quality is not None else []
+        dets: list[Detection] = []
+        if self.rhythm is not None:
+            start_m = self.resampler.next_output_index
+            xm = self.resampler.flush()
+            if len(xm):
+                dets += self.rhythm.push(xm, start_m, sqi=self._last_sqi)
+        out = self._after_beats(beats, windows, dets, self._now_s, final=True)
+        return out
+
+    # ------------------------------------------------------------------ shared tail
+    def _after_beats(self, beats: list[Beat], windows: list[QualityWindow], dets: list[Detection],
+                     now_s: float, xf: np.ndarray | None = None, x_start: int = 0, final: bool = False) -> list:
+        self._now_s = max(self._now_s, now_s)
+        if windows:
+            self._last_sqi = windows[-1].sqi if windows[-1].usable else 0.0
+        labelled = beats
+        if self.beat_classifier is not None:
+            labelled = self.beat_classifier.push(xf if xf is not None else np.zeros(0), beats)
+            if final:
+                labelled = labelled + self.beat_classifier.flush()
+        if self.strip is not None and xf is not None:
+            self.strip.add(x_start, xf, labelled)
+        if self.tachogram is not None:
+            dets += self.tachogram.push(beats, sqi=self._last_sqi)
+            if final:
+                dets += self.tachogram.flush()
+        if self.rules is not None:
+            dets += self.rules.push(labelled, windows, now_s=self._now_s)
+        out: list = [*labelled, *windows, *dets]
+        if self.engine is not None:
+            alerts = []
+            for role, reason in self._pending_technical:
+                alerts += self.engine.technical("model_load_failed", f"{role}: {reason}", now_s=self._now_s)
+            self._pending_technical = []
+            alerts += self.engine.push(dets, windows, now_s=self._now_s, strip_provider=self.strip)
+            out += alerts
+            self.counts["alerts"] += len(alerts)
+        self.counts["beats"] += len(labelled)
+        self.counts["windows"] += len(windows)
+        self.counts["detections"] += len(dets)
+        return out
+
+
+def event_to_dict(ev) -> dict:
+    """One event as a JSON-ready dict with a ``type`` key (the replay/daemon output format)."""
+    if isinstance(ev, Beat):
+        return {"type": "beat", "t_s": round(ev.time_s, 4), "sample": ev.sample, "kind": ev.kind,
+                "rr_ms": None if ev.rr_ms is None else round(ev.rr_ms, 1), "label": ev.label,
+                "label_probability": None if ev.label_probability is None else round(ev.label_probability, 3),
+                "channel": ev.channel}
+    if isinstance(ev, QualityWindow):
+        return {"type": "quality", "start_s": round(ev.start_s, 3), "end_s": round(ev.end_s, 3),
+                "sqi": round(ev.sqi, 3), "reason": ev.reason, "channel": ev.channel,
+                "features": {k: round(v, 4) for k, v in ev.features.items()}}
+    if isinstance(ev, Detection):
+        return {"type": "detection", "condition": ev.condition, "probability": round(ev.probability, 4),
+                "start_s": round(ev.start_s, 3), "end_s": round(ev.end_s, 3), "sqi": round(ev.sqi, 3),
+                "source": ev.source, "model_version": ev.model_version, "evidence": ev.evidence}
+    if hasattr(ev, "model_dump"):
+        return {"type": "alert", **ev.model_dump(mode="json")}
+    raise TypeError(f"not an event: {type(ev).__name__}")

@@ -1,0 +1,86 @@
+"""QRS and PPG peak detection: accuracy on the sample signals, chunk invariance, lag correction."""
+import numpy as np
+import pytest
+
+from edgemon.dsp.ppg import PpgPeakDetector
+from edgemon.dsp.qrs import QrsDetector, detect_qrs
+from edgemon.evaluate.qrs import BEAT_SYMBOLS
+from edgemon.sources.reference import read_reference
+from edgemon.sources.replay import open_record
+
+
+def _match(ref, det, tol):
+    """(tp, fn, fp, abs errors) with one-to-one nearest matching within tol samples."""
+    used = np.zeros(len(det), bool)
+    errors = []
+    for r in ref:
+        if not len(det):
+            break
+        k = int(np.argmin(np.abs(det - r) + used * 10**9))
+        if not used[k] and abs(det[k] - r) <= tol:
+            used[k] = True
+            errors.append(abs(det[k] - r))
+    tp = int(used.sum())
+    return tp, len(ref) - tp, len(det) - tp, np.array(errors)
+
+
+def _ecg(samples_dir, name):
+    rec = open_record(samples_dir / name)
+    idx = rec.channel_kinds.index("ecg")
+    ref = read_reference(samples_dir / name)
+    beats = np.array([s for s, sym in zip(ref.beat_samples, ref.beat_symbols) if sym in BEAT_SYMBOLS])
+    return rec.samples[:, idx], rec.valid[:, idx], rec.fs_hz, beats
+
+
+@pytest.mark.parametrize("name", ["nsr", "af", "pvc"])
+def test_qrs_on_sample_signals(samples_dir, name):
+    x, _, fs, ref = _ecg(samples_dir, name)
+    det = detect_qrs(x, fs, chunk_s=1.0)
+    tp, fn, fp, err = _match(ref, det, int(0.15 * fs))
+    assert tp / len(ref) >= 0.99, (tp, fn, fp)
+    assert tp / (tp + fp) >= 0.99, (tp, fn, fp)
+    assert np.median(err) * 1000 / fs <= 10
+
+
+@pytest.mark.parametrize("name", ["nsr", "af", "pvc", "noise"])
+def test_qrs_chunk_invariant(samples_dir, name):
+    x, valid, fs, _ = _ecg(samples_dir, name)
+
+    def run(chunk_s):
+        det = QrsDetector(fs)
+        n = max(1, int(chunk_s * fs))
+        beats = []
+        for i in range(0, len(x), n):
+            beats += det.push(x[i:i + n], valid[i:i + n])
+        beats += det.flush()
+        return [(b.sample, b.rr_ms) for b in beats]
+
+    assert run(1.0) == run(0.1) == run(0.013)
+
+
+def test_qrs_flat_and_nan_give_no_beats():
+    fs = 250
+    assert len(detect_qrs(np.zeros(fs * 20), fs)) == 0
+    x = np.full(fs * 20, np.nan)
+    assert len(detect_qrs(x, fs)) == 0
+
+
+def test_qrs_refuses_too_low_rate():
+    with pytest.raises(ValueError, match="fs_hz"):
+        QrsDetector(20)
+
+
+@pytest.mark.parametrize("name", ["ppg_nsr", "ppg_af"])
+def test_ppg_peaks_on_sample(samples_dir, name):
+    rec = open_record(samples_dir / name)
+    x, fs = rec.samples[:, 0], rec.fs_hz
+    ref = read_reference(samples_dir / name)
+    truth = np.array(ref.beat_samples)
+    outs = []
+    for chunk in (int(fs), int(0.1 * fs)):
+        det = PpgPeakDetector(fs)
+        outs.append(np.array([b.sample for i in range(0, len(x), chunk) for b in det.push(x[i:i + chunk])]))
+    assert np.array_equal(outs[0], outs[1])
+    tp, fn, fp, err = _match(truth, outs[0], int(0.15 * fs))
+    assert tp / len(truth) >= 0.97, (tp, fn, fp)
+    assert tp / (tp + fp) >= 0.97, (tp, fn, fp)
