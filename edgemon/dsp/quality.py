@@ -123,7 +123,7 @@ class QualityMonitor:
             ratio = float(1.4826 * np.median(np.abs(hf)) / max(1e-9, amplitude))
             features["hf_ratio"] = ratio
             if ratio > _HF_RATIO_NOISE:
-                reason, sqi = "noise", max(0.0, 1.0 - ratio)
+                reason, sqi = "noise", 0.4 * _HF_RATIO_NOISE / ratio  # unusable: below 0.5
         if self.kind == "ecg":
             swing = float(np.ptp(self._base[a - o: b - o]))
             features["baseline_ptp_mv"] = swing
@@ -133,7 +133,7 @@ class QualityMonitor:
             if corr is not None:
                 features["template_corr"] = corr
                 if reason == "ok" and corr < _TEMPLATE_CORR_MIN:
-                    reason, sqi = "motion", max(0.0, corr)
+                    reason, sqi = "motion", 0.4 * max(0.0, corr)
                 elif reason == "ok":
                     sqi = float(min(1.0, 0.5 + corr / 2))
         return self._window(a, b, sqi, reason, features)

@@ -1,0 +1,52 @@
+"""Device configs: shipped ones validate; every kind of error names file, field and reason."""
+from pathlib import Path
+
+import pytest
+
+from edgemon.cli import main
+from edgemon.config import ConfigError, DeviceConfig, load_config
+
+CONFIGS = sorted((Path(__file__).resolve().parents[1] / "device-configs").glob("*.toml"))
+
+
+def test_defaults_validate():
+    cfg = DeviceConfig()
+    assert cfg.dsp.bandpass_hz == (0.5, 40.0)
+    assert cfg.source.type == "replay"
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_shipped_configs_validate(path, capsys):
+    assert main(["check-config", str(path)]) == 0
+    assert '"device"' in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("text,field,reason", [
+    ("[dsp]\nmains_hz = 55\n", "dsp.mains_hz", "Input should be"),
+    ("[dsp]\nbandpass_hz = [40.0, 0.5]\n", "bandpass_hz", "low < high"),
+    ("[device]\nid = 'has space'\n", "device.id", "should match pattern"),
+    ("[source]\ntype = 'serial_ecg'\nbaudrate = -1\n", "source.serial_ecg.baudrate", "greater than 0"),
+    ("[source]\ntype = 'carrier_pigeon'\n", "source", "does not match any of the expected tags"),
+    ("[detect]\nnum_threads = 'many'\n", "detect.num_threads", "valid integer"),
+    ("[nonsense]\nx = 1\n", "nonsense", "Extra inputs are not permitted"),
+])
+def test_config_errors_name_file_field_reason(tmp_path, text, field, reason, capsys):
+    p = tmp_path / "bad.toml"
+    p.write_text(text)
+    with pytest.raises(ConfigError) as e:
+        load_config(p)
+    msg = str(e.value)
+    assert str(p) in msg and field in msg and reason in msg, msg
+    assert main(["check-config", str(p)]) == 2
+    err = capsys.readouterr().err
+    assert str(p) in err and "Traceback" not in err
+
+
+def test_not_toml_and_missing_file(tmp_path, capsys):
+    p = tmp_path / "broken.toml"
+    p.write_text("[device\nid=")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_config(p)
+    with pytest.raises(ConfigError, match="no such file"):
+        load_config(tmp_path / "absent.toml")
+    assert main(["check-config", str(tmp_path / "absent.toml")]) == 2
