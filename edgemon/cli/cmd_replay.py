@@ -55,7 +55,9 @@ def run(args) -> int:
             return 0
         from edgemon.sources.replay import iter_chunks, open_record
 
-        rec = open_record(args.record, [args.channel] if args.channel else None, fs_hz=args.fs)
+        expected = getattr(config.source, "expected_fs_hz", None)
+        rec = open_record(args.record, [args.channel] if args.channel else None, expected_fs_hz=expected,
+                          fs_hz=args.fs)
     except SourceError as err:
         raise UserError(str(err)) from None
     if args.channel:

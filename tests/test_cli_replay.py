@@ -1,0 +1,65 @@
+"""`edgemon replay`: JSON lines on stdout; bad input gives one clear line on stderr and exit 2."""
+import json
+import subprocess
+import sys
+
+import pytest
+
+from edgemon.cli import main
+
+
+def _lines(capsys):
+    return [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+
+
+def test_replay_prints_beats_and_quality(samples_dir, capsys):
+    assert main(["replay", str(samples_dir / "nsr"), "--fast", "--no-models"]) == 0
+    events = _lines(capsys)
+    types = {e["type"] for e in events}
+    assert {"beat", "quality"} <= types
+    beats = [e for e in events if e["type"] == "beat"]
+    assert 100 < len(beats) < 300
+    assert all(e["kind"] == "ecg_r" for e in beats)
+
+
+def test_replay_edf_and_csv_match_wfdb(samples_dir, capsys):
+    outs = []
+    for name in ("nsr", "nsr.edf", "nsr.csv"):
+        assert main(["replay", str(samples_dir / name), "--fast", "--no-models", "--events", "beat"]) == 0
+        outs.append([e["sample"] for e in _lines(capsys)])
+    assert outs[0] == outs[1] == outs[2]
+
+
+def test_replay_ppg(samples_dir, capsys):
+    assert main(["replay", str(samples_dir / "ppg_nsr"), "--fast", "--no-models", "--events", "beat"]) == 0
+    beats = _lines(capsys)
+    assert beats and all(e["kind"] == "ppg_peak" for e in beats)
+
+
+def test_replay_beat_times(samples_dir, capsys):
+    assert main(["replay", str(samples_dir / "af"), "--beat-times", "--fast", "--no-models",
+                 "--events", "beat"]) == 0
+    beats = _lines(capsys)
+    assert beats and all(e["kind"] == "rr" for e in beats)
+
+
+@pytest.mark.parametrize("make,needle", [
+    (lambda d: d / "absent", "absent"),
+    (lambda d: (d / "bad.hea").write_text("this is not a header\n") and d / "bad", "bad"),
+    (lambda d: (d / "x.csv").write_text("a,b\n1,2\nfoo,bar\n") and d / "x.csv", "x.csv"),
+])
+def test_replay_bad_input_is_one_clear_line(tmp_path, make, needle):
+    path = make(tmp_path)
+    r = subprocess.run([sys.executable, "-m", "edgemon", "replay", str(path), "--fast", "--no-models"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2
+    assert needle in r.stderr and "Traceback" not in r.stderr
+    assert r.stdout == ""
+
+
+def test_replay_unexpected_rate(samples_dir, tmp_path):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("[source]\ntype = 'replay'\nexpected_fs_hz = 500\n")
+    r = subprocess.run([sys.executable, "-m", "edgemon", "replay", str(samples_dir / "nsr"), "--fast",
+                        "--no-models", "-c", str(cfg)], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "500" in r.stderr and "Traceback" not in r.stderr
