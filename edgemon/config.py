@@ -41,11 +41,14 @@ class DeviceSection(_Strict):
 
 class ReplaySource(_Strict):
     type: Literal["replay"] = "replay"
-    path: str = Field("sample-signals/nsr_pvc", description="WFDB record (no extension), .edf or .csv file.")
+    path: str = Field("sample-signals/af", description="WFDB record (no extension), .edf or .csv file.")
     channels: list[str] = Field(default_factory=list, description="Channel names to read; empty = first ECG/PPG channel.")
     realtime: bool = Field(False, description="Pace chunks at wall-clock speed (True) or as fast as possible.")
     chunk_s: float = Field(1.0, gt=0, le=60)
     expected_fs_hz: float | None = Field(None, gt=0, description="Refuse a record whose rate differs.")
+    fs_hz: float | None = Field(None, gt=0, description="Rate of a CSV that has no '# fs_hz=' line or time_s column.")
+    channel_kinds: dict[str, Literal["ecg", "ppg"]] = Field(
+        default_factory=dict, description='Kind of channels whose name does not tell (e.g. {"ch1" = "ecg"}).')
 
 
 class BeatTimesSource(_Strict):
@@ -57,7 +60,7 @@ class BeatTimesSource(_Strict):
 
 class SimulateSource(_Strict):
     type: Literal["simulate"] = "simulate"
-    scenario: Literal["nsr", "af", "pvc", "noise", "lead_off", "mixed"] = "nsr"
+    scenario: Literal["nsr", "af", "pvc", "vt", "noise", "lead_off", "mixed", "ppg_nsr", "ppg_af"] = "nsr"
     duration_s: float = Field(60.0, gt=0)
     fs_hz: float = Field(250.0, gt=0)
     heart_rate_bpm: float = Field(70.0, gt=20, lt=250)

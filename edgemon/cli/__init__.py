@@ -37,12 +37,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     from edgemon.config import ConfigError
+    from edgemon.sources.errors import SourceError
 
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (UserError, ConfigError) as err:
+    except (UserError, ConfigError, SourceError) as err:
         print(f"edgemon: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
