@@ -1,0 +1,45 @@
+"""One-line, human-readable rendering of hub events (alerts, presence, replies) for the console."""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+
+def _when(ts: Any) -> str:
+    if isinstance(ts, (int, float)):
+        return datetime.fromtimestamp(float(ts), tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return str(ts)
+
+
+def format_event(kind: str, d: dict) -> str:
+    if kind == "alert":
+        p = d.get("payload") or {}
+        ev = p.get("evidence") if isinstance(p.get("evidence"), dict) else {}
+        bits = [_when(d.get("stored_at")), f"{str(p.get('priority', '?')).upper():6s}",
+                f"{d['site']}/{d['device']}", str(p.get("display") or p.get("condition") or "alert")]
+        status = p.get("status")
+        if status:
+            note = p.get("notification")
+            bits.append(f"{status}" + (f"({note})" if note and note != status else ""))
+        if isinstance(ev.get("hr_bpm"), (int, float)):
+            bits.append(f"HR {ev['hr_bpm']:.0f}")
+        if isinstance(ev.get("probability"), (int, float)):
+            bits.append(f"p={ev['probability']:.2f}")
+        if isinstance(ev.get("sqi"), (int, float)):
+            bits.append(f"sqi={ev['sqi']:.2f}")
+        if p.get("strip"):
+            bits.append("strip")
+        bits.append(f"alert={str(d['alert_id'])[:8]} msg={str(d['message_id'])[:8]}")
+        return "  ".join(bits)
+    if kind == "presence":
+        reason = f" ({d['reason']})" if d.get("reason") else ""
+        return f"{_when(d.get('ts'))}  device {d['site']}/{d['device']} {d['state']}{reason}"
+    if kind == "reply":
+        verdict = "ok" if d.get("ok") else f"refused: {d.get('reason')}"
+        return (f"{_when(d.get('ts'))}  device {d['site']}/{d['device']} replied to {d.get('type') or 'command'} "
+                f"{d.get('command_id') or ''}: {verdict}")
+    if kind == "rejected":
+        return f"rejected message on {d['topic']}: {d['reason']}"
+    if kind == "hub":
+        return f"hub {d.get('state')} to {d.get('broker')}"
+    return f"{kind}: {d}"

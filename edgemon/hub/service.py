@@ -1,0 +1,266 @@
+"""Hub service: MQTT alerts from all devices -> store -> receipts; presence; commands to devices.
+
+Takes a broker address and an ``AlertStore``; gives, for every alert message
+a device publishes, one stored row (deduplicated on message_id) and a receipt
+on that device's ``receipt`` topic published only after the row is committed.
+Messages are acknowledged to the broker (manual PUBACK) after the commit too,
+so a hub killed mid-batch gets them again from its persistent session.
+
+Subscriptions: ``{prefix}/+/+/alerts`` (optionally ``$share/GROUP/...`` so
+several hubs split the load), ``.../status`` (presence, retained),
+``.../telemetry`` and ``.../cmd/reply``. Events (new alert, presence change,
+command reply, rejected message) go to ``on_event(kind, dict)`` for printing.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import ssl
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from pydantic import ValidationError
+
+from edgemon.hub.store import AlertStore, IncomingAlert, StoreError
+from edgemon.transport.ioloop import MqttLoop
+from edgemon.transport.messages import (
+    AlertEnvelope,
+    CommandReply,
+    Receipt,
+    StatusMessage,
+    make_command,
+)
+from edgemon.transport.topics import DEFAULT_PREFIX, DeviceTopics, TopicError, hub_filter, parse_topic
+
+log = logging.getLogger("edgemon.hub")
+MAX_ALERT_BYTES = 1024 * 1024
+MAX_BATCH = 500
+
+
+@dataclass
+class _Pending:
+    mid: int
+    qos: int
+    alert: IncomingAlert
+
+
+@dataclass
+class HubOptions:
+    host: str
+    port: int
+    protocol: str = "5"
+    client_id: str = "edgemon-hub"
+    tls_context: ssl.SSLContext | None = None
+    username: str = ""
+    password: str | None = None
+    shared_group: str = ""
+    prefix: str = DEFAULT_PREFIX
+    session_expiry_s: int = 7 * 24 * 3600
+    keepalive_s: int = 30
+    command_key: bytes | None = None
+    hub_name: str = "edgemon-hub"
+    reconnect_max_s: float = 30.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class HubService:
+    def __init__(self, store: AlertStore, options: HubOptions,
+                 on_event: Callable[[str, dict], None] | None = None) -> None:
+        self.store = store
+        self.opts = options
+        self._on_event = on_event
+        self._pending: list[_Pending] = []
+        self._acks: list[tuple[int, int]] = []
+        self.stats = {"alerts_new": 0, "alerts_duplicate": 0, "receipts_sent": 0, "rejected": 0,
+                      "status": 0, "telemetry": 0, "replies": 0}
+        self._loop = MqttLoop(
+            name="hub",
+            host=options.host,
+            port=options.port,
+            client_id=options.client_id,
+            protocol=options.protocol,
+            tls_context=options.tls_context,
+            username=options.username,
+            password=options.password,
+            keepalive_s=options.keepalive_s,
+            session_expiry_s=options.session_expiry_s,
+            clean_start=False,
+            reconnect_min_s=0.5,
+            reconnect_max_s=options.reconnect_max_s,
+            max_inflight=100,  # paho scans its in-flight list on every PUBACK: keep it short
+            manual_ack=True,
+            tick_interval_s=0.5,
+            on_connected=self._on_connected,
+            on_message=self._on_message,
+            after_io=self._flush,
+        )
+
+    # ------------------------------------------------------------------ lifecycle
+    def start(self) -> None:
+        self._loop.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._loop.stop(timeout, final=self._flush)
+
+    def wait_connected(self, timeout: float = 10.0) -> bool:
+        return self._loop.wait_connected(timeout)
+
+    @property
+    def connected(self) -> bool:
+        return self._loop.connected
+
+    def send_command(self, site: str, device: str, type_: str, **fields: Any) -> str:
+        """Publish a (signed, if a key is set) command to one device; returns its command_id."""
+        topics = DeviceTopics.build(site, device, self.opts.prefix)
+        cmd = make_command(type_, key=self.opts.command_key, issuer=self.opts.hub_name, **fields)
+        body = json.dumps(cmd).encode()
+        self._loop.call_soon(lambda: self._loop.publish(topics.cmd, body, qos=1))
+        return cmd["command_id"]
+
+    # ------------------------------------------------------------------ I/O thread
+    def _emit(self, kind: str, data: dict) -> None:
+        if self._on_event is None:
+            return
+        try:
+            self._on_event(kind, data)
+        except Exception:  # noqa: BLE001 - a printing error must not stop storing
+            log.exception("hub: event callback failed")
+
+    def _on_connected(self, session_present: bool) -> None:
+        p = self.opts.prefix
+        # Subscribe on every connect: a broker restarted without persistence has forgotten us.
+        self._loop.client.subscribe([
+            (hub_filter("alerts", p, self.opts.shared_group), 1),
+            (hub_filter("status", p), 1),
+            (hub_filter("telemetry", p, self.opts.shared_group), 0),
+            (hub_filter("cmd/reply", p), 1),
+        ])
+        self._emit("hub", {"state": "connected", "broker": f"{self.opts.host}:{self.opts.port}",
+                           "session_present": session_present})
+
+    def _ack_later(self, msg) -> None:
+        if msg.qos > 0:
+            self._acks.append((msg.mid, msg.qos))
+
+    def _reject(self, topic: str, reason: str, raw: bytes) -> None:
+        self.stats["rejected"] += 1
+        log.warning("hub: rejected message on %s: %s", topic, reason)
+        try:
+            self.store.record_rejected(topic, reason, bytes(raw[:256]), time.time())
+        except StoreError as err:
+            log.error("hub: %s", err)
+        self._emit("rejected", {"topic": topic, "reason": reason})
+
+    def _on_message(self, msg) -> None:
+        topic = msg.topic
+        raw = msg.payload
+        try:
+            site, device, kind = parse_topic(topic, self.opts.prefix)
+        except TopicError as err:
+            self._ack_later(msg)
+            self._reject(topic, str(err), raw)
+            return
+        if kind == "alerts":
+            self._handle_alert(msg, site, device, raw)
+            return
+        self._ack_later(msg)
+        if kind == "status":
+            self._handle_status(site, device, raw)
+        elif kind == "telemetry":
+            self.stats["telemetry"] += 1
+            try:
+                self.store.record_telemetry(site, device, time.time(), raw.decode("utf-8", "replace")[:65536])
+            except StoreError as err:
+                log.error("hub: %s", err)
+        elif kind == "cmd/reply":
+            try:
+                reply = CommandReply.model_validate_json(raw)
+            except ValidationError as err:
+                self._reject(topic, f"malformed command reply: {err.errors()[0]['msg']}", raw)
+                return
+            self.stats["replies"] += 1
+            self._emit("reply", {"site": site, "device": device, **reply.model_dump()})
+
+    def _handle_status(self, site: str, device: str, raw: bytes) -> None:
+        if not raw:  # retained status cleared
+            return
+        try:
+            st = StatusMessage.model_validate_json(raw)
+        except ValidationError as err:
+            self._reject(f"{site}/{device}/status", f"malformed status: {err.errors()[0]['msg']}", raw)
+            return
+        self.stats["status"] += 1
+        try:
+            self.store.record_status(site, device, st.state, st.reason, st.ts, raw.decode())
+        except StoreError as err:
+            log.error("hub: %s", err)
+        self._emit("presence", {"site": site, "device": device, "state": st.state, "reason": st.reason,
+                                "ts": st.ts})
+
+    def _handle_alert(self, msg, site: str, device: str, raw: bytes) -> None:
+        if len(raw) > MAX_ALERT_BYTES:
+            self._ack_later(msg)
+            self._reject(msg.topic, f"alert payload of {len(raw)} bytes exceeds {MAX_ALERT_BYTES}", raw)
+            return
+        try:
+            fields = json.loads(raw)
+            if not isinstance(fields, dict):
+                raise ValueError("payload is not a JSON object")
+            # Validate only what the hub relies on; the rest (e.g. a strip) is stored as received.
+            env = AlertEnvelope.model_validate({k: fields.get(k) for k in ("message_id", "alert_id", "priority")})
+        except ValidationError as err:
+            self._ack_later(msg)
+            e = err.errors()[0]
+            self._reject(msg.topic, f"alert payload field {'.'.join(map(str, e['loc']))}: {e['msg']}", raw)
+            return
+        except (ValueError, UnicodeDecodeError) as err:
+            self._ack_later(msg)
+            self._reject(msg.topic, f"alert payload is not JSON: {err}", raw)
+            return
+        claimed = fields.get("device_id")
+        if isinstance(claimed, str) and claimed and claimed != device:
+            log.warning("hub: message %s on %s/%s claims device_id %r; the topic is authoritative",
+                        env.message_id, site, device, claimed)
+        self._pending.append(_Pending(msg.mid, msg.qos, IncomingAlert(
+            message_id=env.message_id, alert_id=env.alert_id, site=site, device=device,
+            payload=raw.decode("utf-8"), received_at=time.time(), fields=fields)))
+        if len(self._pending) >= MAX_BATCH:
+            self._flush()
+
+    def _flush(self) -> None:
+        """Commit the batch, then PUBACK and receipt each message. Called after each read burst."""
+        client = self._loop.client
+        if self._pending:
+            batch, self._pending = self._pending, []
+            try:
+                results = self.store.store_alerts([p.alert for p in batch])
+            except StoreError as err:
+                # Not committed: no PUBACK, no receipt. Drop the connection so the broker redelivers.
+                log.error("hub: cannot store %d alert message(s): %s; reconnecting so the broker redelivers",
+                          len(batch), err)
+                self._acks.clear()
+                client.disconnect()
+                return
+            for p, res in zip(batch, results):
+                if p.qos > 0:
+                    client.ack(p.mid, p.qos)
+                receipt = Receipt(message_id=res.message_id, alert_id=res.alert_id, device=res.device,
+                                  site=res.site, stored_at=res.stored_at, duplicate=res.duplicate,
+                                  hub=self.opts.hub_name)
+                rtopic = DeviceTopics(res.site, res.device, self.opts.prefix).receipt
+                client.publish(rtopic, receipt.model_dump_json().encode(), qos=1)
+                self.stats["receipts_sent"] += 1
+                if res.duplicate:
+                    self.stats["alerts_duplicate"] += 1
+                    log.debug("hub: duplicate message %s from %s/%s (receipt re-sent)", res.message_id,
+                              res.site, res.device)
+                else:
+                    self.stats["alerts_new"] += 1
+                    self._emit("alert", {"site": res.site, "device": res.device, "message_id": res.message_id,
+                                         "alert_id": res.alert_id, "stored_at": res.stored_at,
+                                         "payload": p.alert.fields})
+        if self._acks:
+            acks, self._acks = self._acks, []
+            for mid, qos in acks:
+                client.ack(mid, qos)

@@ -1,0 +1,177 @@
+"""Wire schemas of everything transport puts on or takes off MQTT, except alert payloads.
+
+Alert payloads are opaque bytes to transport (they are ``edgemon.alerts``'s
+business); the only contract is that the payload is a JSON object whose
+top-level ``message_id`` and ``alert_id`` equal the ones given to the outbox,
+because the hub deduplicates on ``message_id`` and groups on ``alert_id``.
+
+Here: ``Receipt`` (hub -> device: "message X is committed in my store"),
+``StatusMessage`` (retained presence), ``Heartbeat`` (telemetry), hub commands
+(``AckCommand``, ``SilenceCommand``, ``PingCommand``; optionally HMAC-signed)
+and ``CommandReply``. All are pydantic models validated at the boundary.
+"""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import time
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator, model_validator
+
+MSG_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
+MessageId = Annotated[str, Field(pattern=MSG_ID_PATTERN)]
+Priority = Literal["high", "medium", "low"]
+
+
+class _Wire(BaseModel):
+    # Receivers ignore fields they do not know, so a newer hub or device can add some.
+    model_config = ConfigDict(extra="ignore")
+
+
+class Receipt(_Wire):
+    """Delivery receipt, published by the hub on the device's ``receipt`` topic after its store committed."""
+
+    v: Literal[1] = 1
+    message_id: MessageId
+    alert_id: MessageId
+    device: str = ""
+    site: str = ""
+    stored_at: float = Field(..., description="Epoch seconds of the hub's commit.")
+    duplicate: bool = Field(False, description="The hub already had this message_id (a re-send).")
+    hub: str = ""
+
+
+class AlertEnvelope(BaseModel):
+    """The part of an alert payload the hub and transport rely on; everything else passes through."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    message_id: MessageId
+    alert_id: MessageId
+    priority: Priority | None = None
+
+
+class StatusMessage(_Wire):
+    v: Literal[1] = 1
+    state: Literal["online", "offline"]
+    reason: str = ""
+    ts: float = 0.0
+    agent_version: str = ""
+
+
+class OutboxDepth(_Wire):
+    queued: int = 0
+    in_flight: int = 0
+    awaiting_receipt: int = 0
+
+
+class Heartbeat(_Wire):
+    """Periodic device health on the ``telemetry`` topic."""
+
+    v: Literal[1] = 1
+    ts: float
+    uptime_s: float
+    heart_rate_bpm: float | None = None
+    sqi: float | None = None
+    model_versions: dict[str, str] = Field(default_factory=dict)
+    outbox: OutboxDepth = Field(default_factory=OutboxDepth)
+    oldest_alert_age_s: float | None = None
+    broker_connected: bool = True
+    extra: dict[str, Any] = Field(default_factory=dict)
+
+
+# ----------------------------------------------------------------------------- commands
+
+class _CommandBase(_Wire):
+    # Commands change device behaviour: refuse what we do not fully understand.
+    model_config = ConfigDict(extra="forbid")
+
+    v: Literal[1] = 1
+    command_id: MessageId
+    issued_at: float = Field(..., description="Epoch seconds at the hub.")
+    issuer: str = Field("hub", max_length=64)
+    sig: str | None = Field(None, pattern=r"^[0-9a-f]{64}$", description="HMAC-SHA256 hex, when keys are configured.")
+
+
+class AckCommand(_CommandBase):
+    type: Literal["ack"]
+    alert_id: MessageId
+    by: str = Field("", max_length=64, description="Clinician/user handle (not a patient identifier).")
+    note: str = Field("", max_length=256)
+
+
+class SilenceCommand(_CommandBase):
+    """Silence alerts whose fields equal all ``matchers`` (e.g. {"condition": "af"}) until expiry."""
+
+    type: Literal["silence"]
+    matchers: dict[str, str] = Field(..., min_length=1, max_length=8)
+    duration_s: float | None = Field(None, gt=0, le=7 * 24 * 3600)
+    expires_at: float | None = Field(None, gt=0)
+    reason: str = Field("", max_length=256)
+    by: str = Field("", max_length=64)
+
+    @field_validator("matchers")
+    @classmethod
+    def _matchers(cls, value: dict[str, str]) -> dict[str, str]:
+        for k, v in value.items():
+            if not k or len(k) > 32 or not k.replace("_", "").isalnum():
+                raise ValueError(f"matcher key {k!r} must be 1-32 of [A-Za-z0-9_]")
+            if len(v) > 128:
+                raise ValueError(f"matcher {k!r} value longer than 128 characters")
+        return value
+
+    @model_validator(mode="after")
+    def _one_expiry(self) -> "SilenceCommand":
+        if (self.duration_s is None) == (self.expires_at is None):
+            raise ValueError("give exactly one of duration_s or expires_at")
+        return self
+
+    def expiry_epoch_s(self) -> float:
+        """Absolute expiry (epoch seconds)."""
+        if self.expires_at is not None:
+            return float(self.expires_at)
+        return float(self.issued_at) + float(self.duration_s or 0.0)
+
+
+class PingCommand(_CommandBase):
+    type: Literal["ping"]
+
+
+Command = Annotated[Union[AckCommand, SilenceCommand, PingCommand], Field(discriminator="type")]
+COMMAND_ADAPTER: TypeAdapter = TypeAdapter(Command)
+
+
+class CommandReply(_Wire):
+    v: Literal[1] = 1
+    command_id: str | None = None
+    type: str | None = None
+    ok: bool
+    reason: str = ""
+    result: dict[str, Any] = Field(default_factory=dict)
+    device: str = ""
+    ts: float = 0.0
+
+
+def canonical_json(obj: dict) -> bytes:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode("ascii")
+
+
+def command_signature(cmd: dict, key: bytes) -> str:
+    """HMAC-SHA256 over the canonical JSON of the command without its ``sig`` field."""
+    body = {k: v for k, v in cmd.items() if k != "sig"}
+    return hmac.new(key, canonical_json(body), hashlib.sha256).hexdigest()
+
+
+def make_command(type_: str, *, key: bytes | None = None, issuer: str = "hub", command_id: str | None = None,
+                 issued_at: float | None = None, **fields: Any) -> dict:
+    """Build (and sign, if ``key``) a command dict ready to be JSON-encoded on a device's cmd topic."""
+    import uuid
+
+    cmd = {"v": 1, "type": type_, "command_id": command_id or str(uuid.uuid4()),
+           "issued_at": time.time() if issued_at is None else issued_at, "issuer": issuer, **fields}
+    COMMAND_ADAPTER.validate_python(cmd)  # refuse to send what a device would refuse
+    if key is not None:
+        cmd["sig"] = command_signature(cmd, key)
+    return cmd

@@ -1,0 +1,380 @@
+"""Durable alert outbox: SQLite (WAL) table of messages not yet confirmed by the hub.
+
+Takes ``OutboxMessage`` (message_id, alert_id, priority, topic suffix, payload
+bytes); gives rows to publish, in creation order, and forgets a row only when
+the hub's receipt for its message_id arrives. Nothing here knows MQTT.
+
+Life of a row::
+
+    queued --publish--> in_flight --PUBACK--> awaiting_receipt --receipt--> (deleted, kept in the ledger)
+       ^                    |                        |
+       +---- restart -------+     no receipt by next_attempt_at: re-published (attempts+1, backoff)
+
+``enqueue`` commits with ``synchronous=FULL`` before returning, so an alert
+the caller handed over survives kill -9 and power loss; state changes after
+that use ``synchronous=NORMAL`` (a lost state change only causes a re-send,
+which the hub deduplicates). The table is bounded: when full, the oldest
+lowest-priority message is evicted; high-priority messages are never evicted
+(the bound is exceeded instead, with a warning).
+
+Thread-safety: one connection guarded by a lock; any thread may call any method.
+"""
+from __future__ import annotations
+
+import logging
+import sqlite3
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Iterator
+
+log = logging.getLogger(__name__)
+
+STATES = ("queued", "in_flight", "awaiting_receipt")
+PRIORITY_RANK = {"high": 0, "medium": 1, "low": 2}
+LEDGER_KEEP = 20000
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS outbox (
+    seq              INTEGER PRIMARY KEY AUTOINCREMENT,
+    message_id       TEXT NOT NULL UNIQUE,
+    alert_id         TEXT NOT NULL,
+    priority         TEXT NOT NULL,
+    priority_rank    INTEGER NOT NULL,
+    topic_suffix     TEXT NOT NULL,
+    payload          BLOB NOT NULL,
+    created_at       REAL NOT NULL,
+    state            TEXT NOT NULL CHECK (state IN ('queued', 'in_flight', 'awaiting_receipt')),
+    attempts         INTEGER NOT NULL DEFAULT 0,
+    last_sent_at     REAL,
+    acked_at         REAL,
+    next_attempt_at  REAL NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS outbox_due ON outbox (next_attempt_at, seq);
+CREATE INDEX IF NOT EXISTS outbox_evict ON outbox (priority_rank, seq);
+CREATE TABLE IF NOT EXISTS ledger (
+    message_id    TEXT PRIMARY KEY,
+    alert_id      TEXT NOT NULL,
+    created_at    REAL NOT NULL,
+    stored_at     REAL NOT NULL,
+    confirmed_at  REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS counters (
+    name   TEXT PRIMARY KEY,
+    value  REAL NOT NULL
+);
+"""
+
+
+class OutboxError(Exception):
+    """The outbox file cannot be opened or written (path and reason in the message)."""
+
+
+@dataclass(frozen=True)
+class OutboxMessage:
+    """What the caller hands over. ``payload`` must be a JSON object carrying the same message_id/alert_id."""
+
+    message_id: str
+    alert_id: str
+    priority: str
+    payload: bytes
+    topic_suffix: str = "alerts"
+    created_at: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.priority not in PRIORITY_RANK:
+            raise ValueError(f"outbox message {self.message_id}: priority {self.priority!r} not in high/medium/low")
+        if not self.message_id or not self.alert_id:
+            raise ValueError("outbox message needs message_id and alert_id")
+
+
+@dataclass(frozen=True)
+class OutboxRow:
+    seq: int
+    message_id: str
+    alert_id: str
+    priority: str
+    topic_suffix: str
+    payload: bytes
+    created_at: float
+    state: str
+    attempts: int
+    next_attempt_at: float
+
+
+@dataclass
+class EnqueueResult:
+    accepted: bool
+    duplicate: bool = False
+    already_delivered: bool = False
+    evicted: list[str] = field(default_factory=list)
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class ConfirmResult:
+    outcome: str  # "confirmed", "already_confirmed", "unknown", "alert_mismatch"
+    message_id: str
+    wait_s: float | None = None
+
+
+class Outbox:
+    def __init__(self, path: str | Path, max_messages: int = 10000, *, durable: bool = True,
+                 clock=time.time) -> None:
+        self.path = Path(path)
+        self.max_messages = int(max_messages)
+        self.durable = durable
+        self._clock = clock
+        self._lock = threading.RLock()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(str(self.path), timeout=30.0, isolation_level=None, check_same_thread=False)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.executescript(_SCHEMA)
+        except (sqlite3.Error, OSError) as err:
+            raise OutboxError(f"outbox {self.path}: cannot open: {err}") from None
+
+    # ------------------------------------------------------------------ helpers
+    @contextmanager
+    def _tx(self, durable: bool = False) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            db = self._db
+            if durable and self.durable:
+                db.execute("PRAGMA synchronous=FULL")
+            try:
+                db.execute("BEGIN IMMEDIATE")
+                try:
+                    yield db
+                except BaseException:
+                    db.execute("ROLLBACK")
+                    raise
+                db.execute("COMMIT")
+            except sqlite3.Error as err:
+                raise OutboxError(f"outbox {self.path}: {err}") from None
+            finally:
+                if durable and self.durable:
+                    db.execute("PRAGMA synchronous=NORMAL")
+
+    @staticmethod
+    def _bump(db: sqlite3.Connection, name: str, by: float = 1.0) -> None:
+        db.execute("INSERT INTO counters(name, value) VALUES(?, ?) "
+                   "ON CONFLICT(name) DO UPDATE SET value = value + excluded.value", (name, by))
+
+    @staticmethod
+    def _row(r: tuple) -> OutboxRow:
+        return OutboxRow(seq=r[0], message_id=r[1], alert_id=r[2], priority=r[3], topic_suffix=r[4],
+                         payload=bytes(r[5]), created_at=r[6], state=r[7], attempts=r[8], next_attempt_at=r[9])
+
+    _COLS = "seq, message_id, alert_id, priority, topic_suffix, payload, created_at, state, attempts, next_attempt_at"
+
+    # ------------------------------------------------------------------ producer side
+    def enqueue(self, msg: OutboxMessage) -> EnqueueResult:
+        """Store ``msg`` durably; on return it survives a crash. Idempotent on message_id."""
+        return self.enqueue_many([msg])[0]
+
+    def enqueue_many(self, msgs: Iterable[OutboxMessage]) -> list[EnqueueResult]:
+        results: list[EnqueueResult] = []
+        with self._tx(durable=True) as db:
+            for msg in msgs:
+                results.append(self._enqueue_one(db, msg))
+        for res in results:
+            if res.evicted:
+                log.warning("outbox full (%d): evicted %s", self.max_messages, ", ".join(res.evicted))
+            if not res.accepted and res.reason:
+                log.warning("outbox: %s", res.reason)
+        return results
+
+    def _enqueue_one(self, db: sqlite3.Connection, msg: OutboxMessage) -> EnqueueResult:
+        if db.execute("SELECT 1 FROM outbox WHERE message_id = ?", (msg.message_id,)).fetchone():
+            return EnqueueResult(accepted=True, duplicate=True)
+        if db.execute("SELECT 1 FROM ledger WHERE message_id = ?", (msg.message_id,)).fetchone():
+            return EnqueueResult(accepted=True, duplicate=True, already_delivered=True)
+        rank = PRIORITY_RANK[msg.priority]
+        evicted: list[str] = []
+        (count,) = db.execute("SELECT COUNT(*) FROM outbox").fetchone()
+        if count >= self.max_messages:
+            victim = db.execute(
+                "SELECT seq, message_id, priority_rank FROM outbox WHERE priority_rank > 0 "
+                "ORDER BY priority_rank DESC, seq ASC LIMIT 1").fetchone()
+            if victim is not None and victim[2] >= rank:
+                db.execute("DELETE FROM outbox WHERE seq = ?", (victim[0],))
+                self._bump(db, "evicted")
+                evicted.append(victim[1])
+            elif rank > 0:
+                self._bump(db, "evicted")
+                return EnqueueResult(accepted=False, reason=(
+                    f"full ({count} messages of higher priority): dropped new {msg.priority} message "
+                    f"{msg.message_id} (alert {msg.alert_id})"))
+            else:
+                log.warning("outbox over its bound (%d >= %d): all pending messages are high priority; "
+                            "keeping new high-priority message %s", count, self.max_messages, msg.message_id)
+        created = self._clock() if msg.created_at is None else msg.created_at
+        db.execute(
+            "INSERT INTO outbox(message_id, alert_id, priority, priority_rank, topic_suffix, payload, created_at, state)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, 'queued')",
+            (msg.message_id, msg.alert_id, msg.priority, rank, msg.topic_suffix, sqlite3.Binary(msg.payload), created))
+        self._bump(db, "enqueued")
+        return EnqueueResult(accepted=True, evicted=evicted)
+
+    # ------------------------------------------------------------------ sender side
+    def due(self, limit: int, now: float | None = None, exclude: set[str] | frozenset = frozenset()) -> list[OutboxRow]:
+        """Rows to publish now, oldest first: every queued row and sent rows whose retry time has come."""
+        now = self._clock() if now is None else now
+        out: list[OutboxRow] = []
+        last_seq = -1
+        with self._lock:
+            # Excluded rows (still in the MQTT client's hands) are rare among due rows: page past them.
+            while len(out) < limit:
+                rows = self._db.execute(
+                    f"SELECT {self._COLS} FROM outbox WHERE next_attempt_at <= ? AND seq > ? ORDER BY seq LIMIT ?",
+                    (now, last_seq, int(limit) - len(out))).fetchall()
+                if not rows:
+                    break
+                last_seq = rows[-1][0]
+                out += [self._row(r) for r in rows if r[1] not in exclude]
+        return out
+
+    def mark_sent(self, sent: Iterable[tuple[str, float]], now: float | None = None) -> int:
+        """Record publishes: (message_id, next_attempt_at). Returns how many were re-publishes."""
+        now = self._clock() if now is None else now
+        republished = 0
+        with self._tx() as db:
+            for message_id, next_at in sent:
+                row = db.execute("SELECT attempts FROM outbox WHERE message_id = ?", (message_id,)).fetchone()
+                if row is None:
+                    continue
+                if row[0] > 0:
+                    republished += 1
+                db.execute("UPDATE outbox SET state = 'in_flight', attempts = attempts + 1, last_sent_at = ?, "
+                           "next_attempt_at = ? WHERE message_id = ?", (now, next_at, message_id))
+            if republished:
+                self._bump(db, "republished", republished)
+        return republished
+
+    def mark_acked(self, message_ids: str | Iterable[str], now: float | None = None) -> int:
+        """PUBACK came: in_flight -> awaiting_receipt. Returns how many rows changed (gone rows are skipped)."""
+        now = self._clock() if now is None else now
+        ids = [message_ids] if isinstance(message_ids, str) else list(message_ids)
+        if not ids:
+            return 0
+        with self._tx() as db:
+            return db.executemany("UPDATE outbox SET state = 'awaiting_receipt', acked_at = ? "
+                                  "WHERE message_id = ? AND state = 'in_flight'", [(now, m) for m in ids]).rowcount
+
+    def confirm(self, message_id: str, alert_id: str | None, stored_at: float,
+                now: float | None = None) -> ConfirmResult:
+        """The hub stored ``message_id``: delete the row (idempotent; unknown ids change nothing)."""
+        return self.confirm_many([(message_id, alert_id, stored_at)], now)[0]
+
+    def confirm_many(self, receipts: Iterable[tuple[str, str | None, float]],
+                     now: float | None = None) -> list[ConfirmResult]:
+        """Apply receipts (message_id, alert_id, stored_at) in one transaction."""
+        now = self._clock() if now is None else now
+        out: list[ConfirmResult] = []
+        receipts = list(receipts)
+        if not receipts:
+            return out
+        with self._tx() as db:
+            max_wait = None
+            for message_id, alert_id, stored_at in receipts:
+                row = db.execute("SELECT alert_id, created_at FROM outbox WHERE message_id = ?",
+                                 (message_id,)).fetchone()
+                if row is None:
+                    seen = db.execute("SELECT 1 FROM ledger WHERE message_id = ?", (message_id,)).fetchone()
+                    if not seen:
+                        self._bump(db, "receipts_unknown")
+                    out.append(ConfirmResult("already_confirmed" if seen else "unknown", message_id))
+                    continue
+                if alert_id is not None and alert_id != row[0]:
+                    self._bump(db, "receipts_unknown")
+                    out.append(ConfirmResult("alert_mismatch", message_id))
+                    continue
+                db.execute("DELETE FROM outbox WHERE message_id = ?", (message_id,))
+                db.execute("INSERT OR REPLACE INTO ledger(message_id, alert_id, created_at, stored_at, confirmed_at)"
+                           " VALUES (?, ?, ?, ?, ?)", (message_id, row[0], row[1], stored_at, now))
+                wait = max(0.0, now - row[1])
+                max_wait = wait if max_wait is None else max(max_wait, wait)
+                out.append(ConfirmResult("confirmed", message_id, wait))
+            n_ok = sum(1 for r in out if r.outcome == "confirmed")
+            if n_ok:
+                self._bump(db, "delivered", n_ok)
+                db.execute("INSERT INTO counters(name, value) VALUES('max_wait_s', ?) "
+                           "ON CONFLICT(name) DO UPDATE SET value = MAX(value, excluded.value)", (max_wait,))
+                (n_ledger,) = db.execute("SELECT COUNT(*) FROM ledger").fetchone()
+                if n_ledger > LEDGER_KEEP + 1000:
+                    db.execute("DELETE FROM ledger WHERE message_id IN (SELECT message_id FROM ledger "
+                               "ORDER BY confirmed_at LIMIT ?)", (n_ledger - LEDGER_KEEP,))
+        return out
+
+    def requeue_in_flight(self) -> int:
+        """After a restart nothing is in the MQTT client any more: in_flight rows go back to queued."""
+        with self._tx() as db:
+            return db.execute("UPDATE outbox SET state = 'queued', next_attempt_at = 0 "
+                              "WHERE state = 'in_flight'").rowcount
+
+    def reschedule(self, states: Iterable[str], at: float, mode: str = "set") -> int:
+        """Move next_attempt_at of rows in ``states``: to ``at`` ("set"), to max(current, at) ("later"),
+        or to min(current, at) ("earlier")."""
+        states = tuple(states)
+        marks = ",".join("?" * len(states))
+        expr = {"set": "?", "later": "MAX(next_attempt_at, ?)", "earlier": "MIN(next_attempt_at, ?)"}[mode]
+        with self._tx() as db:
+            return db.execute(f"UPDATE outbox SET next_attempt_at = {expr} WHERE state IN ({marks})",
+                              (at, *states)).rowcount
+
+    def clamp_schedule(self, latest: float) -> int:
+        """Pull retry times later than ``latest`` back to it (a wall clock that jumped back, e.g. NTP at boot,
+        must not park alerts for the size of the jump)."""
+        with self._tx() as db:
+            return db.execute("UPDATE outbox SET next_attempt_at = ? WHERE next_attempt_at > ?",
+                              (latest, latest)).rowcount
+
+    # ------------------------------------------------------------------ inspection
+    def depth(self) -> dict[str, int]:
+        with self._lock:
+            rows = self._db.execute("SELECT state, COUNT(*) FROM outbox GROUP BY state").fetchall()
+        out = {s: 0 for s in STATES}
+        out.update({s: int(n) for s, n in rows})
+        return out
+
+    def __len__(self) -> int:
+        with self._lock:
+            return int(self._db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
+
+    def oldest_age_s(self, now: float | None = None) -> float | None:
+        now = self._clock() if now is None else now
+        with self._lock:
+            (oldest,) = self._db.execute("SELECT MIN(created_at) FROM outbox").fetchone()
+        return None if oldest is None else max(0.0, now - oldest)
+
+    def next_due_at(self) -> float | None:
+        with self._lock:
+            (t,) = self._db.execute("SELECT MIN(next_attempt_at) FROM outbox").fetchone()
+        return t
+
+    def rows(self) -> list[OutboxRow]:
+        with self._lock:
+            return [self._row(r) for r in self._db.execute(f"SELECT {self._COLS} FROM outbox ORDER BY seq")]
+
+    def get(self, message_id: str) -> OutboxRow | None:
+        with self._lock:
+            r = self._db.execute(f"SELECT {self._COLS} FROM outbox WHERE message_id = ?", (message_id,)).fetchone()
+        return None if r is None else self._row(r)
+
+    def delivered(self, message_id: str) -> bool:
+        with self._lock:
+            return self._db.execute("SELECT 1 FROM ledger WHERE message_id = ?", (message_id,)).fetchone() is not None
+
+    def counters(self) -> dict[str, float]:
+        with self._lock:
+            return {k: v for k, v in self._db.execute("SELECT name, value FROM counters")}
+
+    def close(self) -> None:
+        with self._lock:
+            try:
+                self._db.close()
+            except sqlite3.Error:
+                pass
