@@ -1,0 +1,295 @@
+"""Beat-interval windows and features for the beat-timing AF path.
+
+Takes beats (their rr_ms or times) and gives fixed-size windows of RR
+intervals, the tachogram model's input features, and an RR-irregularity
+baseline (robust normalised RMSSD) with its own streaming detector.
+
+Windowing (shared by the model, the baseline, training and evaluation so they
+can never disagree): with W beats per window and hop H, window j covers beat
+indices [j*H - L, j*H - L + W) where L = (W - H) // 2, and its decision labels
+the H "centre" beats [j*H, j*H + H). Every beat is labelled by exactly one
+window; positions before the stream's first beat or after a flush are padded
+and masked. A window is emitted once its last beat has arrived, so a decision
+lags its centre by about W/2 beats. The RR of beat i is the interval ending at
+beat i (NaN for a stream's first beat: masked).
+
+Imports numpy only.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from edgemon.events import Beat, Detection
+
+WINDOW_BEATS = 64
+HOP_BEATS = 8
+FEATURE_CLIP = 2.0
+N_FEATURES = 4
+# Absolute RR channel: (rr_s - RR_CENTRE_S) / RR_SPAN_S, so 0.25..1.75 s maps into [-1, 1] after clip 2.
+RR_CENTRE_S = 0.75
+RR_SPAN_S = 0.5
+FEATURE_DESCRIPTION = (
+    "per beat of a 64-beat window, 4 channels: [0] rr/median(rr) - 1, [1] (rr[i]-rr[i-1])/median(rr), "
+    "[2] (rr_s - 0.75)/0.5, [3] mask (1 = beat present); channels 0-2 clipped to [-2, 2] and zero where "
+    "masked; median over the window's present beats; short sequences are centred and the rest masked")
+
+
+def window_features(rr_ms: np.ndarray, clip: float = FEATURE_CLIP) -> np.ndarray:
+    """(n, W) RR in ms, NaN where no beat -> (n, W, 4) float32 model features (see FEATURE_DESCRIPTION)."""
+    rr = np.asarray(rr_ms, dtype=np.float64)
+    if rr.ndim == 1:
+        rr = rr[None]
+    m = np.isfinite(rr) & (rr > 0)
+    any_valid = m.any(axis=1)
+    med = np.full(rr.shape[0], 1000.0)
+    if any_valid.any():
+        # median of the present beats per row, without nanmedian's all-NaN warnings
+        srt = np.sort(np.where(m, rr, np.inf), axis=1)
+        cnt = m.sum(axis=1)
+        lo = srt[np.arange(len(rr)), np.maximum((cnt - 1) // 2, 0)]
+        hi = srt[np.arange(len(rr)), np.maximum(cnt // 2, 0)]
+        med = np.where(any_valid, 0.5 * (lo + hi), 1000.0)
+    med = med[:, None]
+    r = np.where(m, rr, med)
+    rel = r / med
+    mf = m.astype(np.float64)
+    ch0 = np.clip(rel - 1.0, -clip, clip) * mf
+    d = np.zeros_like(rel)
+    d[:, 1:] = np.diff(rel, axis=1)
+    dm = np.zeros_like(mf)
+    dm[:, 1:] = mf[:, 1:] * mf[:, :-1]
+    ch1 = np.clip(d, -clip, clip) * dm
+    ch2 = np.clip((r / 1000.0 - RR_CENTRE_S) / RR_SPAN_S, -clip, clip) * mf
+    return np.stack([ch0, ch1, ch2, mf], axis=-1).astype(np.float32)
+
+
+def centred_window(rr_ms: np.ndarray, window_beats: int = WINDOW_BEATS) -> np.ndarray:
+    """A short RR sequence (<= W) placed in the middle of a NaN-padded W-beat row; longer ones keep the centre."""
+    rr = np.asarray(rr_ms, dtype=np.float64).ravel()
+    if rr.size > window_beats:
+        s = (rr.size - window_beats) // 2
+        return rr[s:s + window_beats].copy()
+    out = np.full(window_beats, np.nan)
+    s = (window_beats - rr.size) // 2
+    out[s:s + rr.size] = rr
+    return out
+
+
+def robust_nrmssd(rr_ms: np.ndarray, trim: float = 0.06) -> np.ndarray:
+    """(n, W) RR in ms (NaN = missing) -> (n,) RMSSD / median RR, dropping the largest `trim`
+    fraction of successive differences so isolated ectopic beats do not look like AF. NaN if < 4 diffs."""
+    rr = np.asarray(rr_ms, dtype=np.float64)
+    if rr.ndim == 1:
+        rr = rr[None]
+    d2 = np.diff(rr, axis=1) ** 2  # NaN where either beat is missing
+    valid = np.isfinite(d2)
+    n_d = valid.sum(axis=1)
+    srt = np.sort(np.where(valid, d2, np.inf), axis=1)
+    keep = n_d - np.floor(trim * n_d).astype(int)
+    csum = np.cumsum(np.where(np.isfinite(srt), srt, 0.0), axis=1)
+    idx = np.clip(keep - 1, 0, d2.shape[1] - 1)
+    total = csum[np.arange(len(rr)), idx]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        rmssd = np.sqrt(total / np.maximum(keep, 1))
+        med = np.nanmedian(np.where(np.isfinite(rr), rr, np.nan), axis=1) if rr.size else np.zeros(0)
+        out = rmssd / med
+    out[n_d < 4] = np.nan
+    return out
+
+
+@dataclass
+class WindowBatch:
+    """Windows that became complete in one push; arrays of length k (one entry per window)."""
+
+    rr_ms: np.ndarray          # (k, W), NaN where masked
+    index: np.ndarray          # window number j
+    centre_first: np.ndarray   # first beat index of the centre region
+    centre_last: np.ndarray    # last beat index of the centre region present in the stream
+    start_s: np.ndarray        # time of the window's first present beat
+    end_s: np.ndarray          # time of the window's last present beat
+    centre_start_s: np.ndarray
+    centre_end_s: np.ndarray
+    sqi: np.ndarray            # mean sqi of the window's present beats
+    n_beats: np.ndarray        # beats in the window with a usable (finite) interval
+
+    def __len__(self) -> int:
+        return int(self.index.size)
+
+
+def beats_to_arrays(beats: list[Beat], last_time_s: float | None) -> tuple[np.ndarray, np.ndarray]:
+    """Beats -> (rr_ms, time_s). rr_ms from the beat when given, else from the previous beat's time."""
+    n = len(beats)
+    t = np.fromiter((b.time_s for b in beats), dtype=np.float64, count=n)
+    rr = np.fromiter((np.nan if b.rr_ms is None else b.rr_ms for b in beats), dtype=np.float64, count=n)
+    if n:
+        prev = np.empty(n)
+        prev[0] = np.nan if last_time_s is None else last_time_s
+        prev[1:] = t[:-1]
+        missing = ~np.isfinite(rr)
+        rr[missing] = (t[missing] - prev[missing]) * 1000.0
+    return rr, t
+
+
+class BeatWindower:
+    """Streaming, chunk-invariant W-beat windows with hop H (see the module docstring).
+
+    State: the tail of the beat stream that later windows still need, the count of
+    beats seen and the next window number. Memory stays O(W) however long the stream.
+    """
+
+    def __init__(self, window_beats: int = WINDOW_BEATS, hop_beats: int = HOP_BEATS) -> None:
+        if not 1 <= hop_beats <= window_beats:
+            raise ValueError(f"hop_beats must be in 1..window_beats ({window_beats}), got {hop_beats}")
+        self.window_beats = int(window_beats)
+        self.hop_beats = int(hop_beats)
+        self.lead = (self.window_beats - self.hop_beats) // 2
+        self.reset()
+
+    def reset(self) -> None:
+        self._rr = np.zeros(0)
+        self._t = np.zeros(0)
+        self._sqi = np.zeros(0)
+        self._offset = 0      # global index of buffer element 0
+        self._n = 0           # beats seen
+        self._next = 0        # next window number
+        self._last_t: float | None = None
+
+    @property
+    def beats_seen(self) -> int:
+        return self._n
+
+    @property
+    def last_time_s(self) -> float | None:
+        return self._last_t
+
+    def push_arrays(self, rr_ms: np.ndarray, time_s: np.ndarray, sqi: np.ndarray | float = 1.0) -> WindowBatch:
+        rr_ms = np.asarray(rr_ms, dtype=np.float64).ravel()
+        time_s = np.asarray(time_s, dtype=np.float64).ravel()
+        if rr_ms.shape != time_s.shape:
+            raise ValueError(f"rr_ms and time_s differ in length ({rr_ms.size} vs {time_s.size})")
+        sq = np.broadcast_to(np.asarray(sqi, dtype=np.float64), rr_ms.shape)
+        self._rr = np.concatenate([self._rr, rr_ms])
+        self._t = np.concatenate([self._t, time_s])
+        self._sqi = np.concatenate([self._sqi, sq])
+        self._n += rr_ms.size
+        if time_s.size:
+            self._last_t = float(time_s[-1])
+        # window j is complete when beat j*H - L + W - 1 exists
+        last_ready = (self._n - (self.window_beats - self.lead)) // self.hop_beats
+        return self._emit(last_ready)
+
+    def push(self, beats: list[Beat], sqi: float = 1.0) -> WindowBatch:
+        rr, t = beats_to_arrays(beats, self._last_t)
+        return self.push_arrays(rr, t, sqi)
+
+    def flush(self) -> WindowBatch:
+        """Emit the windows whose centre holds beats not yet labelled, padding the future with masks."""
+        last = (self._n - 1) // self.hop_beats if self._n else -1
+        return self._emit(last)
+
+    def _emit(self, last_j: int) -> WindowBatch:
+        W, H, L = self.window_beats, self.hop_beats, self.lead
+        js = np.arange(self._next, last_j + 1)
+        k = js.size
+        if k:
+            gidx = (js * H - L)[:, None] + np.arange(W)[None, :]
+            present = (gidx >= 0) & (gidx < self._n)
+            local = np.clip(gidx - self._offset, 0, max(self._rr.size - 1, 0))
+            rr = np.where(present, self._rr[local] if self._rr.size else np.nan, np.nan)
+            t = np.where(present, self._t[local] if self._t.size else np.nan, np.nan)
+            sq = np.where(present, self._sqi[local] if self._sqi.size else np.nan, np.nan)
+            n_present = (present & np.isfinite(rr)).sum(axis=1)  # beats with a usable interval
+            first_pos = np.argmax(present, axis=1)
+            last_pos = W - 1 - np.argmax(present[:, ::-1], axis=1)
+            rows = np.arange(k)
+            c0 = js * H
+            c1 = np.minimum(c0 + H, self._n) - 1
+            cpos0 = c0 - (js * H - L)
+            cpos1 = c1 - (js * H - L)
+            with np.errstate(invalid="ignore"):
+                sqi_mean = np.nanmean(np.where(present, sq, np.nan), axis=1)
+            batch = WindowBatch(rr_ms=rr, index=js, centre_first=c0, centre_last=c1,
+                                start_s=t[rows, first_pos], end_s=t[rows, last_pos],
+                                centre_start_s=t[rows, cpos0], centre_end_s=t[rows, cpos1],
+                                sqi=sqi_mean, n_beats=n_present)
+            self._next = last_j + 1
+        else:
+            e = np.zeros(0)
+            ei = np.zeros(0, dtype=np.int64)
+            batch = WindowBatch(rr_ms=np.zeros((0, W)), index=ei, centre_first=ei, centre_last=ei,
+                                start_s=e, end_s=e, centre_start_s=e, centre_end_s=e, sqi=e, n_beats=ei)
+        # drop what no future window needs
+        keep_from = max(self._next * H - L, 0)
+        cut = keep_from - self._offset
+        if cut > 0:
+            self._rr, self._t, self._sqi = self._rr[cut:], self._t[cut:], self._sqi[cut:]
+            self._offset = keep_from
+        return batch
+
+
+def rr_evidence(rr_ms: np.ndarray) -> dict:
+    """Summary of one window's RR for a Detection's evidence (JSON-safe floats)."""
+    r = rr_ms[np.isfinite(rr_ms)]
+    if r.size == 0:
+        return {"n_beats": 0}
+    d = np.diff(r)
+    return {
+        "n_beats": int(r.size),
+        "hr_bpm": round(60000.0 / float(np.mean(r)), 1),
+        "rr_mean_ms": round(float(np.mean(r)), 1),
+        "rr_median_ms": round(float(np.median(r)), 1),
+        "rr_sd_ms": round(float(np.std(r)), 1),
+        "rmssd_ms": round(float(np.sqrt(np.mean(d ** 2))), 1) if d.size else 0.0,
+    }
+
+
+class RrIrregularityDetector:
+    """Baseline AF rule: robust normalised RMSSD of the W-beat window >= threshold.
+
+    ``push(beats, sqi) -> list[Detection]`` with condition "af", probability = the
+    score squashed to [0, 1] around the threshold (0.5 at the threshold), source
+    "rule:rr_irregularity". Same windowing as the tachogram model.
+    """
+
+    # Tuned on ltafdb/train (all 60 records) by tools/train_tachogram.py; see the AF model card.
+    DEFAULT_THRESHOLD = 0.08
+
+    def __init__(self, threshold: float = DEFAULT_THRESHOLD, window_beats: int = WINDOW_BEATS,
+                 hop_beats: int = HOP_BEATS, min_beats: int = 8) -> None:
+        self.threshold = float(threshold)
+        self.min_beats = int(min_beats)
+        self.windower = BeatWindower(window_beats, hop_beats)
+
+    def push(self, beats: list[Beat], sqi: float = 1.0) -> list[Detection]:
+        return self._detections(self.windower.push(beats, sqi))
+
+    def push_rr(self, rr_ms: np.ndarray, time_s: np.ndarray, sqi: float = 1.0) -> list[Detection]:
+        """Array form of push for replays of long beat files (same windows, no Beat objects)."""
+        return self._detections(self.windower.push_arrays(rr_ms, time_s, sqi))
+
+    def flush(self) -> list[Detection]:
+        return self._detections(self.windower.flush())
+
+    def scores(self, batch: WindowBatch) -> np.ndarray:
+        return robust_nrmssd(batch.rr_ms)
+
+    def _detections(self, batch: WindowBatch) -> list[Detection]:
+        if not len(batch):
+            return []
+        score = self.scores(batch)
+        out = []
+        for i in range(len(batch)):
+            if batch.n_beats[i] < self.min_beats or not np.isfinite(score[i]):
+                continue
+            p = float(1.0 / (1.0 + np.exp(-(score[i] - self.threshold) / (0.15 * self.threshold))))
+            ev = rr_evidence(batch.rr_ms[i])
+            ev.update(nrmssd=round(float(score[i]), 4), threshold=self.threshold,
+                      centre_first_beat=int(batch.centre_first[i]), centre_last_beat=int(batch.centre_last[i]),
+                      centre_start_s=float(batch.centre_start_s[i]), centre_end_s=float(batch.centre_end_s[i]),
+                      af=bool(score[i] >= self.threshold))
+            out.append(Detection(condition="af", probability=p, start_s=float(batch.start_s[i]),
+                                 end_s=float(batch.end_s[i]), sqi=float(batch.sqi[i]),
+                                 source="rule:rr_irregularity", evidence=ev))
+        return out

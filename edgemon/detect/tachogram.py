@@ -1,0 +1,102 @@
+"""Tachogram AF detector: beats -> AF detections from an int8 1D-CNN over RR intervals.
+
+Takes ``Beat`` lists (ECG R peaks, PPG peaks or BLE RR beats: only their
+rr_ms / times are used) and gives ``Detection(condition="af")`` per window of
+64 beats, hop 8 (see ``edgemon.detect.rr_features`` for the windowing). The
+model (models/af_tachogram.tflite, card beside it) outputs P(AF) for the
+window's 8 centre beats from the 64-beat context. Probability, span, model
+name/version/sha256 and RR evidence (hr_bpm, rr stats) travel with each
+detection; the alert policy decides what to raise. Chunk-size invariant.
+Imports numpy (and the LiteRT interpreter through the runtime) only.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from edgemon.detect.rr_features import (
+    HOP_BEATS,
+    N_FEATURES,
+    BeatWindower,
+    WindowBatch,
+    beats_to_arrays,
+    centred_window,
+    rr_evidence,
+    window_features,
+)
+from edgemon.detect.runtime import LoadedModel, ModelInputError
+from edgemon.events import Beat, Detection
+
+
+def af_probabilities(model: LoadedModel, rr_ms: np.ndarray) -> np.ndarray:
+    """(k, W) RR windows in ms (NaN = masked) -> (k,) P(AF), batched through the model."""
+    x = window_features(rr_ms)
+    return model.predict(x).reshape(len(x), -1)[:, -1]
+
+
+def short_sequence_probability(model: LoadedModel, rr_ms: np.ndarray) -> float:
+    """P(AF) for one short RR sequence (e.g. the 10-15 beats of a 10-s PPG segment): centred and masked."""
+    W = model.window_shape[0]
+    return float(af_probabilities(model, centred_window(rr_ms, W)[None])[0])
+
+
+class TachogramAfDetector:
+    """Streaming AF detector over RR intervals.
+
+    push(beats, sqi) -> list[Detection]; flush() at the end of a record labels
+    the last beats with masked (padded) windows. `threshold` defaults to the
+    card's decision_thresholds["af"]; windows with fewer than `min_beats`
+    present beats are not scored (stream start still is, with >= min_beats).
+    Beats pushed with sqi < `min_sqi` are masked (their intervals are not
+    trusted), so a noisy stretch gives no detection rather than a false AF.
+    """
+
+    def __init__(self, model: LoadedModel, hop_beats: int = HOP_BEATS, threshold: float | None = None,
+                 min_beats: int = 8, min_sqi: float = 0.5) -> None:
+        shape = model.window_shape
+        if len(shape) != 2 or shape[1] != N_FEATURES:
+            raise ModelInputError(
+                f"model {model.name} {model.version}: input {shape} is not a (beats, {N_FEATURES}) tachogram")
+        model.check_rate(None)  # interval model: its card must not ask for a sample rate
+        self.model = model
+        self.threshold = float(model.threshold("af") if threshold is None else threshold)
+        self.min_beats = int(min_beats)
+        self.min_sqi = float(min_sqi)
+        self.windower = BeatWindower(shape[0], hop_beats)
+
+    def push(self, beats: list[Beat], sqi: float = 1.0) -> list[Detection]:
+        rr, t = beats_to_arrays(beats, self.windower.last_time_s)
+        return self.push_rr(rr, t, sqi)
+
+    def push_rr(self, rr_ms: np.ndarray, time_s: np.ndarray, sqi: float = 1.0) -> list[Detection]:
+        """Array form of push for replays of long beat files (same windows, no Beat objects)."""
+        rr = np.asarray(rr_ms, dtype=np.float64)
+        if sqi < self.min_sqi:
+            rr = np.full(rr.shape, np.nan)
+        return self._detections(self.windower.push_arrays(rr, time_s, sqi))
+
+    def flush(self) -> list[Detection]:
+        return self._detections(self.windower.flush())
+
+    def reset(self) -> None:
+        self.windower.reset()
+
+    def _detections(self, batch: WindowBatch) -> list[Detection]:
+        if not len(batch):
+            return []
+        ok = batch.n_beats >= self.min_beats
+        if not ok.any():
+            return []
+        probs = np.full(len(batch), np.nan)
+        probs[ok] = af_probabilities(self.model, batch.rr_ms[ok])
+        card = self.model.card
+        out = []
+        for i in np.flatnonzero(ok):
+            p = float(probs[i])
+            ev = rr_evidence(batch.rr_ms[i])
+            ev.update(threshold=self.threshold, af=bool(p >= self.threshold),
+                      centre_first_beat=int(batch.centre_first[i]), centre_last_beat=int(batch.centre_last[i]),
+                      centre_start_s=float(batch.centre_start_s[i]), centre_end_s=float(batch.centre_end_s[i]))
+            out.append(Detection(condition="af", probability=p, start_s=float(batch.start_s[i]),
+                                 end_s=float(batch.end_s[i]), sqi=float(batch.sqi[i]), source=card.name,
+                                 model_version=card.version, model_sha256=card.sha256, evidence=ev))
+        return out

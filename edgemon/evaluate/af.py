@@ -1,0 +1,308 @@
+"""`edgemon evaluate af`: per-beat AF detection on beat-annotated records.
+
+Takes a folder of WFDB records with reference beats and rhythm notes in
+``.atr`` (ltafdb/test, mitdb) and gives per-beat sensitivity, specificity and
+PPV (Petrenas 2015 protocol: a beat is AF if it lies in an ``(AFIB``
+episode; every beat gets the detector's decision), episode sensitivity and
+median detection delay for AF episodes >= 60 s, for the tachogram model and
+for the RR-irregularity baseline, through the same streaming detectors the
+daemon runs (``TachogramAfDetector``, ``RrIrregularityDetector``).
+"""
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+BEAT_SYMBOLS = frozenset("NLRBAaJSVrFejnE/fQ?")
+AF_RHYTHMS = frozenset({"(AFIB"})  # ltafdb and mitdb spell AF "(AFIB"; "(AFL" flutter is not AF
+MIN_EPISODE_S = 60.0
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_CARD = REPO_ROOT / "models" / "af_tachogram.card.json"
+MITDB_AF_RECORDS = ["201", "202", "203", "210", "217", "219", "221", "222"]
+
+
+@dataclass
+class BeatRecord:
+    """Reference beats of one record, restricted to its annotated span."""
+
+    name: str
+    fs_hz: float
+    sample: np.ndarray   # beat sample indices
+    time_s: np.ndarray
+    rr_ms: np.ndarray    # interval ending at each beat; NaN for the first
+    is_af: np.ndarray    # bool per beat: inside an AF rhythm episode
+
+    @property
+    def n_beats(self) -> int:
+        return int(self.sample.size)
+
+
+def load_beat_record(path: str | Path, annotator: str = "atr") -> BeatRecord:
+    """WFDB record path (no extension) -> beats + per-beat AF reference.
+
+    Rhythm is carried by aux notes starting with '(' on any annotation; only
+    beat symbols count as beats; annotations past the record's end (ltafdb 30)
+    are dropped, and scoring stops at the last beat (ltafdb 117's unannotated tail).
+    """
+    import wfdb
+
+    path = Path(path)
+    try:
+        hdr = wfdb.rdheader(str(path))
+        ann = wfdb.rdann(str(path), annotator)
+    except FileNotFoundError as err:
+        raise FileNotFoundError(f"record {path}: {err}") from None
+    fs = float(hdr.fs)
+    samples = np.asarray(ann.sample, dtype=np.int64)
+    symbols = ann.symbol
+    aux = ann.aux_note or [""] * len(symbols)
+    sig_len = int(hdr.sig_len) if hdr.sig_len else None
+    is_beat = np.zeros(len(symbols), bool)
+    af_state = np.zeros(len(symbols), bool)
+    current = False
+    for i, (sym, note) in enumerate(zip(symbols, aux)):
+        note = (note or "").strip("\x00 ").strip()
+        if note.startswith("("):
+            current = note in AF_RHYTHMS
+        af_state[i] = current
+        is_beat[i] = sym in BEAT_SYMBOLS
+    if sig_len is not None:
+        is_beat &= samples < sig_len
+    s = samples[is_beat]
+    t = s / fs
+    rr = np.empty(s.size)
+    if s.size:
+        rr[0] = np.nan
+        rr[1:] = np.diff(t) * 1000.0
+    return BeatRecord(name=path.name, fs_hz=fs, sample=s, time_s=t, rr_ms=rr, is_af=af_state[is_beat])
+
+
+# ---------------------------------------------------------------- scoring
+def beat_decisions(detections, n_beats: int) -> np.ndarray:
+    """Per-beat AF decision from detections that carry centre_first_beat/centre_last_beat (unlabelled = not AF)."""
+    det = np.zeros(n_beats, bool)
+    for d in detections:
+        ev = d.evidence
+        if ev.get("af"):
+            det[ev["centre_first_beat"]:ev["centre_last_beat"] + 1] = True
+    return det
+
+
+def af_episodes(time_s: np.ndarray, is_af: np.ndarray, min_s: float = MIN_EPISODE_S) -> list[tuple[int, int]]:
+    """Maximal runs of AF beats lasting >= min_s, as (first_beat, last_beat) inclusive."""
+    if not is_af.any():
+        return []
+    x = np.concatenate([[False], is_af, [False]]).astype(np.int8)
+    starts = np.flatnonzero(np.diff(x) == 1)
+    ends = np.flatnonzero(np.diff(x) == -1) - 1
+    return [(int(s), int(e)) for s, e in zip(starts, ends) if time_s[e] - time_s[s] >= min_s]
+
+
+def counts(ref: np.ndarray, det: np.ndarray) -> dict:
+    return {"tp": int(np.sum(ref & det)), "fn": int(np.sum(ref & ~det)),
+            "tn": int(np.sum(~ref & ~det)), "fp": int(np.sum(~ref & det))}
+
+
+def _pct(a: int, b: int) -> float | None:
+    return round(100.0 * a / b, 2) if b else None
+
+
+def summarise(c: dict) -> dict:
+    return {"beat_sensitivity_pct": _pct(c["tp"], c["tp"] + c["fn"]),
+            "beat_specificity_pct": _pct(c["tn"], c["tn"] + c["fp"]),
+            "beat_ppv_pct": _pct(c["tp"], c["tp"] + c["fp"]),
+            "beat_accuracy_pct": _pct(c["tp"] + c["tn"], sum(c.values()))}
+
+
+def episode_stats(rec_time: np.ndarray, episodes: list[tuple[int, int]], det: np.ndarray, detections) -> tuple[int, list[float]]:
+    """(episodes detected, delays in s). Delay = time the first AF-positive window whose centre lies in
+    the episode was emitted (its last beat's time) minus the episode's first beat time."""
+    pos = [(d.evidence["centre_first_beat"], d.evidence["centre_last_beat"], d.end_s)
+           for d in detections if d.evidence.get("af")]
+    pos_first = np.array([p[0] for p in pos], dtype=np.int64)
+    pos_last = np.array([p[1] for p in pos], dtype=np.int64)
+    pos_emit = np.array([p[2] for p in pos], dtype=np.float64)
+    found, delays = 0, []
+    for s, e in episodes:
+        if not det[s:e + 1].any():
+            continue
+        found += 1
+        hit = (pos_last >= s) & (pos_first <= e)
+        if hit.any():
+            delays.append(float(np.min(pos_emit[hit]) - rec_time[s]))
+    return found, delays
+
+
+class _Tally:
+    def __init__(self) -> None:
+        self.counts = {"tp": 0, "fn": 0, "tn": 0, "fp": 0}
+        self.episodes = 0
+        self.found = 0
+        self.delays: list[float] = []
+
+    def add(self, c: dict, n_ep: int, found: int, delays: list[float]) -> None:
+        for k in self.counts:
+            self.counts[k] += c[k]
+        self.episodes += n_ep
+        self.found += found
+        self.delays += delays
+
+    def result(self) -> dict:
+        out = summarise(self.counts)
+        out.update(self.counts)
+        out["episodes_ge_60s"] = self.episodes
+        out["episode_sensitivity_pct"] = _pct(self.found, self.episodes)
+        out["median_delay_s"] = round(float(np.median(self.delays)), 1) if self.delays else None
+        return out
+
+
+def resolve_records_dir(data_dir: str | None) -> Path:
+    from edgemon.cli import UserError
+    from edgemon.evaluate.common import default_data_root
+
+    if data_dir is None:
+        root = default_data_root()
+        if root is None:
+            raise UserError("no data folder: pass --data-dir (e.g. ../shared/data/ltafdb/test) or set EDGEMON_DATA")
+        d = root / "ltafdb" / "test"
+    else:
+        d = Path(data_dir)
+    if not d.is_dir():
+        raise UserError(f"--data-dir {d}: not a folder")
+    if not (d / "RECORDS").is_file() and not any(d.glob("*.hea")):
+        if (d / "ltafdb" / "test").is_dir():  # a data root was given
+            return d / "ltafdb" / "test"
+        raise UserError(f"--data-dir {d}: no RECORDS file and no .hea headers (expected a WFDB record folder)")
+    return d
+
+
+def load_af_model(card: str | Path, num_threads: int = 1):
+    from edgemon.cli import UserError
+    from edgemon.detect.card import ModelCardError
+    from edgemon.detect.runtime import ModelIntegrityError, ModelRuntimeError, load_model
+
+    try:
+        return load_model(card, num_threads=num_threads)
+    except (ModelCardError, ModelIntegrityError, ModelRuntimeError) as err:
+        raise UserError(str(err)) from None
+
+
+def evaluate_records(rec_dir: Path, names: list[str], model, threshold: float | None,
+                     baseline_threshold: float | None, progress=None) -> dict:
+    from edgemon.detect.rr_features import RrIrregularityDetector
+    from edgemon.detect.tachogram import TachogramAfDetector
+
+    b_thr = baseline_threshold
+    if b_thr is None:
+        b_thr = float(model.card.preprocessing.get("baseline_nrmssd_threshold",
+                                                   RrIrregularityDetector.DEFAULT_THRESHOLD))
+    tally, b_tally = _Tally(), _Tally()
+    per_record = []
+    thr_used = None
+    for name in names:
+        t0 = time.time()
+        rec = load_beat_record(rec_dir / name)
+        if rec.n_beats == 0:
+            per_record.append({"record": name, "n_beats": 0, "note": "no beat annotations"})
+            continue
+        det_m = TachogramAfDetector(model, threshold=threshold)
+        thr_used = det_m.threshold
+        dm = det_m.push_rr(rec.rr_ms, rec.time_s) + det_m.flush()
+        det_b = RrIrregularityDetector(threshold=b_thr)
+        db = det_b.push_rr(rec.rr_ms, rec.time_s) + det_b.flush()
+        eps = af_episodes(rec.time_s, rec.is_af)
+        row = {"record": name, "n_beats": rec.n_beats, "af_beats": int(rec.is_af.sum()), "episodes_ge_60s": len(eps)}
+        for key, dets, tl in (("model", dm, tally), ("baseline", db, b_tally)):
+            det = beat_decisions(dets, rec.n_beats)
+            c = counts(rec.is_af, det)
+            found, delays = episode_stats(rec.time_s, eps, det, dets)
+            tl.add(c, len(eps), found, delays)
+            s = summarise(c)
+            row[key] = {"se": s["beat_sensitivity_pct"], "sp": s["beat_specificity_pct"],
+                        "ppv": s["beat_ppv_pct"], "episodes_found": found}
+        row["seconds"] = round(time.time() - t0, 2)
+        per_record.append(row)
+        if progress:
+            progress(row)
+    out = {"threshold": thr_used}
+    out.update(tally.result())
+    base = {"method": "robust normalised RMSSD (RMSSD/median RR, largest 6 % of |dRR| dropped) over the same "
+                      "64-beat windows, threshold tuned on ltafdb/train", "threshold": b_thr}
+    base.update(b_tally.result())
+    return {"model_result": out, "baseline": base, "per_record": per_record}
+
+
+def _fmt(v) -> str:
+    return "   -  " if v is None else f"{v:6.2f}"
+
+
+def _print_row(row: dict, file) -> None:
+    if "model" not in row:
+        print(f"{row['record']:>8}  {row.get('note', '')}", file=file)
+        return
+    m, b = row["model"], row["baseline"]
+    print(f"{row['record']:>8} {row['n_beats']:>8} {row['af_beats']:>8} {row['episodes_ge_60s']:>4} | "
+          f"{_fmt(m['se'])} {_fmt(m['sp'])} {_fmt(m['ppv'])} {m['episodes_found']:>4} | "
+          f"{_fmt(b['se'])} {_fmt(b['sp'])} {_fmt(b['ppv'])} {b['episodes_found']:>4} | {row['seconds']:5.1f}s",
+          file=file, flush=True)
+
+
+def run(args) -> int:
+    from edgemon.cli import UserError
+    from edgemon.evaluate.common import list_records
+
+    rec_dir = resolve_records_dir(args.data_dir)
+    names = args.records or list_records(rec_dir)
+    missing = [n for n in names if not (rec_dir / f"{n}.hea").is_file() or not (rec_dir / f"{n}.atr").is_file()]
+    if missing:
+        raise UserError(f"--records: no .hea/.atr in {rec_dir} for {', '.join(missing)}")
+    model = load_af_model(args.model, args.threads)
+    table = sys.stderr if args.json else sys.stdout
+    print(f"AF per beat, {rec_dir} ({len(names)} records); model {model.name} {model.version} "
+          f"[{model.runtime}] vs RR-irregularity baseline", file=table)
+    print(f"{'record':>8} {'beats':>8} {'af':>8} {'ep':>4} | {'Se':>6} {'Sp':>6} {'PPV':>6} {'epD':>4} | "
+          f"{'bSe':>6} {'bSp':>6} {'bPPV':>6} {'epD':>4} |", file=table)
+    t0 = time.time()
+    res = evaluate_records(rec_dir, names, model, args.threshold, args.baseline_threshold,
+                           progress=lambda r: _print_row(r, table))
+    out = {"evaluation": "af", "data_dir": str(rec_dir), "records": names,
+           "protocol": "per beat (Petrenas 2015): reference AF = beat inside an '(AFIB' episode; each beat takes "
+                       "the decision of the window whose 8 centre beats hold it; episodes = AF runs >= 60 s, found "
+                       "if any of their beats is detected, delay = emission time of the first positive window "
+                       "centred in the episode minus episode onset",
+           "model": {"name": model.name, "version": model.version, "sha256": model.sha256, "runtime": model.runtime}}
+    out.update(res["model_result"])
+    out["baseline"] = res["baseline"]
+    out["per_record"] = res["per_record"]
+    out["seconds"] = round(time.time() - t0, 1)
+    if args.json:
+        print(json.dumps(out))
+    else:
+        for label, r in (("model", out), ("baseline", out["baseline"])):
+            print(f"{label:>8}: Se {_fmt(r['beat_sensitivity_pct'])} %  Sp {_fmt(r['beat_specificity_pct'])} %  "
+                  f"PPV {_fmt(r['beat_ppv_pct'])} %  episodes>=60s {r['episodes_ge_60s']} "
+                  f"episode Se {r['episode_sensitivity_pct']} %  median delay {r['median_delay_s']} s "
+                  f"(threshold {r['threshold']})")
+        print(f"{out['seconds']} s")
+    return 0
+
+
+def register(sub) -> None:
+    p = sub.add_parser("af", help="per-beat AF detection on beat-annotated records (ltafdb, mitdb)",
+                       description="Per-beat AF sensitivity/specificity/PPV and AF-episode detection of the "
+                                   "tachogram model and the RR-irregularity baseline.")
+    p.add_argument("--data-dir", default=None,
+                   help="WFDB record folder with .atr beats + rhythm notes (default: <data>/ltafdb/test)")
+    p.add_argument("--records", nargs="+", default=None, help="record names (default: the folder's RECORDS)")
+    p.add_argument("--model", default=str(DEFAULT_CARD), help="AF model card (default: models/af_tachogram.card.json)")
+    p.add_argument("--threshold", type=float, default=None, help="override the card's AF threshold")
+    p.add_argument("--baseline-threshold", type=float, default=None,
+                   help="override the baseline nRMSSD threshold (default: the card's, tuned on ltafdb/train)")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--json", action="store_true", help="print one JSON object on stdout; table on stderr")
+    p.set_defaults(func=run)

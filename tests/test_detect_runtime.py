@@ -1,0 +1,133 @@
+"""Model card + LiteRT runtime: validity, sha256 refusal, input checks, runtimes agree."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgemon.detect.card import ModelCardError, file_sha256, load_card, model_path
+from edgemon.detect.runtime import (
+    ModelInputError,
+    ModelIntegrityError,
+    available_runtimes,
+    load_model,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+CARD = REPO / "models" / "af_tachogram.card.json"
+
+
+@pytest.fixture(scope="module")
+def model():
+    return load_model(CARD)
+
+
+def _copy(tmp_path: Path) -> Path:
+    card = load_card(CARD)
+    shutil.copy(CARD, tmp_path / CARD.name)
+    shutil.copy(model_path(card, CARD), tmp_path / card.file)
+    return tmp_path / CARD.name
+
+
+def test_card_is_valid_and_matches_file():
+    card = load_card(CARD)
+    mp = model_path(card, CARD)
+    assert mp.is_file()
+    assert file_sha256(mp) == card.sha256
+    assert mp.stat().st_size == card.size_bytes <= 100_000
+    assert card.input_dtype == "int8" and card.quantization is not None
+    assert card.input_rate_hz is None
+    assert card.classes == ["af"] and 0 < card.decision_thresholds["af"] < 1
+    assert (REPO / card.split).is_file()
+    assert card.float_vs_int8 is not None
+    for m in card.metrics:
+        assert m.command and m.data
+
+
+def test_load_card_errors_name_file_and_field(tmp_path):
+    with pytest.raises(ModelCardError, match="not found"):
+        load_card(tmp_path / "nope.json")
+    bad = tmp_path / "bad.json"
+    bad.write_text("{ not json")
+    with pytest.raises(ModelCardError, match=r"bad\.json.*invalid JSON"):
+        load_card(bad)
+    d = json.loads(CARD.read_text())
+    d["sha256"] = "xyz"
+    bad.write_text(json.dumps(d))
+    with pytest.raises(ModelCardError, match=r"bad\.json: sha256"):
+        load_card(bad)
+    d = json.loads(CARD.read_text())
+    d["decision_thresholds"] = {"vt": 0.5}
+    bad.write_text(json.dumps(d))
+    with pytest.raises(ModelCardError, match="decision_thresholds key 'vt'"):
+        load_card(bad)
+
+
+def test_tampered_model_is_refused(tmp_path):
+    card_path = _copy(tmp_path)
+    card = load_card(card_path)
+    f = tmp_path / card.file
+    data = bytearray(f.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    f.write_bytes(bytes(data))
+    with pytest.raises(ModelIntegrityError) as err:
+        load_model(card_path)
+    msg = str(err.value)
+    assert card.file in msg and card.sha256 in msg and file_sha256(f) in msg
+
+
+def test_missing_model_file(tmp_path):
+    card_path = _copy(tmp_path)
+    (tmp_path / load_card(card_path).file).unlink()
+    with pytest.raises(ModelIntegrityError, match="not found"):
+        load_model(card_path)
+
+
+def test_wrong_input_shape(model):
+    with pytest.raises(ModelInputError) as err:
+        model.predict(np.zeros((10, 3), np.float32))
+    assert "(64, 4)" in str(err.value) and "(10, 3)" in str(err.value)
+    with pytest.raises(ModelInputError, match="NaN"):
+        model.predict(np.full(model.window_shape, np.nan, np.float32))
+
+
+def test_predict_single_and_batch_agree(model):
+    rng = np.random.default_rng(0)
+    x = rng.uniform(-1, 1, (37, *model.window_shape)).astype(np.float32)
+    x[..., 3] = 1.0
+    yb = model.predict(x)
+    assert yb.shape == (37, 1) and yb.dtype == np.float32
+    assert np.all((yb >= 0) & (yb <= 1))
+    ys = np.stack([model.predict(x[i]) for i in range(len(x))])
+    np.testing.assert_array_equal(yb, ys)
+
+
+def test_check_rate(model, tmp_path):
+    model.check_rate(None)
+    model.check_rate(128.0)  # interval model: any rate
+    card_path = _copy(tmp_path)
+    d = json.loads(card_path.read_text())
+    d["input_rate_hz"] = 250.0
+    card_path.write_text(json.dumps(d))
+    m = load_model(card_path)
+    m.check_rate(250.0)
+    with pytest.raises(ModelInputError, match=r"250 Hz.*360 Hz"):
+        m.check_rate(360.0)
+
+
+def test_runtimes_agree(model):
+    rts = available_runtimes()
+    if len(rts) < 2:
+        pytest.skip(f"only {rts} importable")
+    rng = np.random.default_rng(1)
+    x = rng.uniform(-1, 1, (16, *model.window_shape)).astype(np.float32)
+    outs = [load_model(CARD, runtime=r).predict(x) for r in rts]
+    np.testing.assert_array_equal(outs[0], outs[1])
+
+
+def test_runtime_reported(model):
+    assert model.runtime in ("ai_edge_litert", "tflite_runtime")
+    assert model.sha256 == load_card(CARD).sha256

@@ -1,0 +1,141 @@
+"""Tachogram AF detector and RR windows: AF found in irregular RR, not in regular; chunk invariance."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgemon.detect.rr_features import (
+    BeatWindower,
+    RrIrregularityDetector,
+    centred_window,
+    robust_nrmssd,
+    window_features,
+)
+from edgemon.detect.runtime import load_model
+from edgemon.detect.tachogram import TachogramAfDetector, short_sequence_probability
+from edgemon.events import Beat
+
+CARD = Path(__file__).resolve().parents[1] / "models" / "af_tachogram.card.json"
+
+
+@pytest.fixture(scope="module")
+def model():
+    return load_model(CARD)
+
+
+def _rr_regular(n, rng, mean_ms=850.0):
+    # sinus rhythm: slow respiratory modulation + small beat-to-beat noise
+    i = np.arange(n)
+    return mean_ms + 40 * np.sin(2 * np.pi * i / 4.5) + rng.normal(0, 12, n)
+
+
+def _rr_af(n, rng, mean_ms=650.0):
+    return np.clip(rng.normal(mean_ms, 0.22 * mean_ms, n), 300, 1400)
+
+
+def _beats(rr_ms, fs=128.0):
+    t = np.cumsum(rr_ms) / 1000.0
+    return [Beat(sample=int(round(tt * fs)), fs_hz=fs, kind="ecg_r", rr_ms=None if k == 0 else float(rr_ms[k]))
+            for k, tt in enumerate(t)]
+
+
+def _run(det, beats, chunks):
+    out, i = [], 0
+    for k in chunks:
+        out += det.push(beats[i:i + k])
+        i += k
+    out += det.push(beats[i:])
+    return out + det.flush()
+
+
+def test_detects_af_not_sinus(model):
+    rng = np.random.default_rng(3)
+    for rr, want in ((_rr_af(400, rng), True), (_rr_regular(400, rng), False)):
+        dets = _run(TachogramAfDetector(model), _beats(rr), [])
+        assert len(dets) == 400 // 8
+        frac = np.mean([d.evidence["af"] for d in dets])
+        assert (frac > 0.9) if want else (frac < 0.05), (want, frac)
+
+
+def test_transition_sinus_then_af(model):
+    rng = np.random.default_rng(4)
+    rr = np.concatenate([_rr_regular(300, rng), _rr_af(300, rng)])
+    dets = _run(TachogramAfDetector(model), _beats(rr), [])
+    af = np.array([d.evidence["af"] for d in dets])
+    assert not af[:30].any() and af[-30:].all()
+
+
+def test_detection_fields(model):
+    rng = np.random.default_rng(5)
+    dets = _run(TachogramAfDetector(model), _beats(_rr_af(200, rng)), [])
+    d = dets[10]
+    assert d.condition == "af" and 0.0 <= d.probability <= 1.0
+    assert d.source == model.name and d.model_version == model.version and d.model_sha256 == model.sha256
+    assert d.start_s < d.end_s
+    assert 60 < d.evidence["hr_bpm"] < 140 and d.evidence["n_beats"] == 64
+    for k in ("rr_median_ms", "rr_sd_ms", "rmssd_ms", "centre_start_s", "centre_end_s"):
+        assert k in d.evidence
+
+
+def test_chunk_invariance(model):
+    rng = np.random.default_rng(6)
+    rr = np.concatenate([_rr_regular(150, rng), _rr_af(150, rng), _rr_regular(77, rng)])
+    beats = _beats(rr)
+    whole = _run(TachogramAfDetector(model), beats, [])
+    pieces = _run(TachogramAfDetector(model), beats, list(rng.integers(0, 20, 40)))
+    ones = _run(TachogramAfDetector(model), beats, [1] * 250)
+    assert whole == pieces == ones
+    assert [d.evidence for d in whole] == [d.evidence for d in pieces]
+
+
+def test_push_rr_equals_push(model):
+    rng = np.random.default_rng(7)
+    rr = _rr_af(120, rng)
+    beats = _beats(rr)
+    a = _run(TachogramAfDetector(model), beats, [])
+    det = TachogramAfDetector(model)
+    t = np.array([b.time_s for b in beats])
+    r = np.array([np.nan] + [b.rr_ms for b in beats[1:]])
+    b = det.push_rr(r, t) + det.flush()
+    assert [x.probability for x in a] == [x.probability for x in b]
+
+
+def test_every_beat_labelled_once():
+    w = BeatWindower(64, 8)
+    rr = np.full(203, 800.0)
+    t = np.cumsum(rr) / 1000
+    b1, b2 = w.push_arrays(rr, t), w.flush()
+    first = np.concatenate([b1.centre_first, b2.centre_first])
+    last = np.concatenate([b1.centre_last, b2.centre_last])
+    covered = np.concatenate([np.arange(f, l + 1) for f, l in zip(first, last)])
+    np.testing.assert_array_equal(covered, np.arange(203))
+
+
+def test_features_and_short_sequences(model):
+    x = window_features(centred_window(np.full(12, 800.0))[None])
+    assert x.shape == (1, 64, 4)
+    assert x[0, :, 3].sum() == 12 and np.all(x[0, x[0, :, 3] == 0, :3] == 0)
+    rng = np.random.default_rng(8)
+    p_af = short_sequence_probability(model, _rr_af(14, rng))
+    p_sr = short_sequence_probability(model, _rr_regular(12, rng))
+    assert p_af > p_sr
+
+
+def test_baseline_detector():
+    rng = np.random.default_rng(9)
+    s_af = robust_nrmssd(_rr_af(64, rng)[None])[0]
+    s_sr = robust_nrmssd(_rr_regular(64, rng)[None])[0]
+    assert s_af > 0.15 > 0.08 > s_sr
+    det = RrIrregularityDetector()
+    dets = det.push(_beats(_rr_af(200, rng))) + det.flush()
+    assert np.mean([d.evidence["af"] for d in dets]) > 0.9
+    assert all(d.source == "rule:rr_irregularity" for d in dets)
+
+
+def test_low_sqi_beats_give_no_detection(model):
+    rng = np.random.default_rng(10)
+    det = TachogramAfDetector(model)
+    beats = _beats(_rr_af(200, rng))
+    assert det.push(beats, sqi=0.1) + det.flush() == []
