@@ -49,6 +49,9 @@ def register(sub) -> None:
                    help="edgemon's streaming detector (default) or neurokit2.ecg_peaks as a peer")
     p.add_argument("--chunk-s", type=float, default=1.0, help="chunk length fed to the streaming detector")
     p.add_argument("--json", action="store_true", help="print one JSON object (per-record table under 'records')")
+    p.add_argument("--report", metavar="DIR",
+                   help="also write DIR/qrs-report.html and .json: per-record table, location error histogram, "
+                        "worst records, Se/+P by sex and age band")
     p.set_defaults(func=run)
 
 
@@ -143,19 +146,20 @@ def run(args) -> int:
     records = args.records or list_records(data)
     if not records:
         raise UserError(f"{data}: no WFDB records (.hea) found")
+    from edgemon.evaluate.progress import progress
+
     scores: list[RecordScore] = []
     all_errors = []
     t0 = time.monotonic()
-    for i, name in enumerate(records, 1):
+    bar = progress(records, total=len(records), desc="evaluate qrs", quiet=args.json, item_label=str)
+    for name in bar:
         score, errors = score_record(data / name, args.detector, args.chunk_s)
         scores.append(score)
         all_errors.append(errors)
         if not args.json:
-            print(f"{score.record:>8} beats={score.reference_beats:5d} TP={score.tp:5d} FN={score.fn:4d} "
-                  f"FP={score.fp:4d} Se={score.sensitivity:6.2f} +P={score.ppv:6.2f} "
-                  f"err={score.median_error_ms:4.1f} ms", flush=True)
-        else:
-            print(f"[{i}/{len(records)}] {name}", file=sys.stderr, flush=True)
+            bar.write(f"{score.record:>8} beats={score.reference_beats:5d} TP={score.tp:5d} FN={score.fn:4d} "
+                      f"FP={score.fp:4d} Se={score.sensitivity:6.2f} +P={score.ppv:6.2f} "
+                      f"err={score.median_error_ms:4.1f} ms")
     tp = sum(s.tp for s in scores); fn = sum(s.fn for s in scores); fp = sum(s.fp for s in scores)
     errors = np.concatenate(all_errors) if all_errors else np.zeros(0)
     total = {
@@ -170,9 +174,61 @@ def run(args) -> int:
         "chunk_s": args.chunk_s,
         "elapsed_s": round(time.monotonic() - t0, 1),
     }
+    if args.report:
+        files = write_report(args, data, scores, all_errors, total)
+        print(f"edgemon: report written: {files.html} and {files.json.name}", file=sys.stderr)
     if args.json:
         print(json.dumps({**total, "per_record": [asdict(s) for s in scores]}))
     else:
         print(f"{'TOTAL':>8} beats={total['reference_beats']} TP={tp} FN={fn} FP={fp} "
               f"Se={total['sensitivity']:.2f} +P={total['ppv']:.2f} median error={total['median_error_ms']} ms")
     return 0
+
+
+def write_report(args, data: Path, scores: list[RecordScore], errors: list[np.ndarray], total: dict):
+    """HTML + JSON report of one run (``--report DIR``); returns the files written."""
+    import shlex
+
+    from edgemon.cli import UserError
+    from edgemon.evaluate.report import Report, subgroup_table, worst_records
+
+    cmd = ["edgemon", "evaluate", "qrs", "--data-dir", str(args.data_dir)]
+    if args.records:
+        cmd += ["--records", *args.records]
+    cmd += ["--detector", args.detector, "--chunk-s", f"{args.chunk_s:g}", "--report", str(args.report)]
+    rows = [asdict(s) for s in scores]
+    all_err = np.concatenate(errors) if errors else np.zeros(0)
+    rep = Report(f"QRS detection: {args.detector} on {data.name}", command=" ".join(shlex.quote(c) for c in cmd),
+                 description="A detection matches a reference beat within 150 ms (EC57). Ventricular "
+                             "flutter/fibrillation episodes are excluded from both sides. The streaming "
+                             "detector is fed chunk by chunk, as on the device.")
+    rep.add_metrics({k: total[k] for k in ("records", "reference_beats", "tp", "fn", "fp", "sensitivity", "ppv",
+                                           "median_error_ms", "chunk_s", "elapsed_s")}, title="Gross totals")
+    rep.section("Per record")
+    rep.add_table(rows, title=None, key="per_record",
+                  labels={"sensitivity": "Se %", "ppv": "+P %", "median_error_ms": "median error ms",
+                          "excluded_s": "excluded s (VF)"},
+                  caption="Click a column heading to sort. Se = TP/(TP+FN), +P = TP/(TP+FP); "
+                          "a match is within 150 ms.")
+    rep.add_table(worst_records(rows, 10), title="Worst records (most FN + FP)", key="worst_records",
+                  labels={"sensitivity": "Se %", "ppv": "+P %", "median_error_ms": "median error ms",
+                          "excluded_s": "excluded s (VF)"})
+    rep.section("Location error")
+    rep.add_histogram(all_err, title="|detected - reference| R-peak time of matched beats", xlabel="ms",
+                      bins=np.arange(0.0, MATCH_WINDOW_S * 1000.0 + 5.0, 5.0), key="location_error_ms",
+                      log_y=True)
+    worst_err = sorted(rows, key=lambda r: -np.nan_to_num(r["median_error_ms"], nan=-1.0))[:10]
+    rep.add_table(worst_err, columns=["record", "median_error_ms", "tp", "sensitivity", "ppv"],
+                  title="Largest median location error", key="worst_location_error",
+                  labels={"sensitivity": "Se %", "ppv": "+P %", "median_error_ms": "median error ms"})
+    rep.section("Subgroups", "Gross Se and +P by sex and age band, from each record header's age/sex comment "
+                             "(records without one are 'unknown'). Small groups: read with care.")
+    headers = {s.record: data / f"{s.record}.hea" for s in scores}
+    rep.add_table(subgroup_table(rows, headers), key="subgroups",
+                  columns=["group", "subgroup", "records", "tp", "fn", "fp", "sensitivity", "ppv"],
+                  labels={"sensitivity": "Se %", "ppv": "+P %"},
+                  caption="The JSON lists each subgroup's records (record_names).")
+    try:
+        return rep.write(args.report, "qrs-report")
+    except OSError as err:
+        raise UserError(f"--report {args.report}: cannot write: {err.strerror or err}") from None
