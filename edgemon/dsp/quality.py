@@ -34,8 +34,9 @@ _INVALID_FRACTION = 0.5
 _SATURATION_FRACTION = 0.08
 _HF_RATIO_NOISE = 0.06       # robust HF level / beat amplitude (clean MITDB: 95th pct <= 0.045)
 _BASELINE_PTP_MV = 1.0       # baseline swing (< 0.7 Hz) within one window
-_TEMPLATE_CORR_MIN = 0.5
+_TEMPLATE_CORR_MIN = 0.7
 _BEAT_LAG_S = 2.5
+_BEAT_CONTEXT_S = 10.0    # beats this far back count as 'recent' for the consistency check
 
 
 class QualityMonitor:
@@ -47,6 +48,7 @@ class QualityMonitor:
         self.start_time_s = start_time_s
         self.window = max(8, int(round(window_s * fs_hz)))
         self._lag = int(round(_BEAT_LAG_S * fs_hz))
+        self._context = max(self.window, int(round(_BEAT_CONTEXT_S * fs_hz)))
         hf_corner = 40.0 if kind == "ecg" else 8.0
         self._has_hf = hf_corner < 0.45 * fs_hz
         self._lp = SosFilter(butter_sos(2, hf_corner, fs_hz, "low")) if self._has_hf else None
@@ -87,7 +89,7 @@ class QualityMonitor:
                 break
             out.append(self._score(a, b))
             self._next_window = b
-        keep = self._next_window - self.window  # one window of context for templates
+        keep = self._next_window - self._context  # recent beats to compare with
         if keep > self._start:
             cut = keep - self._start
             self._raw, self._valid = self._raw[cut:], self._valid[cut:]
@@ -139,24 +141,31 @@ class QualityMonitor:
         return self._window(a, b, sqi, reason, features)
 
     def _template_correlation(self, a: int, b: int) -> float | None:
-        """Median correlation of each beat in the window with the window's median beat."""
+        """Median over the window's beats of each beat's best correlation with another recent beat.
+
+        Comparing with *any* recent beat (not one template) keeps ectopic beats
+        consistent, since a PVC looks like the other PVCs, while beats found in
+        electrode-motion noise resemble nothing.
+        """
         half = int(0.1 * self.fs_hz)
         o = self._start
-        segs = []
+        positions, segs = [], []
         for s in self._beats:
-            if a <= s < b and s - half >= o and s + half <= self._n:
+            if s - half >= o and s + half <= self._n and s < b:
                 seg = self._raw[s - half - o: s + half - o] - self._base[s - half - o: s + half - o]
                 if np.isfinite(seg).all():
+                    positions.append(s)
                     segs.append(seg)
-        if len(segs) < 2:
+        in_window = [i for i, s in enumerate(positions) if s >= a]
+        if len(segs) < 3 or not in_window:
             return None
-        segs = np.array(segs)
-        template = np.median(segs, axis=0)
-        t = template - template.mean()
-        s = segs - segs.mean(axis=1, keepdims=True)
-        denom = np.linalg.norm(s, axis=1) * np.linalg.norm(t)
-        corr = (s @ t) / np.where(denom > 0, denom, 1.0)
-        return float(np.median(corr))
+        m = np.array(segs)
+        m = m - m.mean(axis=1, keepdims=True)
+        norms = np.linalg.norm(m, axis=1)
+        m = m / np.where(norms > 0, norms, 1.0)[:, None]
+        corr = m @ m.T
+        np.fill_diagonal(corr, -1.0)
+        return float(np.median(corr[in_window].max(axis=1)))
 
     def _window(self, a: int, b: int, sqi: float, reason: str, features: dict) -> QualityWindow:
         return QualityWindow(start_sample=a, end_sample=b, fs_hz=self.fs_hz, sqi=float(sqi), reason=reason,
