@@ -8,7 +8,7 @@ daemon's runner all drive this same object, so what is scored is what runs.
 
     ECG:  raw -> QrsDetector -> beats -> BeatClassifier -> RhythmRules ---\
           raw -> QualityMonitor -> windows ------------------------------ AlertEngine
-          raw -> EcgFilter -> Resampler(model rate) -> RhythmClassifier -/
+          raw -> Resampler(model rate) -> RhythmClassifier (filters inside) -/
           beats -> TachogramAfDetector ---------------------------------/
     PPG:  raw -> PpgPeakDetector -> beats -> TachogramAfDetector; QualityMonitor(ppg)
     beat times: beats -> TachogramAfDetector, RhythmRules
@@ -160,8 +160,8 @@ class Pipeline:
 
                 rate = float(self.models.rhythm.card.input_rate_hz or dsp.model_fs_hz)
                 self.resampler = Resampler(self.fs_hz, rate)
-                self.rhythm = RhythmClassifier(self.models.rhythm, rate, prefiltered=True,
-                                               start_time_s=start_time_s)
+                # raw ECG resampled, then filtered at the model rate inside: exactly as in training
+                self.rhythm = RhythmClassifier(self.models.rhythm, rate, start_time_s=start_time_s)
             if self.models.beats is not None:
                 from edgemon.detect.beats import BeatClassifier
 
@@ -204,7 +204,7 @@ class Pipeline:
         dets: list[Detection] = []
         if self.rhythm is not None:
             start_m = self.resampler.next_output_index
-            xm = self.resampler.process(xf)
+            xm = self.resampler.process(x)
             if len(xm):
                 dets += self.rhythm.push(xm, start_m, sqi=self._last_sqi)
         return self._after_beats(beats, windows, dets, end_s, xf=xf, x_start=chunk.start_sample)

@@ -1,0 +1,164 @@
+"""ECG rhythm model: card integrity, streaming classifier contract, evaluation command."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgemon.detect.card import file_sha256, load_card, model_path
+from edgemon.detect.rhythm import (
+    CLASSES,
+    MODEL_FS_HZ,
+    WINDOW_SAMPLES,
+    RhythmClassifier,
+    recording_probabilities,
+    standardise_window,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+CARD = REPO / "models" / "rhythm_ecg.card.json"
+SPLIT = REPO / "tools" / "splits" / "cinc2017.json"
+
+
+def synthetic_ecg(seconds: float, fs: float = MODEL_FS_HZ, rr_s=0.8, jitter: float = 0.0, seed: int = 0):
+    """Gaussian P-QRS-T complexes in mV; jitter > 0 makes the RR irregular."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * fs)) / fs
+    x = np.zeros_like(t)
+    beat = 0.3
+    while beat < seconds:
+        for off, width, amp in ((-0.16, 0.025, 0.12), (-0.02, 0.008, -0.1), (0.0, 0.01, 1.2),
+                                (0.02, 0.008, -0.25), (0.25, 0.05, 0.3)):
+            x += amp * np.exp(-0.5 * ((t - beat - off) / width) ** 2)
+        beat += rr_s * (1 + jitter * rng.uniform(-1, 1))
+    return x + 0.01 * rng.normal(size=len(t))
+
+
+@pytest.fixture(scope="module")
+def model():
+    from edgemon.detect.runtime import load_model
+
+    return load_model(CARD)
+
+
+def test_card_valid_sha_matches_and_small():
+    card = load_card(CARD)
+    mp = model_path(card, CARD)
+    assert file_sha256(mp) == card.sha256
+    assert mp.stat().st_size == card.size_bytes <= 100_000
+    assert card.classes == list(CLASSES)
+    assert card.input_rate_hz == MODEL_FS_HZ
+    assert card.input_shape == [1, WINDOW_SAMPLES, 1]
+    assert card.input_dtype == "int8" and card.quantization is not None
+    assert card.split == "tools/splits/cinc2017.json"
+    assert card.float_vs_int8 is not None
+    names = {m.name for m in card.metrics}
+    assert {"val_f1", "val_f1_af"} <= names
+    for m in card.metrics:
+        assert m.command
+
+
+def test_split_is_disjoint_and_train_only():
+    split = json.loads(SPLIT.read_text())
+    tr, va = set(split["train"]), set(split["validation"])
+    assert tr and va and not tr & va
+    assert len(tr) + len(va) == 6822  # all of cinc2017/train, nothing of cinc2017/test
+
+
+def test_standardise_window_floors_flatline():
+    z = standardise_window(np.full(WINDOW_SAMPLES, 3.0) + 1e-6 * np.arange(WINDOW_SAMPLES))
+    assert np.abs(z).max() < 0.1  # a flat line must stay flat, not become unit-variance noise
+    z = standardise_window(synthetic_ecg(10))
+    assert abs(z.mean()) < 0.05 and z.max() <= 8.0
+
+
+def test_detection_per_hop(model):
+    clf = RhythmClassifier(model, MODEL_FS_HZ, hop_s=5.0, start_time_s=100.0)
+    dets = clf.push(synthetic_ecg(30), 0)
+    # windows end at 10, 15, 20, 25, 30 s
+    assert [round(d.end_s - 100.0, 6) for d in dets] == [10.0, 15.0, 20.0, 25.0, 30.0]
+    for d in dets:
+        assert d.condition in CLASSES
+        assert d.end_s - d.start_s == pytest.approx(10.0)
+        probs = d.evidence["probabilities"]
+        assert sum(probs.values()) == pytest.approx(1.0, abs=0.02)
+        assert d.probability == pytest.approx(probs[d.condition])
+        assert d.source == "rhythm_ecg" and d.model_sha256 == model.sha256 and d.model_version == model.version
+        assert d.sqi == pytest.approx(1.0)
+    assert clf.push(synthetic_ecg(4.9, seed=1), 30 * int(MODEL_FS_HZ)) == []
+    assert len(clf.push(synthetic_ecg(0.2, seed=2), int(34.9 * MODEL_FS_HZ))) == 1
+
+
+def test_regular_rhythm_is_not_af(model):
+    clf = RhythmClassifier(model, MODEL_FS_HZ)
+    dets = clf.push(synthetic_ecg(40, rr_s=0.85), 0)
+    assert dets and all(d.condition != "af" for d in dets)
+
+
+def test_chunk_invariance(model):
+    x = synthetic_ecg(27, jitter=0.3, seed=3)
+    one = RhythmClassifier(model, MODEL_FS_HZ).push(x, 0)
+    clf = RhythmClassifier(model, MODEL_FS_HZ)
+    rng = np.random.default_rng(7)
+    many, i = [], 0
+    while i < len(x):
+        n = int(rng.integers(1, 400))
+        many += clf.push(x[i:i + n], i)
+        i += n
+    assert len(one) == len(many) == 4
+    for a, b in zip(one, many):
+        assert (a.condition, a.start_s, a.end_s) == (b.condition, b.start_s, b.end_s)
+        pa, pb = a.evidence["probabilities"], b.evidence["probabilities"]
+        assert max(abs(pa[c] - pb[c]) for c in CLASSES) <= 1 / 64
+
+
+def test_wrong_rate_is_refused(model):
+    with pytest.raises(ValueError, match="125"):
+        RhythmClassifier(model, 250.0)
+
+
+def test_invalid_samples_lower_sqi_and_overlap_refused(model):
+    clf = RhythmClassifier(model, MODEL_FS_HZ)
+    x = synthetic_ecg(10)
+    valid = np.ones(len(x), bool)
+    valid[:250] = False
+    x[:100] = np.nan
+    (d,) = clf.push(x, 0, valid=valid)
+    assert d.sqi == pytest.approx(0.8)
+    with pytest.raises(ValueError, match="already pushed"):
+        clf.push(x[:10], 5)
+
+
+def test_gap_restarts_windows(model):
+    clf = RhythmClassifier(model, MODEL_FS_HZ)
+    assert clf.push(synthetic_ecg(8), 0) == []
+    dets = clf.push(synthetic_ecg(10, seed=4), 5000)  # gap: a window never spans it
+    assert len(dets) == 1 and dets[0].start_s == pytest.approx(5000 / MODEL_FS_HZ)
+
+
+def test_short_recording_is_padded(model):
+    p = recording_probabilities(model, standardise_window(synthetic_ecg(9)))
+    assert p.shape == (4,) and p.sum() == pytest.approx(1.0, abs=0.02)
+
+
+def test_evaluate_rhythm_cli_bad_folder(tmp_path, capsys):
+    from edgemon.cli import main
+
+    assert main(["evaluate", "rhythm", "--data-dir", str(tmp_path)]) == 2
+    assert "REFERENCE.csv" in capsys.readouterr().err
+
+
+@pytest.mark.data
+def test_evaluate_rhythm_on_validation_records(data_root, capsys):
+    from edgemon.cli import main
+
+    names = json.loads(SPLIT.read_text())["validation"][:6]
+    rc = main(["evaluate", "rhythm", "--data-dir", str(data_root / "cinc2017" / "train"), "--json",
+               "--records", *names])
+    assert rc == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["n_records"] == 6
+    assert {"f1", "f1_af", "per_class_f1", "confusion_matrix", "baseline"} <= set(out)
+    assert set(out["per_class_f1"]) == set(CLASSES)

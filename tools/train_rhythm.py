@@ -1,0 +1,662 @@
+"""Train the int8 ECG rhythm model (normal / AF / other / noise) on CinC 2017.
+
+Takes cinc2017/train (the inner split in tools/splits/cinc2017.json) and the
+nstdb noise records ``bw`` and ``ma``; gives models/rhythm_ecg.tflite (int8,
+full-integer) and tools/.work/rhythm/ (cache, float model, training log,
+validation report). cinc2017/test is never read here.
+
+    python tools/train_rhythm.py split            # writes tools/splits/cinc2017.json (once)
+    python tools/train_rhythm.py prepare          # caches filtered 125-Hz signals
+    python tools/train_rhythm.py train            # float model, selected on validation
+    python tools/train_rhythm.py export           # int8 TFLite + float-vs-int8 + thresholds
+    python tools/train_rhythm.py all
+    python tools/train_rhythm.py baseline         # tunes the RR-irregularity baseline threshold
+    python tools/train_rhythm.py bench            # one-inference time of the committed model
+    python tools/train_rhythm.py card             # card metrics from saved evaluation outputs
+
+The committed model came from
+    python tools/train_rhythm.py train --epochs 40 --channels 16,24,32,48,64,64,64,64 --out float_c64.keras
+    python tools/train_rhythm.py export --model float_c64.keras
+chosen over the 8,...,48 model (30 epochs) by inner-validation F1 (0.827 vs 0.807, argmax).
+
+Preprocessing is the device's (edgemon.evaluate.rhythm.prepare_ecg: resample to
+125 Hz, causal EcgFilter) plus per-window standardisation
+(edgemon.detect.rhythm.standardise_window). Training sees random 10-s crops
+with augmentation: amplitude scaling, synthetic baseline wander and real nstdb
+``bw``/``ma`` noise at random SNR, all added after filtering (the filter is
+linear, so filter(ecg + noise) = filter(ecg) + filter(noise) in steady state;
+the noise is filtered as a whole stream). Recordings are scored by averaging
+the window probabilities over windows every 5 s.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from edgemon.detect.rhythm import (  # noqa: E402
+    CINC_LABELS,
+    CLASSES,
+    MODEL_FS_HZ,
+    WINDOW_SAMPLES,
+    pad_window,
+    standardise_window,
+)
+from edgemon.detect import rhythm  # noqa: E402
+from edgemon.evaluate.common import default_data_root  # noqa: E402
+from edgemon.evaluate.rhythm import prepare_ecg  # noqa: E402
+
+WORK = REPO / "tools" / ".work" / "rhythm"
+SPLIT_FILE = REPO / "tools" / "splits" / "cinc2017.json"
+MODEL_FILE = REPO / "models" / "rhythm_ecg.tflite"
+SEED = 2017
+HOP_SAMPLES = WINDOW_SAMPLES // 2
+LABEL_INDEX = {k: CLASSES.index(v) for k, v in CINC_LABELS.items()}
+
+
+def log(*a) -> None:
+    print(time.strftime("%H:%M:%S"), *a, file=sys.stderr, flush=True)
+
+
+def data_root(args) -> Path:
+    root = Path(args.data_root) if args.data_root else default_data_root()
+    if root is None or not (root / "cinc2017" / "train" / "REFERENCE.csv").is_file():
+        sys.exit("train_rhythm: no data: set --data-root or EDGEMON_DATA (needs cinc2017/train, nstdb)")
+    return root
+
+
+def read_reference(folder: Path) -> list[tuple[str, str]]:
+    rows = []
+    for ln in (folder / "REFERENCE.csv").read_text().splitlines():
+        ln = ln.strip()
+        if ln:
+            name, label = ln.split(",")[:2]
+            rows.append((name.strip(), label.strip()))
+    return rows
+
+
+# ---------------------------------------------------------------- split
+def cmd_split(args) -> None:
+    root = data_root(args)
+    rows = read_reference(root / "cinc2017" / "train")
+    rng = np.random.default_rng(SEED)
+    train, val = [], []
+    for lab in sorted({r[1] for r in rows}):
+        names = sorted(n for n, lb in rows if lb == lab)
+        rng.shuffle(names)
+        n_val = int(round(0.15 * len(names)))
+        val += names[:n_val]
+        train += names[n_val:]
+    SPLIT_FILE.parent.mkdir(parents=True, exist_ok=True)
+    doc = {
+        "description": "Inner split of cinc2017/train for the rhythm model: 'train' fits weights, "
+        "'validation' selects the epoch and tunes class weights/thresholds. cinc2017/test is never used.",
+        "source": "cinc2017/train/REFERENCE.csv",
+        "method": f"stratified by label, 15% validation, numpy default_rng({SEED})",
+        "train": sorted(train),
+        "validation": sorted(val),
+    }
+    SPLIT_FILE.write_text(json.dumps(doc, indent=1) + "\n")
+    log(f"split: {len(train)} train, {len(val)} validation -> {SPLIT_FILE}")
+
+
+def load_split() -> dict:
+    if not SPLIT_FILE.is_file():
+        sys.exit(f"train_rhythm: {SPLIT_FILE} missing: run `python tools/train_rhythm.py split`")
+    return json.loads(SPLIT_FILE.read_text())
+
+
+# ---------------------------------------------------------------- prepare
+def preprocessing_tag() -> str:
+    """Names which filter/resampler implementation produced the cache."""
+    try:
+        import edgemon.dsp.filters  # noqa: F401
+
+        f = "EcgFilter"
+    except ImportError:
+        f = "scipy-butter2"
+    try:
+        import edgemon.dsp.resample  # noqa: F401
+
+        r = "Resampler"
+    except ImportError:
+        r = "resample_poly"
+    return f"{f}+{r}"
+
+
+def cache_path() -> Path:
+    return WORK / f"cache_{preprocessing_tag()}.npz"
+
+
+def cmd_prepare(args) -> None:
+    import wfdb
+
+    root = data_root(args)
+    folder = root / "cinc2017" / "train"
+    rows = read_reference(folder)
+    sigs, labels, names = [], [], []
+    t0 = time.time()
+    for i, (name, lab) in enumerate(rows):
+        rec = wfdb.rdrecord(str(folder / name))
+        sigs.append(prepare_ecg(rec.p_signal[:, 0], rec.fs))
+        labels.append(LABEL_INDEX[lab])
+        names.append(name)
+        if i % 1000 == 0:
+            log(f"prepare {i}/{len(rows)} {time.time() - t0:.0f}s")
+    offsets = np.concatenate([[0], np.cumsum([len(s) for s in sigs])])
+    noise = {}
+    for nm in ("bw", "ma"):
+        rec = wfdb.rdrecord(str(root / "nstdb" / nm))
+        noise[nm] = np.stack([prepare_ecg(rec.p_signal[:, c], rec.fs) for c in range(rec.p_signal.shape[1])])
+    WORK.mkdir(parents=True, exist_ok=True)
+    np.savez(cache_path(), signal=np.concatenate(sigs), offsets=offsets, labels=np.array(labels),
+             names=np.array(names), noise_bw=noise["bw"], noise_ma=noise["ma"])
+    log(f"prepare: {len(rows)} records -> {cache_path()} ({time.time() - t0:.0f}s)")
+
+
+class Data:
+    def __init__(self, split: dict):
+        p = cache_path()
+        if not p.is_file():
+            sys.exit(f"train_rhythm: cache {p} missing: run `python tools/train_rhythm.py prepare`")
+        z = np.load(p)
+        self.signal = z["signal"]
+        self.offsets = z["offsets"]
+        self.labels = z["labels"]
+        names = list(z["names"])
+        idx = {n: i for i, n in enumerate(names)}
+        self.train = np.array([idx[n] for n in split["train"]])
+        self.val = np.array([idx[n] for n in split["validation"]])
+        # Skip each noise record's first seconds: the filter's start-up transient.
+        skip = int(5 * MODEL_FS_HZ)
+        self.noise = [z["noise_bw"][:, skip:], z["noise_ma"][:, skip:]]
+
+    def record(self, i: int) -> np.ndarray:
+        return self.signal[self.offsets[i]:self.offsets[i + 1]]
+
+
+def recording_windows(x: np.ndarray) -> np.ndarray:
+    """Standardised windows every 5 s over a recording: the device's own windowing."""
+    return rhythm.recording_windows(x, HOP_SAMPLES)
+
+
+def augment_crop(x: np.ndarray, rng: np.random.Generator, noise: list[np.ndarray]) -> np.ndarray:
+    x = x.astype(np.float64) * np.exp(rng.uniform(np.log(0.5), np.log(2.0)))
+    power = np.mean((x - x.mean()) ** 2) + 1e-9
+    n = len(x)
+    t = np.arange(n) / MODEL_FS_HZ
+    if rng.random() < 0.3:
+        for _ in range(rng.integers(1, 3)):
+            amp = np.sqrt(power) * rng.uniform(0.1, 1.0)
+            x = x + amp * np.sin(2 * np.pi * rng.uniform(0.05, 0.5) * t + rng.uniform(0, 2 * np.pi))
+    if rng.random() < 0.4:
+        which = rng.integers(0, 2)
+        src = noise[which]
+        ch = rng.integers(0, src.shape[0])
+        s = rng.integers(0, src.shape[1] - n)
+        seg = src[ch, s:s + n].astype(np.float64)
+        snr_db = rng.uniform(0.0, 18.0) if which == 0 else rng.uniform(6.0, 24.0)
+        seg_p = np.mean(seg ** 2) + 1e-12
+        x = x + seg * np.sqrt(power / seg_p / 10 ** (snr_db / 10))
+    return x
+
+
+def make_epoch(data: Data, rng: np.random.Generator, crops_per_record: int) -> tuple[np.ndarray, np.ndarray]:
+    idx = np.repeat(data.train, crops_per_record)
+    rng.shuffle(idx)
+    X = np.zeros((len(idx), WINDOW_SAMPLES), np.float32)
+    for k, i in enumerate(idx):
+        x = data.record(i)
+        if len(x) > WINDOW_SAMPLES:
+            s = rng.integers(0, len(x) - WINDOW_SAMPLES + 1)
+            x = x[s:s + WINDOW_SAMPLES]
+        X[k] = pad_window(standardise_window(augment_crop(x, rng, data.noise)))
+    return X[..., None], data.labels[idx]
+
+
+def val_windows(data: Data) -> tuple[np.ndarray, np.ndarray]:
+    wins, owner = [], []
+    for j, i in enumerate(data.val):
+        w = recording_windows(data.record(i))
+        wins.append(w)
+        owner += [j] * len(w)
+    return np.concatenate(wins)[..., None], np.array(owner)
+
+
+def record_probs(win_probs: np.ndarray, owner: np.ndarray, n: int) -> np.ndarray:
+    out = np.zeros((n, win_probs.shape[1]))
+    np.add.at(out, owner, win_probs)
+    return out / np.bincount(owner, minlength=n)[:, None]
+
+
+def scores(y_true: np.ndarray, y_pred: np.ndarray) -> dict:
+    k = len(CLASSES)
+    cm = np.zeros((k, k), int)
+    np.add.at(cm, (y_true, y_pred), 1)
+    f1 = {}
+    for c in range(k):
+        denom = cm[c, :].sum() + cm[:, c].sum()
+        f1[CLASSES[c]] = float(2 * cm[c, c] / denom) if denom else 0.0
+    return {"f1": float(np.mean([f1["normal"], f1["af"], f1["other"]])), "f1_af": f1["af"],
+            "per_class_f1": f1, "confusion": cm.tolist()}
+
+
+def tune_weights(probs: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Per-class multipliers on the averaged probabilities maximising challenge F1.
+
+    Coordinate search on a log grid, normal fixed at 1: it undoes the bias that
+    the class weights of the loss put into the probabilities.
+    """
+    w = np.ones(len(CLASSES))
+    grid = np.exp(np.linspace(np.log(0.25), np.log(4.0), 25))
+    best = scores(y, np.argmax(probs * w, 1))["f1"]
+    for _ in range(3):
+        for c in range(1, len(CLASSES)):
+            for g in grid:
+                w2 = w.copy()
+                w2[c] = g
+                f = scores(y, np.argmax(probs * w2, 1))["f1"]
+                if f > best + 1e-9:
+                    best, w = f, w2
+    return w
+
+
+# ---------------------------------------------------------------- model
+DEFAULT_CHANNELS = "16,24,32,48,64,64,64,64"  # 94.6 kB int8; 8,12,16,24,32,48,48,48 gives 50 kB
+KERNELS = (7, 5, 5, 5, 5, 3, 3, 3)
+STRIDES = (2, 2, 2, 2, 2, 2, 1, 1)  # 1250 -> 20 steps of 0.64 s; the last two convs see ~7 s
+
+
+def build_model(channels: str = DEFAULT_CHANNELS):
+    import tensorflow as tf
+    from tensorflow import keras
+    from tensorflow.keras import layers
+
+    chans = [int(c) for c in channels.split(",")]
+    if len(chans) != len(KERNELS):
+        raise SystemExit(f"--channels needs {len(KERNELS)} comma-separated widths, got {channels!r}")
+    tf.random.set_seed(SEED)
+    inp = keras.Input((WINDOW_SAMPLES, 1), name="ecg")
+    x = inp
+    for ch, k, st in zip(chans, KERNELS, STRIDES):
+        x = layers.Conv1D(ch, k, strides=st, padding="same", use_bias=False)(x)
+        x = layers.BatchNormalization()(x)
+        x = layers.ReLU()(x)
+    # Rhythm lives in how beats vary across the window: pool mean and max.
+    x = layers.Concatenate()([layers.GlobalAveragePooling1D()(x), layers.GlobalMaxPooling1D()(x)])
+    x = layers.Dropout(0.3)(x)
+    out = layers.Dense(len(CLASSES), activation="softmax", name="probs")(x)
+    return keras.Model(inp, out, name="rhythm_ecg")
+
+
+def cmd_train(args) -> None:
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+    import tensorflow as tf
+
+    tf.keras.utils.set_random_seed(SEED)
+    tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+    tf.config.threading.set_inter_op_parallelism_threads(1)
+    data = Data(load_split())
+    Xv, owner = val_windows(data)
+    yv = data.labels[data.val]
+    counts = np.bincount(data.labels[data.train], minlength=len(CLASSES))
+    cw = (counts.sum() / (len(CLASSES) * counts)) ** args.weight_power
+    log(f"train records {len(data.train)} counts {counts.tolist()} class weights {np.round(cw, 2).tolist()}")
+    model = build_model(args.channels)
+    model.summary(print_fn=lambda s: log(s))
+    steps = args.epochs * int(np.ceil(len(data.train) * args.crops / args.batch))
+    sched = tf.keras.optimizers.schedules.CosineDecay(args.lr, steps, alpha=0.05)
+    model.compile(optimizer=tf.keras.optimizers.Adam(sched), loss="sparse_categorical_crossentropy")
+    rng = np.random.default_rng(SEED)
+    best, hist = -1.0, []
+    WORK.mkdir(parents=True, exist_ok=True)
+    for ep in range(args.epochs):
+        t0 = time.time()
+        X, y = make_epoch(data, rng, args.crops)
+        sw = cw[y].astype(np.float32)
+        h = model.fit(X, y, sample_weight=sw, batch_size=args.batch, epochs=1, verbose=0, shuffle=False)
+        pv = record_probs(model.predict(Xv, batch_size=512, verbose=0), owner, len(yv))
+        s = scores(yv, np.argmax(pv, 1))
+        hist.append({"epoch": ep + 1, "loss": float(h.history["loss"][0]), **{k: s[k] for k in ("f1", "f1_af")},
+                     "per_class_f1": s["per_class_f1"]})
+        mark = ""
+        if s["f1"] > best:
+            best = s["f1"]
+            model.save(WORK / args.out)
+            mark = " *"
+        log(f"epoch {ep + 1}/{args.epochs} loss {hist[-1]['loss']:.4f} val F1 {s['f1']:.4f} "
+            f"AF {s['f1_af']:.3f} {np.round(list(s['per_class_f1'].values()), 3).tolist()} "
+            f"{time.time() - t0:.0f}s{mark}")
+    (WORK / (Path(args.out).stem + "_log.json")).write_text(json.dumps({"args": vars(args) | {"func": None},
+                                                     "class_weights": cw.tolist(), "history": hist,
+                                                     "best_val_f1": best}, indent=1, default=str))
+    log(f"best validation F1 {best:.4f} -> {WORK / args.out}")
+
+
+# ---------------------------------------------------------------- export
+def tflite_predict(model_bytes: bytes, X: np.ndarray, threads: int = 1) -> np.ndarray:
+    from ai_edge_litert.interpreter import Interpreter
+
+    it = Interpreter(model_content=model_bytes, num_threads=threads)
+    it.allocate_tensors()
+    ind, outd = it.get_input_details()[0], it.get_output_details()[0]
+    out = np.zeros((len(X), len(CLASSES)), np.float32)
+    for i in range(len(X)):
+        x = X[i:i + 1].astype(np.float32)
+        if ind["dtype"] == np.int8:
+            sc, zp = ind["quantization"]
+            x = np.clip(np.round(x / sc + zp), -128, 127).astype(np.int8)
+        it.set_tensor(ind["index"], x)
+        it.invoke()
+        o = it.get_tensor(outd["index"])[0]
+        if outd["dtype"] == np.int8:
+            sc, zp = outd["quantization"]
+            o = (o.astype(np.float32) - zp) * sc
+        out[i] = o
+    return out
+
+
+def convert(model, rep: np.ndarray | None) -> bytes:
+    import tensorflow as tf
+
+    conv = tf.lite.TFLiteConverter.from_keras_model(model)
+    if rep is not None:
+        conv.optimizations = [tf.lite.Optimize.DEFAULT]
+
+        def gen():
+            for i in range(len(rep)):
+                yield [rep[i:i + 1].astype(np.float32)]
+
+        conv.representative_dataset = gen
+        conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        conv.inference_input_type = tf.int8
+        conv.inference_output_type = tf.int8
+    return conv.convert()
+
+
+CARD_FILE = MODEL_FILE.with_suffix("").with_suffix(".card.json")
+MODEL_NAME = "rhythm_ecg"
+MODEL_VERSION = "1.0.0"
+EVAL_TEST_JSON = WORK / "eval_cinc2017_test.json"
+EVAL_MITDB_JSON = WORK / "eval_mitdb.json"
+BENCH_JSON = WORK / "bench.json"
+CMD_TEST = "edgemon evaluate rhythm --data-dir ../shared/data/cinc2017/test --json"
+CMD_MITDB = "edgemon evaluate rhythm --mitdb --data-dir ../shared/data/mitdb --json"
+CMD_EXPORT = "python tools/train_rhythm.py export"
+CMD_BENCH = "python tools/train_rhythm.py bench"
+
+
+def cmd_export(args) -> None:
+    """int8 conversion, float-vs-int8 on validation, decision thresholds tuned on validation, card."""
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+    import tensorflow as tf
+
+    tf.keras.utils.set_random_seed(SEED)
+    data = Data(load_split())
+    model = tf.keras.models.load_model(WORK / args.model)
+    log_file = WORK / (Path(args.model).stem + "_log.json")
+    rng = np.random.default_rng(SEED + 1)
+    # Representative set: clean and augmented crops of inner-train records only.
+    Xr, _ = make_epoch(data, rng, 1)
+    rep = Xr[rng.choice(len(Xr), 500, replace=False)]
+    int8 = convert(model, rep)
+    flt = convert(model, None)
+    MODEL_FILE.parent.mkdir(parents=True, exist_ok=True)
+    MODEL_FILE.write_bytes(int8)
+    (WORK / "float.tflite").write_bytes(flt)
+    Xv, owner = val_windows(data)
+    yv = data.labels[data.val]
+    wf, wq = tflite_predict(flt, Xv), tflite_predict(int8, Xv)
+    pf, pq = record_probs(wf, owner, len(yv)), record_probs(wq, owner, len(yv))
+    w = tune_weights(pq, yv)
+    thr = (1.0 / w) / np.max(1.0 / w)  # decision: argmax p / thr (same argmax as p * w)
+    sf, sq = scores(yv, np.argmax(pf, 1)), scores(yv, np.argmax(pq, 1))
+    sfw, sqw = scores(yv, np.argmax(pf / thr, 1)), scores(yv, np.argmax(pq / thr, 1))
+    report = {
+        "data": "cinc2017/train inner validation split (tools/splits/cinc2017.json), recording level, "
+                "windows every 5 s averaged",
+        "n_records": int(len(yv)), "n_windows": int(len(Xv)),
+        "decision_thresholds": dict(zip(CLASSES, map(float, thr))),
+        "float": {"argmax": sf, "thresholded": sfw},
+        "int8": {"argmax": sq, "thresholded": sqw},
+        "window_max_abs_prob_diff": float(np.max(np.abs(wf - wq))),
+        "window_mean_abs_prob_diff": float(np.mean(np.abs(wf - wq))),
+        "window_decision_agreement_pct": float(100 * np.mean(np.argmax(wf / thr, 1) == np.argmax(wq / thr, 1))),
+        "size_bytes": len(int8),
+        "sha256": hashlib.sha256(int8).hexdigest(),
+        "preprocessing": preprocessing_tag(),
+        "float_model": args.model,
+        "export_command": CMD_EXPORT + ("" if args.model == "float.keras" else f" --model {args.model}"),
+        "train_log": json.loads(log_file.read_text()) if log_file.is_file() else None,
+    }
+    (WORK / "export_report.json").write_text(json.dumps(report, indent=1))
+    for p in (EVAL_TEST_JSON, EVAL_MITDB_JSON, BENCH_JSON):  # they describe the previous model
+        if p.is_file():
+            p.unlink()
+    write_card()
+    log(f"{MODEL_FILE}: {len(int8)} bytes; thresholds {np.round(thr, 3).tolist()}")
+    log(f"validation F1 float {sf['f1']:.4f} -> thresholded {sfw['f1']:.4f}; int8 {sq['f1']:.4f} -> "
+        f"thresholded {sqw['f1']:.4f} (AF {sqw['f1_af']:.3f}); window agreement "
+        f"{report['window_decision_agreement_pct']:.2f}%")
+
+
+def cmd_bench(args) -> None:
+    """Time one inference of the committed int8 model on one core (LiteRT), through the runtime."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    from edgemon.detect.runtime import load_model
+
+    m = load_model(CARD_FILE, num_threads=1)
+    x = standardise_window(np.sin(np.arange(WINDOW_SAMPLES) / 7.0))[:, None]
+    for _ in range(200):
+        m.predict(x)
+    ts = []
+    for _ in range(args.n):
+        t0 = time.perf_counter()
+        m.predict(x)
+        ts.append(time.perf_counter() - t0)
+    it = Interpreter(model_path=str(MODEL_FILE), num_threads=1)
+    it.allocate_tensors()
+    ind = it.get_input_details()[0]
+    it.set_tensor(ind["index"], np.zeros(ind["shape"], ind["dtype"]))
+    for _ in range(200):
+        it.invoke()
+    ti = []
+    for _ in range(args.n):
+        t0 = time.perf_counter()
+        it.invoke()
+        ti.append(time.perf_counter() - t0)
+    res = {"invoke_median_ms": float(np.median(ti) * 1e3), "invoke_p99_ms": float(np.percentile(ti, 99) * 1e3),
+           "predict_median_ms": float(np.median(ts) * 1e3), "n": args.n, "threads": 1,
+           "cpu": _cpu_name(), "sha256": m.sha256}
+    WORK.mkdir(parents=True, exist_ok=True)
+    BENCH_JSON.write_text(json.dumps(res, indent=1))
+    print(json.dumps(res))
+
+
+def _cpu_name() -> str:
+    try:
+        for ln in Path("/proc/cpuinfo").read_text().splitlines():
+            if ln.startswith("model name"):
+                return ln.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown"
+
+
+def write_card() -> None:
+    """(Re)write models/rhythm_ecg.card.json from the export report and, when present,
+    the saved outputs of the evaluation commands (only if they match this model's sha256)."""
+    sys.path.insert(0, str(REPO / "tools"))
+    from make_card import make_card
+
+    rep = json.loads((WORK / "export_report.json").read_text())
+    sha = hashlib.sha256(MODEL_FILE.read_bytes()).hexdigest()
+    val = "cinc2017/train inner validation (1023 records, tools/splits/cinc2017.json)"
+    qv = rep["int8"]["thresholded"]
+    export_cmd = rep.get("export_command", CMD_EXPORT)
+    metrics = [
+        {"name": "val_f1", "value": qv["f1"], "data": val, "command": export_cmd},
+        {"name": "val_f1_af", "value": qv["f1_af"], "data": val, "command": export_cmd},
+    ]
+
+    def saved(path: Path) -> dict | None:
+        if not path.is_file():
+            return None
+        d = json.loads(path.read_text())
+        return d if d.get("model", {}).get("sha256", d.get("sha256")) == sha else None
+
+    t = saved(EVAL_TEST_JSON)
+    if t:
+        data = f"cinc2017/test ({t['n_records']} records, never used in training or selection)"
+        metrics += [{"name": "f1", "value": t["f1"], "data": data, "command": CMD_TEST},
+                    {"name": "f1_af", "value": t["f1_af"], "data": data, "command": CMD_TEST}]
+        metrics += [{"name": f"f1_{c}", "value": t["per_class_f1"][c], "data": data, "command": CMD_TEST}
+                    for c in ("normal", "other", "noise")]
+        if "baseline" in t:
+            metrics += [{"name": "baseline_rr_irregularity_f1_af", "value": t["baseline"]["f1_af"],
+                         "data": data, "command": CMD_TEST}]
+    m = saved(EVAL_MITDB_JSON)
+    if m:
+        data = f"mitdb MLII ({len(m['per_record'])} records with AF/VT episodes), 10-s windows every 5 s"
+        metrics += [{"name": "mitdb_af_window_recall", "value": m["af_recall"], "data": data, "command": CMD_MITDB},
+                    {"name": "mitdb_af_window_specificity", "value": m["af_specificity"], "data": data,
+                     "command": CMD_MITDB}]
+    b = saved(BENCH_JSON)
+    if b:
+        metrics += [{"name": "inference_ms_median_1_core", "value": b["invoke_median_ms"],
+                     "data": f"LiteRT, 1 thread, {b['cpu']}", "command": CMD_BENCH}]
+    fields = {
+        "name": MODEL_NAME,
+        "version": MODEL_VERSION,
+        "input_rate_hz": MODEL_FS_HZ,
+        "input_description": "one ECG lead, 10 s at 125 Hz: raw mV resampled to 125 Hz, causal EcgFilter "
+                             "(0.5-40 Hz Butterworth order 2 + 50 Hz notch) from the stream start, then per window "
+                             "(x - mean) / max(sd, 0.01 mV) clipped to +-8",
+        "window": "10 s",
+        "hop": "5 s",
+        "classes": list(CLASSES),
+        "decision_thresholds": rep["decision_thresholds"],
+        "training_data": "PhysioNet/CinC Challenge 2017 training set (AliveCor single lead, 300 Hz), inner-train "
+                         "part of shared cinc2017/train (5799 recordings), random 10-s crops, augmented with "
+                         "amplitude scaling, synthetic baseline wander and nstdb bw/ma noise at random SNR",
+        "split": "tools/splits/cinc2017.json",
+        "metrics": metrics,
+        "float_vs_int8": {
+            "data": val,
+            "n_windows": rep["n_windows"],
+            "max_abs_prob_diff": rep["window_max_abs_prob_diff"],
+            "mean_abs_prob_diff": rep["window_mean_abs_prob_diff"],
+            "decision_agreement_pct": rep["window_decision_agreement_pct"],
+            "float_metrics": {"f1": rep["float"]["thresholded"]["f1"], "f1_af": rep["float"]["thresholded"]["f1_af"]},
+            "int8_metrics": {"f1": qv["f1"], "f1_af": qv["f1_af"]},
+        },
+        "report": "edgemon evaluate rhythm (CinC layout) and edgemon evaluate rhythm --mitdb",
+        "preprocessing": {
+            "model_fs_hz": MODEL_FS_HZ, "window_samples": WINDOW_SAMPLES, "hop_samples": HOP_SAMPLES,
+            "filter": "edgemon.dsp.filters.EcgFilter(125) after edgemon.dsp.resample.Resampler(fs, 125)",
+            "std_floor_mv": rhythm.STD_FLOOR_MV, "clip_sd": rhythm.CLIP_SD,
+            "decision": "argmax over classes of probability / decision_thresholds[class]",
+            "recording": "mean of window probabilities, windows every 5 s; shorter than 10 s: one zero-padded window",
+            "cinc_labels": dict(CINC_LABELS),
+        },
+    }
+    card = make_card(MODEL_FILE, fields, CARD_FILE)
+    log(f"wrote {CARD_FILE} ({len(card.metrics)} metrics)")
+
+
+def cmd_card(args) -> None:
+    """Refresh the card's metrics from saved evaluation outputs:
+
+        edgemon evaluate rhythm --json > tools/.work/rhythm/eval_cinc2017_test.json
+        edgemon evaluate rhythm --mitdb --json > tools/.work/rhythm/eval_mitdb.json
+        python tools/train_rhythm.py bench
+    """
+    write_card()
+
+
+# ---------------------------------------------------------------- baseline
+def cmd_baseline(args) -> None:
+    """Tune the RR-irregularity baseline's threshold for F1(AF) on the inner-train records only."""
+    import wfdb
+
+    from edgemon.evaluate.rhythm import BASELINE_MIN_BEATS, rr_irregularity
+
+    root = data_root(args)
+    folder = root / "cinc2017" / "train"
+    labels = dict(read_reference(folder))
+    names = load_split()["train"]
+    feats = []
+    t0 = time.time()
+    for i, n in enumerate(names):
+        rec = wfdb.rdrecord(str(folder / n))
+        feats.append(rr_irregularity(rec.p_signal[:, 0], rec.fs))
+        if i % 1000 == 0:
+            log(f"baseline {i}/{len(names)} {time.time() - t0:.0f}s")
+    irr = np.array([f[0] for f in feats])
+    nb = np.array([f[1] for f in feats])
+    is_af = np.array([labels[n] == "A" for n in names])
+    best = (0.0, None)
+    for thr in np.round(np.arange(0.02, 0.40, 0.005), 3):
+        pred = (irr > thr) & (nb >= BASELINE_MIN_BEATS)
+        tp = np.sum(pred & is_af)
+        f1 = 2 * tp / (pred.sum() + is_af.sum())
+        if f1 > best[0]:
+            best = (float(f1), float(thr))
+    WORK.mkdir(parents=True, exist_ok=True)
+    (WORK / "baseline.json").write_text(json.dumps({"records": len(names), "best_f1_af": best[0],
+                                                    "threshold": best[1]}, indent=1))
+    log(f"baseline: threshold {best[1]} gives F1(AF) {best[0]:.4f} on {len(names)} inner-train records "
+        "-> set BASELINE_THRESHOLD in edgemon/evaluate/rhythm.py")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data-root", default=None)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("split").set_defaults(func=cmd_split)
+    sub.add_parser("prepare").set_defaults(func=cmd_prepare)
+    tr = sub.add_parser("train")
+    tr.add_argument("--epochs", type=int, default=40)
+    tr.add_argument("--crops", type=int, default=3, help="random 10-s crops per record per epoch")
+    tr.add_argument("--batch", type=int, default=64)
+    tr.add_argument("--lr", type=float, default=3e-3)
+    tr.add_argument("--channels", default=DEFAULT_CHANNELS, help="conv widths, 8 comma-separated")
+    tr.add_argument("--out", default="float.keras", help="file name under tools/.work/rhythm/")
+    tr.add_argument("--weight-power", type=float, default=0.5, help="class weight = (inverse frequency) ** p")
+    tr.add_argument("--threads", type=int, default=2)
+    tr.set_defaults(func=cmd_train)
+    ex = sub.add_parser("export")
+    ex.add_argument("--model", default="float.keras", help="float model under tools/.work/rhythm/ to convert")
+    ex.set_defaults(func=cmd_export)
+    sub.add_parser("baseline").set_defaults(func=cmd_baseline)
+    sub.add_parser("card", help="rewrite the card with saved evaluation outputs").set_defaults(func=cmd_card)
+    be = sub.add_parser("bench")
+    be.add_argument("--n", type=int, default=5000)
+    be.set_defaults(func=cmd_bench)
+    a = sub.add_parser("all")
+    a.set_defaults(func=None)
+    args = ap.parse_args()
+    if args.cmd == "all":
+        for f in (cmd_split, cmd_prepare):
+            f(args)
+        targs = tr.parse_args([])
+        targs.data_root = args.data_root
+        cmd_train(targs)
+        args.model = targs.out
+        cmd_export(args)
+    else:
+        args.func(args)
+
+
+if __name__ == "__main__":
+    main()
