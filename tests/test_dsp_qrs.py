@@ -84,3 +84,13 @@ def test_ppg_peaks_on_sample(samples_dir, name):
     tp, fn, fp, err = _match(truth, outs[0], int(0.15 * fs))
     assert tp / len(truth) >= 0.97, (tp, fn, fp)
     assert tp / (tp + fp) >= 0.97, (tp, fn, fp)
+
+
+@pytest.mark.parametrize("record", ["203", "105"])
+def test_qrs_chunk_invariant_on_mitdb(data_root, record):
+    """Hard real records (multiform PVCs, noise): identical peaks for 1 s, 0.1 s and odd chunks."""
+    rec = open_record(data_root / "mitdb" / record)
+    x = rec.samples[:, 0]
+    a = detect_qrs(x, rec.fs_hz, chunk_s=1.0)
+    assert np.array_equal(a, detect_qrs(x, rec.fs_hz, chunk_s=0.1))
+    assert np.array_equal(a, detect_qrs(x, rec.fs_hz, chunk_s=0.37))

@@ -12,7 +12,8 @@ block state-space recursion: per block of ``L`` samples, ``y = T x + O s`` and
 ``O``/``Q`` map the state in and out. This is exact linear algebra (tests:
 equal to ``sosfilt`` within 1e-9) and costs a few matrix products per block
 instead of a Python loop per sample. The state layout equals sosfilt's ``zi``
-(transposed direct form II, shape ``(n_sections, 2)``).
+(transposed direct form II, shape ``(n_sections, 2)``). Blocks are aligned to
+the stream, so the output is bit-identical for any chunking.
 """
 from __future__ import annotations
 
@@ -153,9 +154,13 @@ class SosFilter:
     """A cascade of biquads applied causally with carried state, per channel.
 
     ``process`` accepts any chunk length and returns the same values as
-    ``scipy.signal.sosfilt(sos, whole_signal)`` (within rounding, < 1e-9).
-    Non-finite input samples are replaced by the previous finite sample so a
-    NaN cannot poison the state forever; callers mark them invalid.
+    ``scipy.signal.sosfilt(sos, whole_signal)`` (within rounding, < 1e-9), and
+    *bit-identical* values whatever the chunking: blocks are aligned to the
+    stream's sample index and every block is computed by the same fixed-shape
+    products (a partial block is zero-padded, its outputs re-emitted from the
+    same sums once it completes). Non-finite input samples are replaced by the
+    previous finite sample so a NaN cannot poison the state; callers mark them
+    invalid.
     """
 
     def __init__(self, sos: np.ndarray, n_channels: int = 1, block: int = BLOCK):
@@ -163,20 +168,34 @@ class SosFilter:
         if self.sos.shape[1] != 6:
             raise ValueError(f"sos must have shape (n_sections, 6), got {self.sos.shape}")
         self.block = block
-        self._T, self._O, self._Q, self._Apow = _block_matrices(
-            self.sos.tobytes(), self.sos.shape[0], block)
-        self.state = np.zeros((n_channels, 2 * self.sos.shape[0]))
+        T, O, Q, Apow = _block_matrices(self.sos.tobytes(), self.sos.shape[0], block)
+        self._T, self._O, self._Q, self._Apow = T, O, Q, Apow
+        self._P = Apow[block]
+        n_state = 2 * self.sos.shape[0]
+        self.state = np.zeros((n_channels, n_state))      # state at the start of the open block
+        self._partial = np.zeros((n_channels, block))     # inputs of the open block so far
+        self._filled = 0                                  # how many of them
         self._last = np.zeros(n_channels)
+        self._xblk = np.zeros(block)                      # fixed buffer: same memory, same sums
 
     @property
     def zi(self) -> np.ndarray:
-        """State in scipy's layout: (n_sections, 2) for one channel, (n_sections, n_ch, 2) for several."""
+        """State after the last sample, in scipy's layout: (n_sections, 2) for one channel."""
         n_sec = self.sos.shape[0]
-        zi = self.state.reshape(len(self.state), n_sec, 2).transpose(1, 0, 2)
-        return zi[:, 0, :] if len(self.state) == 1 else zi
+        states = []
+        for ch in range(len(self.state)):
+            s = self.state[ch]
+            r = self._filled
+            if r:
+                s = self._Apow[r] @ s + self._Q[:, self.block - r:] @ self._partial[ch, :r]
+            states.append(s)
+        zi = np.array(states).reshape(len(states), n_sec, 2).transpose(1, 0, 2)
+        return zi[:, 0, :] if len(states) == 1 else zi
 
     def reset(self) -> None:
         self.state[:] = 0.0
+        self._partial[:] = 0.0
+        self._filled = 0
         self._last[:] = 0.0
 
     def process(self, x: np.ndarray) -> np.ndarray:
@@ -186,8 +205,9 @@ class SosFilter:
         if x2.shape[1] != self.state.shape[0]:
             raise ValueError(f"filter has {self.state.shape[0]} channels, chunk has {x2.shape[1]}")
         out = np.empty_like(x2)
+        filled = self._filled
         for ch in range(x2.shape[1]):
-            out[:, ch] = self._run(self._clean(x2[:, ch], ch), ch)
+            out[:, ch], self._filled = self._run(self._clean(x2[:, ch], ch), ch, filled)
         return out[:, 0] if one_d else out
 
     def _clean(self, x: np.ndarray, ch: int) -> np.ndarray:
@@ -196,7 +216,6 @@ class SosFilter:
             if len(x):
                 self._last[ch] = x[-1]
             return x
-        x = x.copy()
         idx = np.where(finite, np.arange(len(x)), -1)
         np.maximum.accumulate(idx, out=idx)
         x = np.where(idx >= 0, x[np.maximum(idx, 0)], self._last[ch])
@@ -204,27 +223,28 @@ class SosFilter:
             self._last[ch] = x[-1]
         return x
 
-    def _run(self, x: np.ndarray, ch: int) -> np.ndarray:
+    def _run(self, x: np.ndarray, ch: int, filled: int) -> tuple[np.ndarray, int]:
         L = self.block
-        n_full = len(x) // L
-        s = self.state[ch]
         y = np.empty(len(x))
-        if n_full:
-            X = x[: n_full * L].reshape(n_full, L)
-            U = X @ self._Q.T                   # each block's contribution to the end state
-            S = np.empty((n_full, len(s)))
-            P = self._Apow[L]
-            for k in range(n_full):             # one tiny mat-vec per block
-                S[k] = s
-                s = P @ s + U[k]
-            y[: n_full * L] = (X @ self._T.T + S @ self._O.T).ravel()
-        r = len(x) - n_full * L
-        if r:
-            xr = x[n_full * L:]
-            y[n_full * L:] = self._T[:r, :r] @ xr + self._O[:r] @ s
-            s = self._Apow[r] @ s + self._Q[:, L - r:] @ xr
+        buf, part = self._xblk, self._partial[ch]
+        s = self.state[ch]
+        pos = 0
+        while pos < len(x):
+            take = min(L - filled, len(x) - pos)
+            part[filled: filled + take] = x[pos: pos + take]
+            end = filled + take
+            buf[:end] = part[:end]
+            buf[end:] = 0.0
+            y_blk = self._T @ buf + self._O @ s
+            y[pos: pos + take] = y_blk[filled:end]
+            pos += take
+            if end == L:  # block complete: advance the state once, with fixed-shape products
+                s = self._P @ s + self._Q @ buf
+                filled = 0
+            else:
+                filled = end
         self.state[ch] = s
-        return y
+        return y, filled
 
 
 class EcgFilter(SosFilter):

@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from edgemon.dsp.filters import PpgFilter
-from edgemon.dsp.qrs import _group_delay_samples
+from edgemon.dsp.qrs import _group_delay_samples, moving_average
 from edgemon.events import Beat
 
 _W_PEAK_S = 0.111
@@ -58,9 +58,8 @@ class PpgPeakDetector:
         y = self._filter.process(x)
         sq = np.where(valid, np.clip(y, 0, None) ** 2, 0.0)
         ext = np.concatenate([self._sq_tail, sq])
-        c = np.concatenate([[0.0], np.cumsum(ext)])
-        ma2 = (c[self._w2:] - c[:-self._w2]) / self._w2
-        ma1_now = (c[self._w2:] - c[self._w2 - self._w1:-self._w1]) / self._w1
+        ma2 = moving_average(ext, self._w2)
+        ma1_now = moving_average(ext[self._w2 - self._w1:], self._w1)
         self._sq_tail = ext[len(ext) - (self._w2 - 1):]
         ma1_all = np.concatenate([self._ma1_hist, ma1_now])
         ma1 = ma1_all[: len(ma1_now)]

@@ -76,6 +76,8 @@ class QrsDetector:
         self._next_eval = 1
         self._pending: list[_Candidate] = []  # found during learning
         self._learned = False
+        self._learn_window = 0
+        self._final = False
         self._spki = 0.0
         self._npki = 0.0
         self._rr: list[int] = []
@@ -106,8 +108,7 @@ class QrsDetector:
         sq = d * d
         sq[~valid] = 0.0
         ext = np.concatenate([self._sq_tail, sq])
-        c = np.concatenate([[0.0], np.cumsum(ext)])
-        mwi = (c[self._mwi_len:] - c[:-self._mwi_len]) / self._mwi_len
+        mwi = moving_average(ext, self._mwi_len)
         self._sq_tail = ext[len(ext) - (self._mwi_len - 1):] if self._mwi_len > 1 else np.zeros(0)
         self._h_bp = np.concatenate([self._h_bp, bp])
         self._h_loc = np.concatenate([self._h_loc, loc])
@@ -122,9 +123,10 @@ class QrsDetector:
             for cand in self._find_candidates(self._next_eval, last, end):
                 self._on_candidate(cand, beats)
             self._next_eval = last + 1
+        self._final = final
         if self._learned:
             self._searchback(upto=self._next_eval - 1, beats=beats)
-        elif final or self._next_eval >= _LEARN_S * self.fs_hz:
+        else:
             self._learn(beats)
         self._trim_history()
         return beats
@@ -153,16 +155,28 @@ class QrsDetector:
 
     # ------------------------------------------------------------------ decisions
     def _learn(self, beats: list[Beat]) -> None:
-        n_learn = min(self._n_in, int(_LEARN_S * self.fs_hz))
-        if not self._pending or n_learn == 0:
-            if self._next_eval >= _LEARN_S * self.fs_hz * 3:
-                self._pending.clear()  # nothing but flat line so far: keep waiting, bounded
-            return
-        o = self._hist_start
-        window = self._h_mwi[max(0, self._next_eval - n_learn) - o: self._next_eval - o]
-        self._spki = 0.5 * max(c.value for c in self._pending)
-        self._npki = 0.5 * float(np.mean(window)) if len(window) else 0.0
-        self._learned = True
+        """Set the first thresholds from the first 2-s window that holds a candidate.
+
+        Windows are fixed in sample index ([0, 2 s), [2 s, 4 s), ...), so the
+        levels do not depend on how much signal the first chunk carried.
+        """
+        w = int(_LEARN_S * self.fs_hz)
+        while not self._learned:
+            a, b = self._learn_window * w, (self._learn_window + 1) * w
+            if self._next_eval < b and not self._final:
+                return
+            if a >= self._n_in:
+                return
+            early = [c for c in self._pending if a <= c.mwi_index < b]
+            if not early:
+                self._pending = [c for c in self._pending if c.mwi_index >= b]
+                self._learn_window += 1
+                continue
+            o = self._hist_start
+            window = self._h_mwi[max(a, o) - o: min(b, self._n_in) - o]
+            self._spki = 0.5 * max(c.value for c in early)
+            self._npki = 0.5 * float(np.mean(window)) if len(window) else 0.0
+            self._learned = True
         pending, self._pending = self._pending, []
         for cand in pending:
             self._on_candidate(cand, beats)
@@ -244,6 +258,18 @@ class QrsDetector:
             self._h_loc = self._h_loc[cut:]
             self._h_mwi = self._h_mwi[cut:]
             self._hist_start = keep_from
+
+
+def moving_average(ext: np.ndarray, n: int) -> np.ndarray:
+    """Means of every n consecutive values of ext (len(ext) - n + 1 of them).
+
+    Each mean is its own fixed-order sum, not a difference of running sums, so
+    the value at a sample does not depend on where a chunk began (bit-exact
+    chunk invariance).
+    """
+    if len(ext) < n:
+        return np.zeros(0)
+    return np.lib.stride_tricks.sliding_window_view(ext, n).sum(axis=1) / n
 
 
 def _group_delay_samples(sos: np.ndarray, f_hz: float, fs_hz: float) -> int:
