@@ -1,10 +1,185 @@
-"""Alert policy: the [alerts] section of a device config (placeholder, extended by the alerts stage)."""
+"""Alert policy: the ``[alerts]`` section of a device config.
+
+Takes TOML values; gives a validated ``AlertPolicy`` that ``AlertEngine`` reads.
+Every default carries its reason in the field description (and in
+docs/alerts.md); values that would make the engine misbehave (negative
+durations, a repeat interval shorter than the group wait, an inhibition rule
+naming an unknown condition) are rejected with a message naming the field.
+"""
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from edgemon.alerts.conditions import CONDITIONS, PHYSIOLOGICAL, TECHNICAL
+
+# Targets of an inhibition rule may name every alert of one type at once.
+ALL_PHYSIOLOGICAL = "@physiological"
+ALL_TECHNICAL = "@technical"
+# Conditions that must never wait for confirmation: IEC 60601-1-8 high-priority
+# (life-threatening) conditions, where seconds matter more than false alarms.
+IMMEDIATE = frozenset({"vt", "vf", "asystole"})
+
+
+class PerPriority(BaseModel):
+    """One duration per alarm priority, in seconds."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    high: float = Field(..., ge=0)
+    medium: float = Field(..., ge=0)
+    low: float = Field(..., ge=0)
+
+    def get(self, priority: str) -> float:
+        return float(getattr(self, priority))
+
+
+def _default_inhibit() -> dict[str, list[str]]:
+    return {
+        "vt": ["pvc", "bigeminy", "tachycardia"],
+        "vf": ["vt", "pvc", "bigeminy", "tachycardia"],
+        "asystole": ["pause", "bradycardia"],
+        "lead_off": [ALL_PHYSIOLOGICAL, "signal_quality"],
+        "signal_quality": [ALL_PHYSIOLOGICAL],
+        "source_silent": ["lead_off", "signal_quality"],
+    }
 
 
 class AlertPolicy(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    af_onset_s: float = Field(30.0, gt=0, description="Seconds of AF within the window before an AF alert fires.")
+    af_onset_s: float = Field(
+        30.0, gt=0,
+        description="Seconds of AF within af_window_s before an AF alert fires. 30 s is the usual minimum "
+                    "duration of an AF episode on an ECG recording (ESC/HRS); shorter runs are atrial ectopy "
+                    "or detector flicker and would be alarm noise.")
+    af_window_s: float = Field(
+        60.0, gt=0,
+        description="Sliding window over which AF seconds are counted. Twice af_onset_s so that a few "
+                    "windows the detector calls non-AF in the middle of an episode (irregular beats, a short "
+                    "sinus run) delay the alert instead of restarting the count.")
+    onset_s: dict[str, float] = Field(
+        default_factory=dict,
+        description="Extra confirmation time for other conditions (counted within a window of twice the "
+                    "value). Empty by default: pause, brady/tachycardia and ectopy detectors already apply "
+                    "their own durations (detect.pause_s, detect.sustained_s), and vt, vf and asystole "
+                    "always fire on first detection (IEC 60601-1-8 high priority).")
+    min_probability: float = Field(
+        0.5, ge=0, le=1,
+        description="A Detection that states no decision of its own (evidence[<condition>] or "
+                    "evidence['positive'] as a bool; 'rule:' sources always mean yes) counts as present when "
+                    "its probability is at least this. 0.5 is where a calibrated probability says 'more "
+                    "likely than not'.")
+    resolve_after_s: float = Field(
+        30.0, ge=0,
+        description="Hysteresis: a firing alert resolves after the condition has been absent this long "
+                    "(time with unusable signal does not count as absent). 30 s keeps paroxysmal AF with "
+                    "brief sinus runs, and detector windows that drop out, inside one episode.")
+    group_wait_s: PerPriority = Field(
+        default_factory=lambda: PerPriority(high=0.0, medium=10.0, low=30.0),
+        description="Delay before the first notification of a new alert, per priority. High is 0: never "
+                    "delay a life-threatening alarm. For medium and low it lets an inhibiting alert (VT over "
+                    "PVC, lead-off over rhythm) arrive first and drops alerts that resolve at once.")
+    repeat_interval_s: PerPriority = Field(
+        default_factory=lambda: PerPriority(high=300.0, medium=1800.0, low=14400.0),
+        description="Re-send a still-firing, unacknowledged alert this often, per priority (5 min, 30 min, "
+                    "4 h): a high-priority alarm nobody acknowledged must come back, an advisory must not "
+                    "nag.")
+    max_messages_per_hour: int = Field(
+        30, ge=1,
+        description="Budget of firing and repeat messages per rolling hour for medium and low priority; "
+                    "over budget, repeats wait and new alerts are delayed (never dropped). High-priority "
+                    "messages and resolutions are never held by the budget. 30/h is one every 2 min on "
+                    "average, far above a plausible true-alarm rate: reaching it means flapping.")
+    sqi_min: float = Field(
+        0.5, ge=0, le=1,
+        description="Quality windows (and detections) with sqi below this count as unusable signal, like a "
+                    "reason other than 'ok'. 0.5 is the middle of the 0..1 SQI scale used by the dsp stage.")
+    max_bad_fraction: float = Field(
+        0.25, ge=0, le=1,
+        description="A rhythm detection whose span is covered by unusable signal for more than this "
+                    "fraction is inhibited (it neither starts nor extends an alert). A quarter of a 10-s "
+                    "window of noise is enough to fake irregular RR intervals.")
+    quality_alert_after_s: float = Field(
+        10.0, gt=0,
+        description="Unusable signal must last this long without a break before the lead_off or "
+                    "signal_quality technical alert fires: wearables see seconds-long motion artefact all "
+                    "day, and a technical alarm for each would be noise.")
+    quality_channels: list[str] = Field(
+        default_factory=list,
+        description="Channels whose quality gates rhythm alerts; empty = every channel that reports "
+                    "quality (conservative: a bad lead anywhere inhibits rhythm alerts).")
+    inhibit: dict[str, list[str]] = Field(
+        default_factory=_default_inhibit,
+        description="Inhibition rules: while an alert of the key condition is firing, notifications of "
+                    "the listed conditions are held ('@physiological' = every physiological condition). "
+                    "VT explains PVCs and the rate; asystole explains pause and bradycardia; with lead-off "
+                    "or poor signal any rhythm message is unreliable.")
+    source_silent_s: float = Field(
+        10.0, gt=0,
+        description="No data from the source for this long raises the source_silent technical alert: "
+                    "an alarm system that stops seeing the patient must say so (IEC 60601-1-8 technical "
+                    "alarm). 10 s is ten 1-s chunks.")
+    max_silence_s: float = Field(
+        86400.0, gt=0,
+        description="Longest silence a hub may set. A forgotten silence must not hide alerts for days; "
+                    "24 h covers a shift pattern.")
+    strip_s: float = Field(
+        10.0, gt=0, le=60,
+        description="Length of the signal strip attached to a new alert: 10 s is the standard rhythm "
+                    "strip of a 12-lead ECG print and enough for a clinician to confirm AF or VT.")
+
+    @field_validator("onset_s")
+    @classmethod
+    def _check_onset(cls, v: dict[str, float]) -> dict[str, float]:
+        for cond, seconds in v.items():
+            if cond == "af":
+                raise ValueError("set the AF confirmation with af_onset_s/af_window_s, not onset_s.af")
+            if cond in IMMEDIATE:
+                raise ValueError(f"onset_s.{cond}: {cond} fires on first detection by design "
+                                 "(high priority); it cannot be delayed")
+            if cond not in PHYSIOLOGICAL:
+                raise ValueError(f"onset_s.{cond}: unknown physiological condition; known: "
+                                 f"{', '.join(sorted(PHYSIOLOGICAL))}")
+            if not seconds >= 0:
+                raise ValueError(f"onset_s.{cond} must be >= 0 seconds, got {seconds}")
+        return v
+
+    @field_validator("inhibit")
+    @classmethod
+    def _check_inhibit(cls, v: dict[str, list[str]]) -> dict[str, list[str]]:
+        known = set(CONDITIONS)
+        for source, targets in v.items():
+            if source not in known:
+                raise ValueError(f"inhibit.{source}: unknown condition; known: {', '.join(sorted(known))}")
+            for t in targets:
+                if t not in known and t not in (ALL_PHYSIOLOGICAL, ALL_TECHNICAL):
+                    raise ValueError(f"inhibit.{source}: unknown target {t!r}; use a condition or "
+                                     f"{ALL_PHYSIOLOGICAL!r}/{ALL_TECHNICAL!r}")
+                if t == source or (t == ALL_TECHNICAL and source in TECHNICAL) or (
+                        t == ALL_PHYSIOLOGICAL and source in PHYSIOLOGICAL):
+                    raise ValueError(f"inhibit.{source}: a condition cannot inhibit itself")
+        return v
+
+    @model_validator(mode="after")
+    def _check_relations(self) -> "AlertPolicy":
+        if self.af_window_s < self.af_onset_s:
+            raise ValueError(f"af_window_s ({self.af_window_s}) must be >= af_onset_s ({self.af_onset_s}): "
+                             "the window must be able to hold the AF seconds it counts")
+        for p in ("high", "medium", "low"):
+            rep, wait = self.repeat_interval_s.get(p), self.group_wait_s.get(p)
+            if rep <= 0:
+                raise ValueError(f"repeat_interval_s.{p} must be > 0 seconds, got {rep}")
+            if rep < wait:
+                raise ValueError(f"repeat_interval_s.{p} ({rep}) must be >= group_wait_s.{p} ({wait}): "
+                                 "an alert cannot repeat before its first notification")
+        return self
+
+    def onset_rule(self, condition: str) -> tuple[float, float]:
+        """(seconds present required, window seconds) before `condition` fires; (0, 0) = at once."""
+        if condition == "af":
+            return self.af_onset_s, self.af_window_s
+        if condition in ("lead_off", "signal_quality"):
+            # Window = onset: the bad stretch must be unbroken.
+            return self.quality_alert_after_s, self.quality_alert_after_s
+        s = self.onset_s.get(condition, 0.0)
+        return s, 2.0 * s

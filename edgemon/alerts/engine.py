@@ -1,0 +1,557 @@
+"""Alert engine: Detections + QualityWindows + time -> alert messages.
+
+Takes the detect stage's ``Detection`` list, the dsp stage's ``QualityWindow``
+list and the current stream time; gives the ``AlertPayload`` messages to send
+now (new, repeat, resolved). Modelled on Prometheus Alertmanager (labels,
+fingerprint, group_wait, repeat_interval, inhibition, silences, resolve) with
+IEC 60601-1-8 priorities. Pure logic: time only comes in as arguments (stream
+seconds; epoch seconds on live sources), so a replay at 1000x gives the same
+messages as real time and tests are deterministic. No wall clock, no random
+ids (UUIDs are derived from the episode), no I/O.
+
+One engine serves one device and one patient, so an episode is keyed by its
+condition. Lifecycle of an episode:
+
+    (none) --evidence--> pending --enough evidence--> firing --absent for
+    resolve_after_s--> resolved (removed)
+
+Notifications of a firing episode are held while it is silenced, inhibited,
+acknowledged (repeats only), within group_wait, or over the hourly budget;
+a held first notification goes out once the hold ends if the episode is still
+firing. An episode that was never notified resolves without a message.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import uuid
+from collections import Counter, deque
+from dataclasses import dataclass, field
+from typing import Callable, Iterable
+
+from edgemon import __version__
+from edgemon.alerts.conditions import NOT_ALERTS, PRIORITY_RANK, CONDITIONS, ConditionInfo, condition_info
+from edgemon.alerts.payload import AlertPayload, Evidence, MdcCode, SnomedCode, Strip, to_datetime
+from edgemon.alerts.policy import ALL_PHYSIOLOGICAL, ALL_TECHNICAL, AlertPolicy
+from edgemon.events import Detection, QualityWindow
+
+log = logging.getLogger(__name__)
+
+# Namespace of the derived UUIDs (alert_id, message_id, silence_id).
+_NAMESPACE = uuid.UUID("5d0c6a8e-3f47-4f8b-9d7e-2b1f0c9a6e11")
+LABEL_NAMES = ("device", "site", "patient_ref", "condition", "priority", "type")
+# Quality reasons that mean "no usable signal at all" (electrode off, no data)
+# rather than "a signal, but a bad one".
+LEAD_OFF_REASONS = frozenset({"lead_off", "flatline", "nan"})
+_EVIDENCE_FLOATS = ("hr_bpm", "rr_mean_ms", "rr_median_ms", "rr_sd_ms", "rmssd_ms")
+_EPS = 1e-6
+HOUR_S = 3600.0
+
+# (start_s, end_s) in stream seconds -> a Strip built with Strip.from_signal (stream seconds), or None.
+StripProvider = Callable[[float, float], "Strip | None"]
+
+
+class AlertCommandError(ValueError):
+    """A silence or acknowledgement the engine refuses; the message says why."""
+
+
+class _Spans:
+    """Sorted, merged closed intervals [start, end] in seconds."""
+
+    def __init__(self) -> None:
+        self.items: list[list[float]] = []
+
+    def add(self, a: float, b: float) -> None:
+        new, out, placed = [min(a, b), max(a, b)], [], False
+        for s, e in self.items:
+            if e < new[0]:
+                out.append([s, e])
+            elif s > new[1]:
+                if not placed:
+                    out.append(new)
+                    placed = True
+                out.append([s, e])
+            else:
+                new[0], new[1] = min(new[0], s), max(new[1], e)
+        if not placed:
+            out.append(new)
+        self.items = out
+
+    def covered(self, a: float, b: float) -> float:
+        return sum(max(0.0, min(e, b) - max(s, a)) for s, e in self.items)
+
+    def contains(self, t: float) -> bool:
+        return any(s <= t <= e for s, e in self.items)
+
+    def first_start_after(self, t: float) -> float | None:
+        """Start of the earliest interval that ends at or after t."""
+        for s, e in self.items:
+            if e >= t:
+                return s
+        return None
+
+    def prune(self, before: float) -> None:
+        self.items = [x for x in self.items if x[1] >= before]
+
+
+@dataclass
+class Silence:
+    silence_id: str
+    matchers: dict[str, str]
+    starts_s: float
+    until_s: float
+    created_by: str
+    comment: str = ""
+
+    def matches(self, labels: dict[str, str]) -> bool:
+        return all(labels.get(k) == v for k, v in self.matchers.items())
+
+
+@dataclass
+class _Episode:
+    info: ConditionInfo
+    labels: dict[str, str]
+    fingerprint: str
+    rule: tuple[float, float]  # (seconds present, window seconds)
+    spans: _Spans = field(default_factory=_Spans)
+    state: str = "pending"
+    manual: bool = False  # technical alert raised/cleared by a call, not by evidence
+    last_seen_s: float = -math.inf  # end of the latest evidence's full span: freshness
+    last_end_s: float = -math.inf  # end of the latest labelled span: where the condition ended
+    alert_id: str = ""
+    onset_s: float = 0.0
+    fired_s: float = 0.0
+    condition_seconds: float | None = None
+    n_sent: int = 0
+    last_sent_s: float = -math.inf
+    acked: bool = False
+    held: set[str] = field(default_factory=set)
+    latest: Detection | None = None
+    detail: str | None = None
+    sqi: float | None = None
+    strip: Strip | None = None
+
+
+class AlertEngine:
+    """Turns detections and quality windows into alert messages for one device/patient.
+
+    ``push(detections, quality, now_s, strip_provider=None)`` and ``tick(now_s)``
+    return the messages to publish now; ``add_silence``/``expire_silence``/``ack``
+    apply hub commands; ``technical``/``clear_technical`` raise alarm-system
+    failures; ``source_heartbeat`` tells the engine the source is alive.
+    ``clock_offset_s`` is added to stream seconds to form message timestamps
+    (0 for live sources, whose stream seconds are epoch seconds).
+    """
+
+    def __init__(self, policy: AlertPolicy | None = None, device_id: str = "edgemon-demo", site: str = "demo",
+                 patient_ref: str = "", software_version: str = __version__, clock_offset_s: float = 0.0) -> None:
+        self.policy = policy if policy is not None else AlertPolicy()
+        self.device_id = device_id
+        self.site = site
+        self.patient_ref = patient_ref
+        self.software_version = software_version
+        self.clock_offset_s = float(clock_offset_s)
+        self.stats: Counter[str] = Counter()
+        self._episodes: dict[str, _Episode] = {}
+        self._silences: dict[str, Silence] = {}
+        self._bad = _Spans()  # unusable signal on the gating channels, incl. source silence
+        self._sent_times: deque[float] = deque()
+        self._now: float | None = None
+        self._last_heartbeat_s: float | None = None
+        self._warned: set[str] = set()
+        self._out: list[AlertPayload] = []
+
+    # ---- inputs -------------------------------------------------------------------------------
+
+    def push(self, detections: Iterable[Detection], quality: Iterable[QualityWindow], now_s: float,
+             strip_provider: StripProvider | None = None) -> list[AlertPayload]:
+        """Feed one batch (any size: chunk-size invariant up to the time of evaluation)."""
+        now = self._advance(now_s)
+        self._heartbeat(now)
+        for q in sorted(quality, key=lambda w: w.start_s):
+            self._quality(q)
+        for d in sorted(detections, key=lambda d: (d.end_s, d.start_s)):
+            self._detection(d, strip_provider)
+        self._evaluate(now)
+        return self._flush()
+
+    def tick(self, now_s: float) -> list[AlertPayload]:
+        """Advance time without data: repeats, resolves, silence expiry, source-silent check."""
+        now = self._advance(now_s)
+        if self._last_heartbeat_s is None:
+            self._last_heartbeat_s = now  # silence is measured from the engine's first time
+        gap = now - self._last_heartbeat_s
+        if gap >= self.policy.source_silent_s:
+            # What happened while nothing arrived is unknown, not absent: it must not resolve alerts.
+            self._bad.add(self._last_heartbeat_s, now)
+            self._raise("source_silent", f"no data from the source for {gap:.0f} s", now)
+        self._evaluate(now)
+        return self._flush()
+
+    def source_heartbeat(self, now_s: float) -> list[AlertPayload]:
+        """The source delivered data (push() does this itself); resolves source_silent."""
+        now = self._advance(now_s)
+        self._heartbeat(now)
+        self._evaluate(now)
+        return self._flush()
+
+    def technical(self, code: str, detail: str = "", now_s: float | None = None) -> list[AlertPayload]:
+        """Raise a technical alert now (e.g. "model_load_failed"); it stays until clear_technical()."""
+        now = self._advance(now_s)
+        self._raise(code, detail, now)
+        self._evaluate(now)
+        return self._flush()
+
+    def clear_technical(self, code: str, now_s: float | None = None) -> list[AlertPayload]:
+        """Resolve a technical alert raised with technical()."""
+        now = self._advance(now_s)
+        ep = self._episodes.get(code)
+        if ep is not None and ep.manual:
+            ep.last_end_s = ep.last_seen_s = now
+            self._resolve(ep, now)
+        self._evaluate(now)
+        return self._flush()
+
+    # ---- hub commands -------------------------------------------------------------------------
+
+    def add_silence(self, matchers: dict[str, str], until_s: float, created_by: str, comment: str = "",
+                    now_s: float | None = None) -> str:
+        """Hold notifications of alerts whose labels equal all `matchers` until `until_s`; returns its id."""
+        now = self._advance(now_s)
+        if not isinstance(matchers, dict) or not matchers:
+            raise AlertCommandError("silence needs at least one label matcher, e.g. {'condition': 'af'}")
+        for k, v in matchers.items():
+            if k not in LABEL_NAMES:
+                raise AlertCommandError(f"silence matcher {k!r} is not an alert label; labels: "
+                                        f"{', '.join(LABEL_NAMES)}")
+            if not isinstance(v, str) or not v:
+                raise AlertCommandError(f"silence matcher {k!r} needs a non-empty string value, got {v!r}")
+        if not isinstance(created_by, str) or not created_by.strip():
+            raise AlertCommandError("silence needs created_by (who set it)")
+        if not math.isfinite(until_s) or until_s <= now:
+            raise AlertCommandError(f"silence until_s ({until_s}) must be later than now ({now})")
+        if until_s - now > self.policy.max_silence_s:
+            raise AlertCommandError(f"silence of {until_s - now:.0f} s exceeds alerts.max_silence_s "
+                                    f"({self.policy.max_silence_s:.0f} s)")
+        key = json.dumps([sorted(matchers.items()), until_s, created_by, now, len(self._silences),
+                          self.stats["silences_added"]])
+        sid = str(uuid.uuid5(_NAMESPACE, "silence|" + key))
+        self._silences[sid] = Silence(sid, dict(matchers), now, float(until_s), created_by, comment)
+        self.stats["silences_added"] += 1
+        return sid
+
+    def expire_silence(self, silence_id: str) -> bool:
+        """End a silence early; False if unknown or already expired."""
+        return self._silences.pop(silence_id, None) is not None
+
+    def ack(self, alert_id: str) -> bool:
+        """Acknowledge a firing alert: no more repeats; its resolution is still sent. False if unknown."""
+        for ep in self._episodes.values():
+            if ep.state == "firing" and ep.alert_id == alert_id:
+                ep.acked = True
+                self.stats["acked"] += 1
+                return True
+        return False
+
+    # ---- views --------------------------------------------------------------------------------
+
+    def silences(self) -> list[Silence]:
+        return list(self._silences.values())
+
+    def active(self) -> list[dict]:
+        """Current pending and firing episodes, for status/telemetry."""
+        return [{"condition": c, "state": ep.state, "alert_id": ep.alert_id or None, "priority": ep.info.priority,
+                 "type": ep.info.type, "fingerprint": ep.fingerprint, "acknowledged": ep.acked,
+                 "messages_sent": ep.n_sent} for c, ep in sorted(self._episodes.items())]
+
+    def labels_for(self, condition: str, technical: bool = False) -> dict[str, str]:
+        info = condition_info(condition, technical)
+        return {"device": self.device_id, "site": self.site, "patient_ref": self.patient_ref,
+                "condition": condition, "priority": info.priority, "type": info.type}
+
+    # ---- internals ----------------------------------------------------------------------------
+
+    def _advance(self, now_s: float | None) -> float:
+        if now_s is None:
+            if self._now is None:
+                raise ValueError("the engine has no time yet: pass now_s")
+            return self._now
+        if not math.isfinite(now_s):
+            raise ValueError(f"now_s must be a finite number of seconds, got {now_s}")
+        # Time never goes back: a late caller must not undo a resolve or a repeat.
+        self._now = float(now_s) if self._now is None else max(self._now, float(now_s))
+        return self._now
+
+    def _heartbeat(self, now: float) -> None:
+        self._last_heartbeat_s = now
+        ep = self._episodes.get("source_silent")
+        if ep is not None:
+            ep.last_end_s = ep.last_seen_s = now
+            self._resolve(ep, now)
+
+    def _quality(self, q: QualityWindow) -> None:
+        p = self.policy
+        if q.reason == "ok" and q.sqi >= p.sqi_min:
+            return
+        a, b = q.start_s, q.end_s
+        if not p.quality_channels or q.channel in p.quality_channels:
+            self._bad.add(a, b)
+        cond = "lead_off" if q.reason in LEAD_OFF_REASONS else "signal_quality"
+        detail = f"{q.channel or 'signal'}: {q.reason}, sqi {q.sqi:.2f}"
+        self._observe(cond, a, b, a, b, None, detail=detail, sqi=q.sqi)
+
+    def _detection(self, d: Detection, strip_provider: StripProvider | None) -> None:
+        p = self.policy
+        if not _is_positive(d, p.min_probability):
+            return
+        if d.condition == "noise":
+            # A detector that calls a window noise is a quality verdict, not a rhythm.
+            self._bad.add(d.start_s, d.end_s)
+            self._observe("signal_quality", d.start_s, d.end_s, d.start_s, d.end_s, None,
+                          detail=f"{d.source}: noise (p={d.probability:.2f})", sqi=d.sqi)
+            return
+        if d.condition in NOT_ALERTS:
+            return
+        if d.condition not in CONDITIONS and d.condition not in self._warned:
+            self._warned.add(d.condition)
+            log.warning("alert condition %r from %s is not in the alert vocabulary: sent as low priority "
+                        "without codes", d.condition, d.source)
+        info = condition_info(d.condition)
+        if info.type == "physiological" and (d.sqi < p.sqi_min or self._bad_fraction(d.start_s, d.end_s)
+                                             > p.max_bad_fraction):
+            self.stats["detections_inhibited_by_quality"] += 1
+            return
+        a, b = _labelled_span(d)
+        self._observe(d.condition, d.start_s, d.end_s, a, b, d, strip_provider=strip_provider, sqi=d.sqi)
+
+    def _bad_fraction(self, a: float, b: float) -> float:
+        if b - a <= _EPS:
+            return 1.0 if self._bad.contains(a) else 0.0
+        return self._bad.covered(a, b) / (b - a)
+
+    def _episode(self, condition: str, technical: bool = False) -> _Episode:
+        ep = self._episodes.get(condition)
+        if ep is None:
+            labels = self.labels_for(condition, technical)
+            fp = hashlib.sha256(json.dumps(labels, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+            rule = (0.0, 0.0) if technical else self.policy.onset_rule(condition)
+            ep = _Episode(condition_info(condition, technical), labels, fp[:16], rule, manual=technical)
+            self._episodes[condition] = ep
+        return ep
+
+    def _observe(self, cond: str, full_a: float, full_b: float, a: float, b: float, det: Detection | None,
+                 detail: str | None = None, sqi: float | None = None,
+                 strip_provider: StripProvider | None = None) -> None:
+        ep = self._episode(cond)
+        ep.spans.add(a, b)
+        ep.last_seen_s = max(ep.last_seen_s, full_b)
+        ep.last_end_s = max(ep.last_end_s, b)
+        if det is not None:
+            ep.latest = det
+        if detail is not None:
+            ep.detail = detail
+        if sqi is not None:
+            ep.sqi = sqi
+        onset, window = ep.rule
+        if ep.state == "pending":
+            lo = ep.last_end_s - window
+            present = ep.spans.covered(lo, ep.last_end_s)
+            if onset <= 0 or present >= onset - _EPS:
+                start = ep.spans.first_start_after(lo)
+                self._fire(ep, start if start is not None else a, present, det, strip_provider)
+        ep.spans.prune(ep.last_end_s - window - 1.0)
+
+    def _raise(self, code: str, detail: str, now: float) -> None:
+        ep = self._episode(code, technical=True)
+        ep.detail = detail
+        ep.last_seen_s = ep.last_end_s = now
+        if ep.state == "pending":
+            self._fire(ep, now, None, None, None)
+
+    def _fire(self, ep: _Episode, onset_s: float, present_s: float | None, det: Detection | None,
+              strip_provider: StripProvider | None) -> None:
+        ep.state = "firing"
+        ep.onset_s = onset_s
+        ep.fired_s = self._now if self._now is not None else ep.last_seen_s
+        ep.condition_seconds = None if present_s is None or ep.rule[0] <= 0 else round(present_s, 3)
+        ep.alert_id = str(uuid.uuid5(_NAMESPACE, f"{self.device_id}|{ep.fingerprint}|{onset_s:.3f}"))
+        self.stats[f"fired_{ep.info.type}"] += 1
+        if strip_provider is not None and det is not None:
+            ep.strip = self._strip(det, strip_provider)
+
+    def _strip(self, det: Detection, provider: StripProvider) -> Strip | None:
+        a, b = _labelled_span(det)
+        length = self.policy.strip_s
+        end = min((a + b) / 2.0 + length / 2.0, det.end_s)  # nothing later than the data seen so far
+        try:
+            strip = provider(end - length, end)
+        except Exception as err:  # a strip is a courtesy: never lose the alert over it
+            log.warning("strip provider failed for %s: %s", det.condition, err)
+            self.stats["strip_errors"] += 1
+            return None
+        if strip is not None and self.clock_offset_s:
+            # Providers speak stream seconds, like everything else that enters the engine.
+            strip = strip.model_copy(update={"start": to_datetime(strip.start.timestamp() + self.clock_offset_s)})
+        return strip
+
+    def _evaluate(self, now: float) -> None:
+        p = self.policy
+        for cond, ep in list(self._episodes.items()):
+            if ep.state == "pending":
+                if now - ep.last_seen_s > ep.rule[1]:
+                    del self._episodes[cond]  # evidence too old to ever reach the onset
+                    self.stats["pending_expired"] += 1
+                continue
+            if not ep.manual and self._absent_s(ep, now) >= p.resolve_after_s:
+                self._resolve(ep, now)
+        # Sends after all resolutions, so an inhibition that just ended releases its targets now.
+        for ep in list(self._episodes.values()):
+            if ep.state == "firing":
+                self._maybe_send(ep, now)
+        for sid in [s.silence_id for s in self._silences.values() if s.until_s <= now]:
+            del self._silences[sid]
+            self.stats["silences_expired"] += 1
+        horizon = now - max(p.af_window_s, p.resolve_after_s, p.quality_alert_after_s) - HOUR_S
+        firing = [ep.last_seen_s for ep in self._episodes.values()]
+        self._bad.prune(min([horizon] + firing))
+
+    def _absent_s(self, ep: _Episode, now: float) -> float:
+        gap = now - ep.last_seen_s
+        if ep.info.type == "physiological":
+            gap -= self._bad.covered(ep.last_seen_s, now)  # unusable signal is not evidence of absence
+        return gap
+
+    def _hold_reason(self, ep: _Episode, now: float) -> str | None:
+        for s in self._silences.values():
+            if s.starts_s <= now < s.until_s and s.matches(ep.labels):
+                return "silenced"
+        for src, targets in self.policy.inhibit.items():
+            other = self._episodes.get(src)
+            if other is None or other is ep or other.state != "firing":
+                continue
+            if (ep.info.code in targets or (ALL_PHYSIOLOGICAL in targets and ep.info.type == "physiological")
+                    or (ALL_TECHNICAL in targets and ep.info.type == "technical")):
+                return "inhibited"
+        return None
+
+    def _maybe_send(self, ep: _Episode, now: float) -> None:
+        p = self.policy
+        pr = ep.info.priority
+        if ep.n_sent == 0:
+            if now < ep.fired_s + p.group_wait_s.get(pr) - _EPS:
+                return
+            kind = "new"
+        else:
+            if ep.acked or now < ep.last_sent_s + p.repeat_interval_s.get(pr) - _EPS:
+                return
+            kind = "repeat"
+        reason = self._hold_reason(ep, now)
+        if reason is None and pr != "high" and not self._budget_ok(now):
+            reason = "rate_limited"
+        if reason is not None:
+            if reason not in ep.held:
+                ep.held.add(reason)
+                self.stats[f"held_{reason}"] += 1
+            return
+        self._sent_times.append(now)
+        self._emit(ep, kind, now)
+
+    def _budget_ok(self, now: float) -> bool:
+        while self._sent_times and self._sent_times[0] <= now - HOUR_S:
+            self._sent_times.popleft()
+        return len(self._sent_times) < self.policy.max_messages_per_hour
+
+    def _resolve(self, ep: _Episode, now: float) -> None:
+        del self._episodes[ep.info.code]
+        if ep.state != "firing":
+            return
+        if ep.n_sent:
+            self._emit(ep, "resolved", now)  # the hub must be able to close what it was told
+        else:
+            self.stats["resolved_unsent"] += 1
+
+    def _emit(self, ep: _Episode, kind: str, now: float) -> None:
+        seq = ep.n_sent
+        off = self.clock_offset_s
+        info = ep.info
+        msg = AlertPayload(
+            message_id=str(uuid.uuid5(uuid.UUID(ep.alert_id), f"message|{seq}")),
+            alert_id=ep.alert_id, sequence=seq, fingerprint=ep.fingerprint,
+            status="resolved" if kind == "resolved" else "firing", notification=kind,
+            condition=info.code, display=info.display, priority=info.priority, type=info.type,
+            labels=dict(ep.labels),
+            snomed_ct=SnomedCode(code=info.snomed_ct[0], display=info.snomed_ct[1]) if info.snomed_ct else None,
+            mdc=MdcCode(code=info.mdc[0], refid=info.mdc[1], display=info.mdc[2]) if info.mdc else None,
+            onset=to_datetime(ep.onset_s + off), fired_at=to_datetime(ep.fired_s + off),
+            last_seen=to_datetime(ep.last_end_s + off),
+            resolved=to_datetime(ep.last_end_s + off) if kind == "resolved" else None,
+            sent_at=to_datetime(now + off), acknowledged=ep.acked,
+            evidence=self._evidence(ep), strip=ep.strip if kind == "new" else None,
+            device_id=self.device_id, site=self.site, patient_ref=self.patient_ref,
+            software_version=self.software_version)
+        ep.n_sent += 1
+        ep.last_sent_s = now
+        ep.held.clear()
+        self.stats[f"sent_{kind}"] += 1
+        self._out.append(msg)
+
+    def _evidence(self, ep: _Episode) -> Evidence:
+        d = ep.latest
+        if d is None:
+            return Evidence(sqi=_unit(ep.sqi), detail=ep.detail, condition_seconds=ep.condition_seconds)
+        ev = d.evidence or {}
+        floats = {k: float(ev[k]) for k in _EVIDENCE_FLOATS if _finite(ev.get(k))}
+        extra = {k: v for k, v in ev.items() if k not in _EVIDENCE_FLOATS and k != "n_beats"
+                 and (isinstance(v, (str, bool, int)) or _finite(v))}
+        n_beats = ev.get("n_beats")
+        return Evidence(source=d.source, model_version=d.model_version, model_sha256=d.model_sha256,
+                        probability=_unit(d.probability), sqi=_unit(d.sqi),
+                        n_beats=int(n_beats) if isinstance(n_beats, (int, float)) and _finite(n_beats) else None,
+                        condition_seconds=ep.condition_seconds, detail=ep.detail if ep.info.type == "technical"
+                        else None, extra=extra, **floats)
+
+    def _flush(self) -> list[AlertPayload]:
+        out, self._out = self._out, []
+        # Highest priority first within one batch; order within an episode is kept (stable sort).
+        return sorted(out, key=lambda m: -PRIORITY_RANK[m.priority])
+
+
+def _is_positive(d: Detection, min_probability: float) -> bool:
+    """The detector's own yes/no when it states one, else probability >= min_probability.
+
+    Detectors with a tuned threshold other than 0.5 say their decision in
+    evidence[<condition>] (the AF detectors do: evidence["af"]) or
+    evidence["positive"]; rule detectors ("rule:<name>") emit findings only,
+    so their detections are always a yes whatever their confidence.
+    """
+    ev = d.evidence or {}
+    for key in (d.condition, "positive"):
+        if isinstance(ev.get(key), bool):
+            return ev[key]
+    if d.source.startswith("rule:"):
+        return True
+    return d.probability >= min_probability
+
+
+def _labelled_span(d: Detection) -> tuple[float, float]:
+    """The part of a detection's span its decision labels.
+
+    A sliding-window detector may say which part of its window the decision is
+    about (evidence centre_start_s/centre_end_s, as the RR-window detectors do);
+    counting the whole window would overstate how long the condition lasted.
+    """
+    ev = d.evidence or {}
+    a, b = ev.get("centre_start_s"), ev.get("centre_end_s")
+    if _finite(a) and _finite(b) and d.start_s - _EPS <= a <= b <= d.end_s + _EPS:
+        return float(a), float(b)
+    return d.start_s, d.end_s
+
+
+def _finite(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _unit(v) -> float | None:
+    return min(1.0, max(0.0, float(v))) if _finite(v) else None

@@ -1,0 +1,40 @@
+"""`edgemon bench [--json] [--soak]`: pipeline throughput, start-up time and memory of the daemon."""
+from __future__ import annotations
+
+import json
+import sys
+
+
+def register(sub) -> None:
+    p = sub.add_parser("bench", help="measure realtime factor, READY time and memory of the daemon path",
+                       description="Run 1 h of 250 Hz ECG (the sample records, tiled) through the daemon's "
+                                   "pipeline on one core, neurokit2's ecg_process on the same signal, and "
+                                   "`edgemon run` in a subprocess fed over a pty (READY time, peak RSS). "
+                                   "--soak adds 7 simulated days through one pipeline (RSS growth).")
+    p.add_argument("--json", action="store_true", help="print exactly one JSON object on stdout")
+    p.add_argument("--hours", type=float, default=1.0, help="signal length for the throughput runs (default 1)")
+    p.add_argument("--no-nk2", action="store_true", help="skip the neurokit2 comparison")
+    p.add_argument("--no-daemon", action="store_true", help="skip the subprocess READY/RSS probe")
+    p.add_argument("--chunk-s", type=float, default=1.0, help="chunk length fed to the pipeline (default 1 s)")
+    p.add_argument("--cpu", type=int, help="pin to this CPU (default: the last one)")
+    p.add_argument("--soak", action="store_true", help="also run the accelerated soak test")
+    p.add_argument("--soak-days", type=float, default=7.0, help="simulated days for --soak (default 7)")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from edgemon.daemon.bench import run_bench
+
+    def progress(msg: str) -> None:
+        print(f"bench: {msg}", file=sys.stderr, flush=True)
+
+    res = run_bench(hours=args.hours, nk2=not args.no_nk2, daemon=not args.no_daemon,
+                    soak_days=args.soak_days if args.soak else None, progress=progress,
+                    chunk_s=args.chunk_s, cpu=args.cpu)
+    if args.json:
+        print(json.dumps(res))
+    else:
+        for k, v in res.items():
+            if k != "soak_rss_by_hour":
+                print(f"{k:32s} {v}")
+    return 0

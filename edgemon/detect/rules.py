@@ -1,0 +1,222 @@
+"""Rhythm rules: beats and signal-quality windows in, pause/brady/tachy/VT Detections out.
+
+Takes the beat stream (``Beat``, labelled by ``BeatClassifier`` for VT; rate
+rules need only beat times) and the ``QualityWindow``s of the same channel;
+gives ``Detection``s with ``source="rule:<name>"``, each emitted once when an
+episode is confirmed (not once per beat):
+
+* ``pause``: no beat for >= ``pause_s`` (3 s) while the signal is good.
+  ``asystole`` instead when the gap reaches ``asystole_s`` (5 s; Holter
+  convention: a 3-s pause is reportable, >= 5 s without a beat is treated as
+  asystole). The clock is the later of the last beat and the end of the last
+  quality window, so a pause is reported while it is still going on; a gap
+  during which any quality window was not ``ok`` (lead off, noise) is not a
+  pause: the heart may have beaten unseen.
+* ``bradycardia`` / ``tachycardia``: the rate over the last ``sustained_s``
+  (10 s) stays below ``brady_bpm`` (40) / above ``tachy_bpm`` (150): the mean
+  rate of the window and its fastest (brady) / slowest (tachy) 4-beat mean
+  must all be beyond the limit, so one ectopic beat does not break or make an
+  episode; a window holding a gap >= ``pause_s`` is left to the pause rule.
+  Ends when the condition no longer holds; re-armed afterwards.
+* ``vt``: >= ``vt_beats`` (3) consecutive V beats at a rate above
+  ``vt_bpm`` (100), i.e. a ventricular run; probability = mean V probability.
+
+State is explicit and updates beat by beat, so results do not depend on how
+the stream was chunked. Beats are assumed to come from one channel, in order.
+"""
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+from typing import Sequence
+
+from edgemon.events import Beat, Detection, QualityWindow
+
+RATE_RUN_BEATS = 4  # beats in the short running mean used to require "sustained"
+
+
+@dataclass
+class _Episode:
+    condition: str
+    start_s: float
+    probability: float = 1.0
+
+
+class RhythmRules:
+    def __init__(self, pause_s: float = 3.0, brady_bpm: float = 40.0, tachy_bpm: float = 150.0,
+                 sustained_s: float = 10.0, asystole_s: float = 5.0, vt_beats: int = 3,
+                 vt_bpm: float = 100.0, min_sqi: float = 0.5):
+        if not 0 < pause_s <= asystole_s:
+            raise ValueError(f"RhythmRules: need 0 < pause_s <= asystole_s, got {pause_s}, {asystole_s}")
+        if not 0 < brady_bpm < tachy_bpm:
+            raise ValueError(f"RhythmRules: need 0 < brady_bpm < tachy_bpm, got {brady_bpm}, {tachy_bpm}")
+        if sustained_s <= 0 or vt_beats < 2 or vt_bpm <= 0:
+            raise ValueError("RhythmRules: sustained_s, vt_bpm must be positive and vt_beats >= 2")
+        self.pause_s, self.asystole_s = float(pause_s), float(asystole_s)
+        self.brady_bpm, self.tachy_bpm = float(brady_bpm), float(tachy_bpm)
+        self.sustained_s = float(sustained_s)
+        self.vt_beats, self.vt_bpm = int(vt_beats), float(vt_bpm)
+        self.min_sqi = float(min_sqi)
+        self._last_beat_s: float | None = None
+        self._open_done: set[str] = set()          # conditions already reported for the open gap
+        self._closed: list[tuple[float, float, set]] = []   # finished gaps awaiting their quality
+        self._q_until: float | None = None         # end of the quality stream seen so far
+        self._bad: deque[tuple[float, float]] = deque()  # spans of unusable signal (start_s, end_s)
+        self._sqi: deque[tuple[float, float, float]] = deque()  # (start_s, end_s, sqi) of recent windows
+        self._clock_s: float | None = None
+        self._times: deque[float] = deque()        # beat times within the sustained window (+ margin)
+        self._rate_ep: _Episode | None = None
+        self._v_run: list[Beat] = []
+        self._vt_ep: _Episode | None = None
+
+    # ------------------------------------------------------------------ public
+    def push(self, beats: Sequence[Beat] = (), quality: Sequence[QualityWindow] = (),
+             now_s: float | None = None) -> list[Detection]:
+        """Feed new beats and quality windows; ``now_s`` (optional) advances the clock
+        for pause detection when neither beats nor windows arrive."""
+        out: list[Detection] = []
+        for q in quality:
+            if not q.usable or q.sqi < self.min_sqi:
+                self._bad.append((q.start_s, q.end_s))
+            self._sqi.append((q.start_s, q.end_s, q.sqi))
+            self._q_until = q.end_s if self._q_until is None else max(self._q_until, q.end_s)
+        for b in sorted(beats, key=lambda b: b.time_s):
+            t = b.time_s
+            if self._last_beat_s is not None and t - self._last_beat_s >= self.pause_s:
+                self._closed.append((self._last_beat_s, t, self._open_done))
+            self._open_done = set()
+            out += self._on_beat(b)
+        clock = max([q.end_s for q in quality] + ([now_s] if now_s is not None else [])
+                    + ([self._last_beat_s] if self._last_beat_s is not None else []), default=None)
+        if clock is not None and (self._clock_s is None or clock > self._clock_s):
+            self._clock_s = clock
+        out += self._judge_gaps()
+        self._prune()
+        return out
+
+    # ------------------------------------------------------------------ gaps
+    def _judge_gaps(self) -> list[Detection]:
+        """Judge finished gaps (between two beats) and the open one (last beat .. clock).
+
+        A gap is judged only once the quality stream covers the span the limit
+        needs (if there is a quality stream at all): quality windows lag the
+        beats, and a gap with bad signal in it is not a pause.
+        """
+        out: list[Detection] = []
+        still = []
+        for start, end, done in self._closed:
+            out += self._judge(start, end, done, ongoing=False)
+            if any(end - start >= lim and c not in done for c, lim in self._limits()):
+                still.append((start, end, done))
+        self._closed = still
+        if self._last_beat_s is not None and self._clock_s is not None:
+            out += self._judge(self._last_beat_s, self._clock_s, self._open_done, ongoing=True)
+        return out
+
+    def _limits(self) -> tuple[tuple[str, float], ...]:
+        return (("asystole", self.asystole_s), ("pause", self.pause_s))
+
+    def _judge(self, start: float, end: float, done: set, ongoing: bool) -> list[Detection]:
+        gap = end - start
+        for cond, lim in self._limits():   # longest first: a 6-s gap seen at once is asystole only
+            if cond in done or gap < lim:
+                continue
+            if self._q_until is not None and self._q_until < start + lim:
+                return []   # quality of the span not known yet
+            if self._bad_between(start, start + lim):
+                done.update(c for c, _ in self._limits())   # unusable signal: no verdict on this gap
+                return []
+            done.add(cond)
+            if cond == "asystole":
+                done.add("pause")
+            return [Detection(condition=cond, probability=1.0, start_s=start, end_s=end,
+                              sqi=self._mean_sqi(start, start + lim), source=f"rule:{cond}",
+                              evidence={"gap_s": round(gap, 3), "limit_s": lim, "ongoing": ongoing})]
+        return []
+
+    def _bad_between(self, a: float, b: float) -> bool:
+        return any(s < b and e > a for s, e in self._bad)
+
+    def _mean_sqi(self, a: float, b: float) -> float:
+        vals = [q for s, e, q in self._sqi if s < b and e > a]
+        return float(sum(vals) / len(vals)) if vals else 1.0
+
+    # ------------------------------------------------------------------ beats
+    def _on_beat(self, b: Beat) -> list[Detection]:
+        t = b.time_s
+        out: list[Detection] = []
+        self._last_beat_s = t
+        self._times.append(t)
+        while self._times and self._times[0] < t - self.sustained_s - 30.0:
+            self._times.popleft()
+        out += self._rate(t)
+        out += self._vt(b)
+        return out
+
+    def _rate(self, t: float) -> list[Detection]:
+        # beats inside the last sustained_s, and one before it so the window's start is covered
+        times = list(self._times)
+        k = 0
+        while k + 1 < len(times) and times[k + 1] <= t - self.sustained_s:
+            k += 1
+        win = times[k:]
+        out: list[Detection] = []
+        if len(win) < 2 or win[0] > t - self.sustained_s:
+            cond = None   # not yet sustained_s of history
+        else:
+            rr = [b - a for a, b in zip(win, win[1:])]
+            mean_bpm = 60.0 * len(rr) / (win[-1] - win[0])
+            run = [60.0 * RATE_RUN_BEATS / sum(rr[i:i + RATE_RUN_BEATS])
+                   for i in range(0, max(1, len(rr) - RATE_RUN_BEATS + 1))]
+            cond = None
+            # a window holding a pause is the pause rule's business, not a slow rhythm
+            if mean_bpm < self.brady_bpm and max(run) < self.brady_bpm and max(rr) < self.pause_s:
+                cond = "bradycardia"
+            elif mean_bpm > self.tachy_bpm and min(run) > self.tachy_bpm:
+                cond = "tachycardia"
+            if cond is not None and self._bad_between(win[0], t):
+                cond = None
+        ep = self._rate_ep
+        if ep is not None and ep.condition != cond:
+            self._rate_ep = None
+        if cond is not None and self._rate_ep is None:
+            start = t - self.sustained_s
+            self._rate_ep = _Episode(cond, start)
+            out.append(Detection(condition=cond, probability=1.0, start_s=start, end_s=t,
+                                 sqi=self._mean_sqi(start, t), source=f"rule:{cond}",
+                                 evidence={"mean_bpm": round(mean_bpm, 1), "window_s": self.sustained_s,
+                                           "limit_bpm": self.brady_bpm if cond == "bradycardia" else self.tachy_bpm}))
+        return out
+
+    def _vt(self, b: Beat) -> list[Detection]:
+        if b.label != "V":
+            self._v_run = []
+            self._vt_ep = None
+            return []
+        self._v_run.append(b)
+        run = self._v_run
+        if self._vt_ep is not None or len(run) < self.vt_beats:
+            return []
+        span = run[-1].time_s - run[-self.vt_beats].time_s
+        bpm = 60.0 * (self.vt_beats - 1) / span if span > 0 else float("inf")
+        if bpm <= self.vt_bpm:
+            return []
+        start, end = run[0].time_s, run[-1].time_s
+        if self._bad_between(start, end):
+            return []
+        probs = [x.label_probability for x in run if x.label_probability is not None]
+        p = float(sum(probs) / len(probs)) if probs else 1.0
+        self._vt_ep = _Episode("vt", start, p)
+        return [Detection(condition="vt", probability=p, start_s=start, end_s=end, sqi=self._mean_sqi(start, end),
+                          source="rule:vt", evidence={"n_v_beats": len(run), "rate_bpm": round(bpm, 1),
+                                                      "min_beats": self.vt_beats, "min_bpm": self.vt_bpm})]
+
+    def _prune(self) -> None:
+        horizon = (self._clock_s or 0.0) - max(self.asystole_s, self.sustained_s) - 60.0
+        while self._bad and self._bad[0][1] < horizon:
+            self._bad.popleft()
+        while self._sqi and self._sqi[0][1] < horizon:
+            self._sqi.popleft()
+
+
+__all__ = ["RhythmRules"]

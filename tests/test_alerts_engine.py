@@ -1,0 +1,385 @@
+"""AlertEngine lifecycle, inhibition, silences, repeats, rate limiting: scripted Detection sequences."""
+from __future__ import annotations
+
+import json
+import logging
+
+import pytest
+
+from edgemon.alerts.engine import AlertCommandError, AlertEngine
+from edgemon.alerts.payload import Strip
+from edgemon.alerts.policy import AlertPolicy
+from edgemon.events import Detection, QualityWindow
+
+
+def det(cond, start, end, p=0.9, sqi=0.9, **evidence):
+    return Detection(cond, p, float(start), float(end), sqi, "model:test", "1.0", "ab" * 32, evidence=evidence)
+
+
+def qw(start, end, reason="ok", sqi=None, channel="ECG", fs=250.0):
+    if sqi is None:
+        sqi = 1.0 if reason == "ok" else 0.1
+    return QualityWindow(int(start * fs), int(end * fs), fs, sqi, reason, channel)
+
+
+def run(engine, script, t_end, step=1.0, t0=0.0):
+    """script(t) -> (detections, quality) for the step ending at t; returns [(t, msg)]."""
+    out, t = [], t0
+    while t <= t_end + 1e-9:
+        dets, qs = script(t)
+        out += [(t, m) for m in engine.push(dets, qs, t)]
+        t += step
+    return out
+
+
+def af_script(on, off, hop=5.0, win=10.0):
+    """An AF model emitting a 10-s window every 5 s; positive while the window ends inside [on, off]."""
+    def script(t):
+        if t % hop or t < win:
+            return [], []
+        p = 0.9 if on < t <= off else 0.1
+        return [det("af", t - win, t, p=p, hr_bpm=112.0, rr_sd_ms=160.0)], []
+    return script
+
+
+def summary(out):
+    return [(t, m.condition, m.notification, m.sequence) for t, m in out]
+
+
+def test_af_pending_then_firing_repeat_resolved():
+    pol = AlertPolicy(repeat_interval_s={"high": 300, "medium": 600, "low": 3600})
+    eng = AlertEngine(pol, "dev-1", "site-a", "pt-9")
+    out = run(eng, af_script(20, 1000), 1200)
+    s = summary(out)
+    # AF windows from [15,25]: 30 s of AF reached by the window ending at 45; medium group_wait 10 s.
+    assert s[0] == (55.0, "af", "new", 0)
+    # repeats every 600 s; the condition is gone after the window ending at 1000; hysteresis 30 s.
+    assert s[1:] == [(655.0, "af", "repeat", 1), (1030.0, "af", "resolved", 2)]
+    msgs = [m for _, m in out]
+    assert len({m.alert_id for m in msgs}) == 1
+    assert len({m.message_id for m in msgs}) == 3
+    first, last = msgs[0], msgs[-1]
+    assert first.status == "firing" and last.status == "resolved"
+    assert first.onset.timestamp() == 15.0 and first.fired_at.timestamp() == 45.0
+    assert last.resolved.timestamp() == 1000.0
+    assert first.evidence.hr_bpm == 112.0 and first.evidence.condition_seconds == 30.0
+    assert first.priority == "medium" and first.type == "physiological"
+    assert first.snomed_ct.code == "49436004" and first.mdc.refid == "MDC_EVT_ECG_ATR_FIB"
+    assert first.labels == {"device": "dev-1", "site": "site-a", "patient_ref": "pt-9", "condition": "af",
+                            "priority": "medium", "type": "physiological"}
+
+
+def test_short_af_run_never_fires():
+    eng = AlertEngine(AlertPolicy())
+    out = run(eng, af_script(20, 40), 300)  # 25 s of positive windows: below the 30 s onset
+    assert out == []
+    assert eng.stats["pending_expired"] == 1
+
+
+def test_af_gap_inside_hysteresis_is_one_episode_longer_gap_is_two():
+    def two_runs(gap):
+        def script(t):
+            return af_script(20, 200)(t) if t <= 200 + gap / 2 else af_script(200 + gap, 500)(t)
+        return script
+
+    one = summary(run(AlertEngine(AlertPolicy()), two_runs(20), 700))
+    assert [x[2] for x in one] == ["new", "resolved"]
+    two = run(AlertEngine(AlertPolicy()), two_runs(120), 700)
+    assert [m.notification for _, m in two] == ["new", "resolved", "new", "resolved"]
+    assert two[0][1].alert_id != two[2][1].alert_id
+    assert two[0][1].fingerprint == two[2][1].fingerprint
+
+
+def test_vt_fires_immediately_without_group_wait():
+    eng = AlertEngine(AlertPolicy())
+    assert eng.push([], [], 99.0) == []
+    out = eng.push([det("vt", 97.5, 100.0, hr_bpm=180.0)], [], 100.0)
+    assert [(m.condition, m.priority, m.notification) for m in out] == [("vt", "high", "new")]
+    assert out[0].snomed_ct.code == "25569003" and out[0].mdc is None
+
+
+def test_vt_inhibits_pvc_until_it_resolves():
+    eng = AlertEngine(AlertPolicy())
+
+    def script(t):
+        d = [det("pvc", t - 1, t)] if 10 <= t <= 200 else []
+        if 20 <= t <= 60:
+            d.append(det("vt", t - 1, t))
+        return d, []
+
+    s = summary(run(eng, script, 300))
+    # pvc fired at 10 (low, group_wait 30 s) but VT fired at 20 and held it; VT resolved at 90
+    # (last seen 60 + 30); then the held pvc goes out, and resolves 30 s after 200.
+    assert s == [(20.0, "vt", "new", 0), (90.0, "vt", "resolved", 1), (90.0, "pvc", "new", 0),
+                 (230.0, "pvc", "resolved", 1)]
+    assert eng.stats["held_inhibited"] == 1
+
+
+def test_poor_quality_inhibits_rhythm_and_raises_technical_alert():
+    eng = AlertEngine(AlertPolicy())
+
+    def script(t):
+        qs = [qw(t - 1, t, "noise" if 100 < t <= 300 else "ok")]
+        d = [det("af", t - 10, t, sqi=0.9)] if t % 5 == 0 and 110 <= t <= 300 else []
+        return d, qs
+
+    out = summary(run(eng, script, 400))
+    assert out == [(140.0, "signal_quality", "new", 0), (330.0, "signal_quality", "resolved", 1)]
+    assert eng.stats["detections_inhibited_by_quality"] == 39
+    assert eng.stats.get("fired_physiological", 0) == 0
+
+
+def test_lead_off_is_its_own_technical_alert():
+    eng = AlertEngine(AlertPolicy())
+    out = summary(run(eng, lambda t: ([], [qw(t - 1, t, "lead_off" if 50 < t <= 80 else "ok")]), 200))
+    # 10 s unbroken (fires at 60), medium group_wait 10 s -> 70; resolves 30 s after the last bad second.
+    assert out == [(70.0, "lead_off", "new", 0), (110.0, "lead_off", "resolved", 1)]
+
+
+def test_brief_artefacts_do_not_raise_technical_alerts():
+    eng = AlertEngine(AlertPolicy())
+    # 8 s bad, 1 s good, 8 s bad: never 10 s unbroken.
+    bad = set(range(51, 59)) | set(range(60, 68))
+    assert run(eng, lambda t: ([], [qw(t - 1, t, "noise" if int(t) in bad else "ok")]), 200) == []
+
+
+def test_detection_with_low_sqi_is_inhibited():
+    eng = AlertEngine(AlertPolicy())
+    assert eng.push([det("vt", 0, 2, sqi=0.2)], [], 2.0) == []
+    assert eng.stats["detections_inhibited_by_quality"] == 1
+
+
+def test_lead_off_during_af_holds_repeats_and_does_not_resolve():
+    pol = AlertPolicy(repeat_interval_s={"high": 300, "medium": 300, "low": 3600})
+    eng = AlertEngine(pol)
+
+    def script(t):
+        lead_off = 100 < t <= 700
+        qs = [qw(t - 1, t, "lead_off" if lead_off else "ok")]
+        d, _ = af_script(20, 100)(t) if t <= 100 else af_script(700, 900)(t) if t >= 710 else ([], [])
+        return d, qs
+
+    out = summary(run(eng, script, 1000))
+    # AF new at 55; lead off 100..700: the AF repeat (due 355) is held, the gap is not absence;
+    # AF continues after the lead is back, its repeat goes out once lead_off resolves, then it
+    # resolves 30 s after 900. lead_off itself repeats every 300 s (medium).
+    assert out == [(55.0, "af", "new", 0), (120.0, "lead_off", "new", 0), (420.0, "lead_off", "repeat", 1),
+                   (720.0, "lead_off", "repeat", 2), (730.0, "lead_off", "resolved", 3),
+                   (730.0, "af", "repeat", 1), (930.0, "af", "resolved", 2)]
+    assert eng.stats["held_inhibited"] == 1
+
+
+def test_silence_holds_then_expires():
+    eng = AlertEngine(AlertPolicy())
+    eng.push([], [], 0.0)
+    sid = eng.add_silence({"condition": "af"}, until_s=200.0, created_by="nurse-1", comment="known AF")
+    out = summary(run(eng, af_script(20, 1000), 400))
+    assert out == [(200.0, "af", "new", 0)]
+    assert eng.stats["held_silenced"] == 1 and eng.stats["silences_expired"] == 1
+    assert eng.silences() == []
+    assert eng.expire_silence(sid) is False
+
+
+def test_silenced_episode_that_ends_sends_nothing():
+    eng = AlertEngine(AlertPolicy())
+    eng.push([], [], 0.0)
+    eng.add_silence({"condition": "af", "device": "edgemon-demo"}, until_s=500.0, created_by="hub")
+    assert run(eng, af_script(20, 100), 400) == []
+    assert eng.stats["resolved_unsent"] == 1
+
+
+def test_silence_can_be_expired_early():
+    eng = AlertEngine(AlertPolicy())
+    eng.push([], [], 0.0)
+    sid = eng.add_silence({"priority": "medium"}, until_s=5000.0, created_by="hub")
+    out = run(eng, af_script(20, 1000), 100)
+    assert out == []
+    assert eng.expire_silence(sid) is True
+    assert [m.notification for m in eng.tick(101.0)] == ["new"]
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(matchers={}, until_s=50), "at least one label matcher"),
+    (dict(matchers={"alertname": "af"}, until_s=50), "not an alert label"),
+    (dict(matchers={"condition": ""}, until_s=50), "non-empty string"),
+    (dict(matchers={"condition": "af"}, until_s=5), "later than now"),
+    (dict(matchers={"condition": "af"}, until_s=10 + 90000), "exceeds alerts.max_silence_s"),
+    (dict(matchers={"condition": "af"}, until_s=50, created_by=" "), "created_by"),
+])
+def test_invalid_silences_are_refused(kwargs, match):
+    eng = AlertEngine(AlertPolicy())
+    eng.push([], [], 10.0)
+    kwargs.setdefault("created_by", "hub")
+    with pytest.raises(AlertCommandError, match=match):
+        eng.add_silence(**kwargs)
+
+
+def test_ack_stops_repeats_but_not_resolution():
+    pol = AlertPolicy(repeat_interval_s={"high": 60, "medium": 60, "low": 3600})
+    eng = AlertEngine(pol)
+    out = run(eng, lambda t: ([det("vt", t - 1, t)] if 10 <= t <= 300 else [], []), 200)
+    assert summary(out) == [(10.0, "vt", "new", 0), (70.0, "vt", "repeat", 1), (130.0, "vt", "repeat", 2),
+                            (190.0, "vt", "repeat", 3)]
+    assert eng.ack(out[0][1].alert_id) is True
+    assert eng.ack("not-an-id") is False
+    later = run(eng, lambda t: ([det("vt", t - 1, t)] if t <= 300 else [], []), 400, t0=201)
+    assert summary(later) == [(330.0, "vt", "resolved", 4)]
+    assert later[0][1].acknowledged is True
+
+
+def test_rate_limit_delays_medium_but_never_high():
+    pol = AlertPolicy(max_messages_per_hour=2, group_wait_s={"high": 0, "medium": 0, "low": 0})
+    eng = AlertEngine(pol)
+    conds = ["pause", "bradycardia", "tachycardia"]
+    out = eng.push([det(c, 8, 10) for c in conds], [], 10.0)
+    assert sorted(m.condition for m in out) == ["bradycardia", "pause"]
+    assert [m.condition for m in eng.push([det("vt", 11, 12)], [], 12.0)] == ["vt"]  # over budget, still sent
+    # The held tachycardia (still present) goes out when the first two leave the rolling hour.
+    keep = [det("tachycardia", t - 1, t) for t in range(20, 3620, 20)]
+    late = [(round(t), m.condition, m.notification) for t, m in run(eng, lambda t: ([d for d in keep if d.end_s == t],
+                                                                                   []), 3620, step=1, t0=13)]
+    assert (3610, "tachycardia", "new") in late
+    assert eng.stats["held_rate_limited"] == 1
+
+
+def test_repeat_waits_for_budget():
+    pol = AlertPolicy(max_messages_per_hour=1, repeat_interval_s={"high": 60, "medium": 60, "low": 60},
+                      group_wait_s={"high": 0, "medium": 0, "low": 0})
+    eng = AlertEngine(pol)
+    out = run(eng, lambda t: ([det("af", t - 40, t)] if t >= 40 else [], []), 3700, step=10)
+    assert [(t, m.notification) for t, m in out] == [(40.0, "new"), (3640.0, "repeat")]
+
+
+def test_source_silent_and_model_load_failed_are_technical_alerts():
+    eng = AlertEngine(AlertPolicy())
+    eng.push([], [], 0.0)
+    assert eng.tick(5.0) == []
+    out = eng.tick(10.0)
+    assert [(m.condition, m.type, m.notification) for m in out] == []  # medium: group_wait 10 s
+    out = eng.tick(20.0)
+    assert [(m.condition, m.type, m.notification) for m in out] == [("source_silent", "technical", "new")]
+    assert "no data from the source" in out[0].evidence.detail
+    out = eng.push([], [], 25.0)
+    assert [(m.condition, m.notification) for m in out] == [("source_silent", "resolved")]
+
+    out = eng.technical("model_load_failed", "models/af.tflite: sha256 mismatch", now_s=30.0)
+    assert out == []
+    out = eng.tick(40.0)
+    assert [(m.condition, m.priority) for m in out] == [("model_load_failed", "medium")]
+    assert out[0].evidence.detail == "models/af.tflite: sha256 mismatch"
+    assert [(m.condition, m.notification) for m in eng.push([], [], 5000.0)] == [("model_load_failed", "repeat")]
+    out = eng.clear_technical("model_load_failed", now_s=5001.0)
+    assert [m.notification for m in out] == ["resolved"]
+
+
+def test_silent_source_does_not_resolve_a_firing_alert():
+    eng = AlertEngine(AlertPolicy())
+    out = run(eng, af_script(20, 100), 100)
+    assert [m.notification for _, m in out] == ["new"]
+    for t in range(101, 400):
+        assert all(m.condition == "source_silent" for m in eng.tick(float(t)))
+    assert "af" in [a["condition"] for a in eng.active()]
+
+
+def test_strip_attached_to_first_message_only():
+    calls = []
+
+    def provider(t0, t1):
+        calls.append((t0, t1))
+        return Strip.from_signal([0.0, 0.5, 1.0, -1.0] * 250, 100.0, t0, beats=[(t0 + 1.0, "V")])
+
+    pol = AlertPolicy(repeat_interval_s={"high": 20, "medium": 60, "low": 3600})
+    eng = AlertEngine(pol)
+    out = []
+    for t in range(1, 60):
+        out += eng.push([det("vt", t - 2, t)] if 10 <= t <= 40 else [], [], float(t), strip_provider=provider)
+    assert calls == [(0.0, 10.0)]
+    assert out[0].strip is not None and out[0].strip.beats[0].label == "V"
+    assert all(m.strip is None for m in out[1:])
+
+
+def test_strip_provider_failure_does_not_lose_the_alert():
+    def broken(t0, t1):
+        raise RuntimeError("ring buffer empty")
+
+    eng = AlertEngine(AlertPolicy())
+    out = eng.push([det("vt", 0, 2)], [], 2.0, strip_provider=broken)
+    assert [m.condition for m in out] == ["vt"] and out[0].strip is None
+    assert eng.stats["strip_errors"] == 1
+
+
+def test_non_alert_outputs_and_low_probability_are_ignored_noise_is_quality():
+    eng = AlertEngine(AlertPolicy())
+    assert eng.push([det("normal", 0, 10), det("other", 0, 10), det("af", 0, 10, p=0.3)], [], 10.0) == []
+    out = []
+    for t in range(20, 80, 5):
+        out += eng.push([det("noise", t - 10, t, p=0.8)], [], float(t))
+    assert [m.condition for m in out] == ["signal_quality"]
+
+
+def test_unknown_condition_is_a_low_priority_alert(caplog):
+    eng = AlertEngine(AlertPolicy(group_wait_s={"high": 0, "medium": 0, "low": 0}))
+    with caplog.at_level(logging.WARNING):
+        out = eng.push([det("svt", 0, 5)], [], 5.0)
+    assert [(m.condition, m.priority, m.snomed_ct) for m in out] == [("svt", "low", None)]
+    assert "not in the alert vocabulary" in caplog.text
+
+
+def test_centre_span_evidence_counts_only_the_labelled_part():
+    # RR-window detector: 50-s windows, each labelling only its central 6 s.
+    eng = AlertEngine(AlertPolicy())
+    out = []
+    for k in range(4):  # 4 positive windows = 24 s labelled: not yet 30 s
+        end = 50.0 + 6 * k
+        out += eng.push([det("af", end - 50, end, centre_start_s=end - 28, centre_end_s=end - 22)], [], end)
+    assert out == [] and eng.active()[0]["state"] == "pending"
+    out += eng.push([det("af", 24.0, 74.0, centre_start_s=46.0, centre_end_s=52.0)], [], 74.0)
+    assert eng.active()[0]["state"] == "firing"
+
+
+def test_replay_is_deterministic_and_push_granularity_invariant():
+    def messages(step):
+        eng = AlertEngine(AlertPolicy(), "dev-1", "s", "p")
+        script = af_script(20, 300)
+        out = []
+        t = 0.0
+        while t <= 600:
+            batch = [d for k in range(int(step)) for d in script(t - k)[0]]
+            out += eng.push(batch, [], t)
+            t += step
+        return [(m.alert_id, m.message_id, m.notification, m.onset, m.resolved) for m in out]
+
+    a = messages(5.0)
+    assert a == messages(5.0)
+    # Coarser pushes delay the sends a little but name the same episode and messages.
+    assert a == messages(10.0)
+    assert [x[2] for x in a] == ["new", "resolved"]
+
+
+def test_messages_are_json_serialisable():
+    eng = AlertEngine(AlertPolicy(), "dev-1", "s", "p")
+    out = eng.push([det("vt", 0, 2, hr_bpm=190.0, custom_score=0.7, label="x", bad=float("nan"))], [], 2.0)
+    doc = json.loads(out[0].to_json())
+    assert doc["evidence"]["extra"] == {"custom_score": 0.7, "label": "x"}
+    assert doc["onset"] == "1970-01-01T00:00:00Z"
+
+
+def test_time_never_goes_back_and_needs_a_start():
+    eng = AlertEngine(AlertPolicy())
+    with pytest.raises(ValueError, match="no time yet"):
+        eng.technical("model_load_failed", "x")
+    with pytest.raises(ValueError, match="finite"):
+        eng.tick(float("nan"))
+    eng.tick(100.0)
+    eng.tick(50.0)
+    assert eng._now == 100.0
+
+
+def test_detector_decision_beats_probability():
+    eng = AlertEngine(AlertPolicy(group_wait_s={"high": 0, "medium": 0, "low": 0}))
+    # tuned threshold 0.3: the detector says yes at p=0.4; a rule finding is a yes whatever its confidence
+    assert [m.condition for m in eng.push([det("pause", 0, 4, p=0.4, pause=True)], [], 4.0)] == ["pause"]
+    rule = Detection("vt", 0.45, 5.0, 6.0, 0.9, "rule:vt")
+    assert [m.condition for m in eng.push([rule], [], 6.0)] == ["vt"]
+    # and a no is a no, even with a high probability
+    assert eng.push([det("bradycardia", 0, 6, p=0.9, positive=False)], [], 6.0) == []

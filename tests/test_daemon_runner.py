@@ -1,0 +1,270 @@
+"""Daemon runner with stand-in source/pipeline/transport: sd_notify over a real AF_UNIX
+datagram socket (READY, WATCHDOG, STATUS, STOPPING), SIGTERM shutdown with flush,
+backpressure (drop_oldest counts and re-fills, block loses nothing), sensor status ->
+technical alert, pipeline crash, missing device before READY."""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from edgemon.config import DeviceConfig
+from edgemon.daemon.runner import EXIT_CRASH, EXIT_OK, Runner
+from edgemon.daemon.sdnotify import SdNotifier
+from edgemon.events import Beat, Chunk
+from edgemon.sources.errors import SourceError
+from edgemon.sources.hw import SensorStatus
+
+FS = 250.0
+
+
+def chunk(k: int, n: int = 25) -> Chunk:
+    x = np.full((n, 1), float(k))
+    return Chunk(samples=x, fs_hz=FS, channel_names=("ecg",), channel_kinds=("ecg",), start_sample=k * n,
+                 units=("mV",), source="stand-in")
+
+
+class StandInSource:
+    device = "stand-in"
+
+    def __init__(self, items=None, n_chunks: int | None = None, delay_s: float = 0.0, forever: bool = False):
+        self.items = list(items or [])
+        self.n_chunks = n_chunks
+        self.delay_s = delay_s
+        self.forever = forever
+        self._stop = threading.Event()
+        self.produced = 0
+
+    def stop(self):
+        self._stop.set()
+
+    def __iter__(self):
+        yield from self.items
+        k = 0
+        while not self._stop.is_set() and (self.forever or k < (self.n_chunks or 0)):
+            yield chunk(k)
+            self.produced += 25
+            k += 1
+            if self.delay_s:
+                self._stop.wait(self.delay_s)
+
+
+class StandInPipeline:
+    def __init__(self, delay_s: float = 0.0, fail_at: int | None = None):
+        self.delay_s = delay_s
+        self.fail_at = fail_at
+        self.chunks: list[Chunk] = []
+        self.beats: list[Beat] = []
+        self.flushed = False
+
+    def push_chunk(self, c):
+        if self.fail_at is not None and len(self.chunks) == self.fail_at:
+            raise RuntimeError("model exploded")
+        self.chunks.append(c)
+        if self.delay_s:
+            time.sleep(self.delay_s)
+        return [("event", c.start_sample)] if c.start_sample % 250 == 0 and c.valid.all() else []
+
+    def push_beats(self, beats):
+        self.beats += beats
+        return []
+
+    def flush(self):
+        self.flushed = True
+        return [("flush-event",)]
+
+
+class StandInTransport:
+    def __init__(self):
+        self.sent = []
+        self.calls = []
+
+    def start(self):
+        self.calls.append("start")
+
+    def send(self, ev):
+        self.sent.append(ev)
+
+    def flush(self):
+        self.calls.append("flush")
+
+    def stop(self):
+        self.calls.append("stop")
+
+
+class FakeAlerts:
+    def __init__(self):
+        self.calls = []
+
+    def technical(self, code, detail="", now_s=None):
+        self.calls.append(("raise", code, detail))
+        return [("alert", code)]
+
+    def clear_technical(self, code, now_s=None):
+        self.calls.append(("clear", code))
+        return [("resolved", code)]
+
+
+@pytest.fixture
+def notify_socket(tmp_path):
+    """A stand-in for systemd's notify socket: a real AF_UNIX datagram socket read by a thread."""
+    path = str(tmp_path / "notify.sock")
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    s.bind(path)
+    s.settimeout(0.05)
+    msgs: list[str] = []
+    done = threading.Event()
+
+    def reader():
+        while not done.is_set():
+            try:
+                msgs.append(s.recv(4096).decode())
+            except (socket.timeout, BlockingIOError):
+                continue
+
+    t = threading.Thread(target=reader, daemon=True)
+    t.start()
+
+    def drain():
+        time.sleep(0.1)
+        return list(msgs)
+
+    yield path, drain
+    done.set()
+    t.join(1)
+    s.close()
+
+
+def config(**daemon) -> DeviceConfig:
+    return DeviceConfig.model_validate({"daemon": {"source_silent_s": 5.0, **daemon}})
+
+
+def test_sd_notify_lifecycle_and_sigterm(notify_socket):
+    path, drain = notify_socket
+    env = {"NOTIFY_SOCKET": path, "WATCHDOG_USEC": "200000", "WATCHDOG_PID": str(os.getpid())}
+    notifier = SdNotifier(env)
+    assert notifier.watchdog_interval_s == pytest.approx(0.1)
+    pipeline, transport = StandInPipeline(), StandInTransport()
+    runner = Runner(config(), source=StandInSource(forever=True, delay_s=0.01), pipeline=pipeline,
+                    transport=transport, notifier=notifier, status_interval_s=0.1)
+    killer = threading.Timer(0.8, os.kill, (os.getpid(), signal.SIGTERM))
+    killer.start()
+    t0 = time.monotonic()
+    try:
+        code = runner.run()
+    finally:
+        killer.cancel()  # never let a stray SIGTERM reach the test session
+    assert code == EXIT_OK and time.monotonic() - t0 < 5
+    msgs = drain()
+    assert msgs[0].startswith("READY=1") and f"MAINPID={os.getpid()}" in msgs[0]
+    assert sum(m == "WATCHDOG=1" for m in msgs) >= 4
+    assert any(m.startswith("STATUS=running; source waiting; in ") for m in msgs)
+    stopping = [i for i, m in enumerate(msgs) if m.startswith("STOPPING=1")]
+    assert len(stopping) == 1 and "SIGTERM" in msgs[stopping[0]]
+    assert not any(m == "WATCHDOG=1" for m in msgs[stopping[0]:])
+    assert pipeline.flushed and transport.sent[-1] == ("flush-event",)
+    assert transport.calls == ["start", "flush", "stop"]
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # handlers restored
+    # every chunk the source produced reached the pipeline, in order
+    assert [c.start_sample for c in pipeline.chunks] == list(range(0, 25 * len(pipeline.chunks), 25))
+
+
+def test_no_watchdog_for_other_pid():
+    n = SdNotifier({"NOTIFY_SOCKET": "/nonexistent", "WATCHDOG_USEC": "1000000", "WATCHDOG_PID": "1"})
+    assert n.watchdog_interval_s is None
+    assert not n.notify("READY=1")  # stale socket: reported, never fatal
+    assert SdNotifier({}).enabled is False
+
+
+def test_drop_oldest_counts_and_refills_gaps():
+    src = StandInSource(n_chunks=300, delay_s=0.0005)
+    pipeline, transport = StandInPipeline(delay_s=0.003), StandInTransport()
+    runner = Runner(config(queue_chunks=4, backpressure="drop_oldest"), source=src, pipeline=pipeline,
+                    transport=transport, notifier=SdNotifier({}))
+    assert runner.run() == EXIT_OK  # a finite source ends the run
+    q = runner.q_in.stats()
+    assert q["dropped_items"] > 50 and q["dropped_samples"] == 25 * q["dropped_items"]
+    assert q["high_water"] <= 4
+    # the stream seen by the pipeline is continuous; dropped spans are invalid, never stitched
+    starts = [c.start_sample for c in pipeline.chunks]
+    ends = [c.end_sample for c in pipeline.chunks]
+    assert starts[1:] == ends[:-1]
+    valid = np.concatenate([c.valid[:, 0] for c in pipeline.chunks])
+    assert (~valid).sum() == runner.counters["gap_filled_samples"]
+    assert runner.counters["gap_filled_samples"] + runner.counters["samples"] == ends[-1]
+    line = runner.status_line()
+    assert f"dropped {q['dropped_items']} items ({q['dropped_samples']} samples)" in line
+    assert runner.stats()["queue_in"]["dropped_items"] == q["dropped_items"]
+
+
+def test_block_policy_loses_nothing():
+    src = StandInSource(n_chunks=100)
+    pipeline = StandInPipeline(delay_s=0.002)
+    runner = Runner(config(queue_chunks=2, backpressure="block"), source=src, pipeline=pipeline,
+                    transport=StandInTransport(), notifier=SdNotifier({}))
+    assert runner.run() == EXIT_OK
+    assert len(pipeline.chunks) == 100 and runner.q_in.dropped_items == 0
+    assert runner.q_in.stats()["blocked_s"] > 0
+
+
+def test_sensor_status_becomes_technical_alert():
+    items = [SensorStatus("/dev/ttyX", True, "connected", 1.0), chunk(0),
+             SensorStatus("/dev/ttyX", False, "read failed: gone", 2.0),
+             SensorStatus("/dev/ttyX", True, "connected", 3.0),
+             Beat(sample=100, fs_hz=1024.0, kind="rr", rr_ms=800.0), [Beat(sample=900, fs_hz=1024.0, kind="rr")]]
+    alerts, transport, pipeline = FakeAlerts(), StandInTransport(), StandInPipeline()
+    runner = Runner(config(), source=StandInSource(items), pipeline=pipeline, transport=transport,
+                    notifier=SdNotifier({}), alerts=alerts)
+    assert runner.run() == EXIT_OK
+    assert alerts.calls == [("clear", "sensor_disconnected"), ("raise", "sensor_disconnected",
+                                                                "/dev/ttyX: read failed: gone"),
+                            ("clear", "sensor_disconnected")]
+    assert ("alert", "sensor_disconnected") in transport.sent
+    assert len(pipeline.beats) == 2 and runner.counters["status"] == 3
+
+
+def test_pipeline_crash_exits_nonzero_and_closes_transport():
+    transport = StandInTransport()
+    runner = Runner(config(), source=StandInSource(forever=True), pipeline=StandInPipeline(fail_at=3),
+                    transport=transport, notifier=SdNotifier({}))
+    assert runner.run() == EXIT_CRASH
+    assert transport.calls[-2:] == ["flush", "stop"]
+
+
+def test_missing_device_fails_before_ready(notify_socket):
+    path, drain = notify_socket
+
+    class Missing(StandInSource):
+        device = "/dev/ttyNOPE"
+
+        def preflight(self):
+            raise SourceError("serial_ecg: device /dev/ttyNOPE does not exist (source.port)")
+
+    runner = Runner(config(), source=Missing(), pipeline=StandInPipeline(), transport=StandInTransport(),
+                    notifier=SdNotifier({"NOTIFY_SOCKET": path}))
+    with pytest.raises(SourceError, match="/dev/ttyNOPE"):
+        runner.run()
+    assert not any(m.startswith("READY=1") for m in drain())
+
+
+def test_source_silence_reported():
+    clock = [0.0]
+
+    class Silent(StandInSource):
+        def __iter__(self):
+            yield chunk(0)
+            while not self._stop.wait(0.01):
+                clock[0] += 0.1  # ten seconds of wall clock pass per 0.1 s
+
+    runner = Runner(config(), source=Silent(), pipeline=StandInPipeline(), transport=None,
+                    notifier=SdNotifier({}), clock=lambda: clock[0])
+    seen = []
+    threading.Timer(1.2, lambda: (seen.append(runner.status_line()), runner.stop())).start()
+    assert runner.run() == EXIT_OK
+    assert "source silent" in seen[0]
+    assert runner.stats()["source"]["silent"] is True

@@ -1,0 +1,144 @@
+"""RhythmRules on scripted beat sequences: each rule fires when it should and only then."""
+from __future__ import annotations
+
+import pytest
+
+from edgemon.detect.rules import RhythmRules
+from edgemon.events import Beat, QualityWindow
+
+FS = 250.0
+
+
+def beats_at(times_s, label=None, prob=0.9):
+    out = []
+    for i, t in enumerate(times_s):
+        lab = label[i] if isinstance(label, (list, tuple)) else label
+        out.append(Beat(sample=int(round(t * FS)), fs_hz=FS, kind="ecg_r", label=lab,
+                        label_probability=prob if lab else None))
+    return out
+
+
+def regular(start_s, end_s, bpm):
+    rr = 60.0 / bpm
+    n = int((end_s - start_s) / rr)
+    return [start_s + i * rr for i in range(n)]
+
+
+def windows(start_s, end_s, reason="ok", sqi=0.95, step_s=2.0):
+    out, t = [], start_s
+    while t < end_s - 1e-9:
+        e = min(end_s, t + step_s)
+        out.append(QualityWindow(int(round(t * FS)), int(round(e * FS)), FS, sqi if reason == "ok" else 0.1, reason))
+        t = e
+    return out
+
+
+def run(rules, beats, quality=(), chunk_s=1.0, end_s=None):
+    """Feed beats and quality in time order, chunk by chunk, like the daemon."""
+    end_s = end_s if end_s is not None else max([b.time_s for b in beats] + [q.end_s for q in quality]) + chunk_s
+    out, t = [], 0.0
+    while t < end_s:
+        e = t + chunk_s
+        out += rules.push([b for b in beats if t <= b.time_s < e], [q for q in quality if t < q.end_s <= e])
+        t = e
+    return out
+
+
+def conds(dets):
+    return [d.condition for d in dets]
+
+
+def test_normal_sinus_rhythm_fires_nothing():
+    b = beats_at(regular(0, 120, 72), label="N")
+    assert run(RhythmRules(), b, windows(0, 120)) == []
+
+
+def test_pause_of_3_5_s_with_good_signal():
+    t = regular(0, 20, 60) + regular(23.5, 40, 60)
+    dets = run(RhythmRules(), beats_at(t), windows(0, 40))
+    assert conds(dets) == ["pause"]
+    d = dets[0]
+    assert d.source == "rule:pause" and d.start_s == pytest.approx(19.0)
+    assert d.evidence["limit_s"] == 3.0
+
+
+def test_asystole_reported_while_ongoing_after_pause():
+    t = regular(0, 20, 60)
+    dets = run(RhythmRules(), beats_at(t), windows(0, 30))   # signal continues, no more beats
+    assert conds(dets) == ["pause", "asystole"]
+    assert all(d.evidence["ongoing"] for d in dets)
+
+
+def test_long_gap_seen_at_once_is_asystole_only():
+    rules = RhythmRules()
+    b = beats_at(regular(0, 10, 60) + [16.0, 17.0])
+    dets = rules.push(b)   # beat-time stream without quality windows
+    assert conds(dets) == ["asystole"]
+
+
+def test_gap_during_lead_off_is_not_a_pause():
+    t = regular(0, 20, 60) + regular(25, 40, 60)
+    q = windows(0, 20) + windows(20, 24, reason="lead_off") + windows(24, 40)
+    assert run(RhythmRules(), beats_at(t), q) == []
+
+
+def test_gap_just_below_pause_limit_does_not_fire():
+    t = regular(0, 20, 60) + regular(21.9, 40, 60)   # 2.9 s gap
+    assert run(RhythmRules(), beats_at(t), windows(0, 40)) == []
+
+
+def test_bradycardia_sustained():
+    t = regular(0, 30, 70) + regular(30, 60, 35) + regular(60, 90, 70)
+    dets = run(RhythmRules(), beats_at(t), windows(0, 90))
+    assert conds(dets) == ["bradycardia"]
+    assert 40 <= dets[0].end_s <= 45
+
+
+def test_brief_slow_stretch_is_not_bradycardia():
+    t = regular(0, 30, 70) + regular(30, 36, 35) + regular(36, 90, 70)   # only 6 s slow
+    assert "bradycardia" not in conds(run(RhythmRules(), beats_at(t), windows(0, 90)))
+
+
+def test_tachycardia_sustained_and_not_for_short_burst():
+    t = regular(0, 20, 80) + regular(20, 40, 170) + regular(40, 60, 80)
+    dets = run(RhythmRules(), beats_at(t, label="N"), windows(0, 60))
+    assert conds(dets) == ["tachycardia"]
+    short = regular(0, 20, 80) + regular(20, 25, 170) + regular(25, 60, 80)
+    assert run(RhythmRules(), beats_at(short, label="N"), windows(0, 60)) == []
+
+
+def test_vt_three_fast_v_beats():
+    t = regular(0, 10, 75) + [10.0, 10.45, 10.9, 11.35] + regular(12.2, 20, 75)
+    labels = ["N"] * 13 + ["V"] * 4 + ["N"] * 100
+    dets = run(RhythmRules(), beats_at(t, label=labels[:len(t)]), windows(0, 20))
+    assert conds(dets) == ["vt"]
+    d = dets[0]
+    assert d.evidence["rate_bpm"] > 100 and d.probability == pytest.approx(0.9)
+
+
+def test_couplet_and_slow_v_run_are_not_vt():
+    couplet = regular(0, 10, 75) + [10.0, 10.45] + regular(11.3, 20, 75)
+    lab = ["N"] * 13 + ["V"] * 2 + ["N"] * 100
+    assert run(RhythmRules(), beats_at(couplet, label=lab[:len(couplet)]), windows(0, 20)) == []
+    slow = regular(0, 10, 75) + [10.0, 10.8, 11.6, 12.4] + regular(13.2, 20, 75)   # 75 bpm idioventricular
+    lab = ["N"] * 13 + ["V"] * 4 + ["N"] * 100
+    assert run(RhythmRules(), beats_at(slow, label=lab[:len(slow)]), windows(0, 20)) == []
+
+
+def test_results_do_not_depend_on_chunking():
+    t = regular(0, 30, 70) + regular(30, 60, 170) + [60.3, 60.7, 61.1] + regular(66, 80, 35)
+    lab = ["N"] * len(regular(0, 30, 70)) + ["N"] * len(regular(30, 60, 170)) + ["V"] * 3 + ["N"] * 20
+    b = beats_at(t, label=lab[:len(t)])
+    q = windows(0, 80)
+    a = run(RhythmRules(), b, q, chunk_s=0.5, end_s=80)
+    c = run(RhythmRules(), b, q, chunk_s=7.0, end_s=80)
+    key = lambda ds: sorted((d.condition, round(d.start_s, 6)) for d in ds)  # noqa: E731
+    assert key(a) == key(c)
+    assert {"tachycardia", "vt", "pause"} <= set(conds(a))
+
+
+def test_bad_parameters_are_refused():
+    with pytest.raises(ValueError, match="brady_bpm"):
+        RhythmRules(brady_bpm=160, tachy_bpm=150)
+    with pytest.raises(ValueError, match="asystole_s"):
+        RhythmRules(pause_s=6, asystole_s=5)
