@@ -276,6 +276,6 @@ def event_to_dict(ev) -> dict:
         return {"type": "detection", "condition": ev.condition, "probability": round(ev.probability, 4),
                 "start_s": round(ev.start_s, 3), "end_s": round(ev.end_s, 3), "sqi": round(ev.sqi, 3),
                 "source": ev.source, "model_version": ev.model_version, "evidence": ev.evidence}
-    if hasattr(ev, "model_dump"):
-        return {"type": "alert", **ev.model_dump(mode="json")}
+    if hasattr(ev, "model_dump"):  # AlertPayload: nested, its own "type" is physiological/technical
+        return {"type": "alert", "payload": ev.model_dump(mode="json")}
     raise TypeError(f"not an event: {type(ev).__name__}")
