@@ -1,8 +1,10 @@
-"""`edgemon hub`: receive alerts from all devices over MQTT, store them, send receipts; export; send commands.
+"""`edgemon hub`: receive alerts from all devices over MQTT, store them, send receipts; console; export; commands.
 
-    edgemon hub --broker HOST:PORT [--tls-ca CA --tls-cert CRT --tls-key KEY] [--store hub.sqlite]
-                [--shared-group NAME] [--json]
-    edgemon hub export --fhir --store hub.sqlite --out bundle.json
+    edgemon hub --broker HOST:PORT [--tls-ca CA --tls-cert CRT --tls-key KEY]
+                [--store hub.sqlite | --store postgresql://USER@HOST:PORT/DB] [--shared-group NAME] [--json]
+                [--http HOST:PORT [--http-tls-cert CRT --http-tls-key KEY]]
+    edgemon hub adduser NAME --role clinician|viewer --store TARGET [--password-file F | --password-env VAR]
+    edgemon hub export --fhir --store TARGET --out bundle.json [--alert-id ID | --since T --until T]
     edgemon hub cmd --broker HOST:PORT --site S --device D {ack ALERT_ID | silence --match condition=af
                 --duration-s 900 | ping}
 """
@@ -43,14 +45,30 @@ def _add_conn_args(p: argparse.ArgumentParser, suppress: bool) -> None:
 
 def register(sub) -> None:
     p = sub.add_parser(
-        "hub", help="receive, store and acknowledge alerts from devices (MQTT); export FHIR; send commands",
-        description="Subscribe to all devices' alerts, store each message once (SQLite, deduplicated on "
-                    "message_id), publish a delivery receipt after the commit, track presence, print one line "
-                    "per alert. Sub-commands: export (FHIR R4 bundle), cmd (send a command to a device).")
+        "hub", help="receive, store and acknowledge alerts from devices (MQTT); web console; export FHIR; commands",
+        description="Subscribe to all devices' alerts, store each message once (SQLite or PostgreSQL, "
+                    "deduplicated on message_id), publish a delivery receipt after the commit, track presence, "
+                    "print one line per alert; with --http, serve the clinician console (docs/console.md). "
+                    "Sub-commands: export (FHIR R4 bundle), adduser (console users), cmd (send a command to a "
+                    "device).")
     _add_conn_args(p, suppress=False)
-    p.add_argument("--store", default="hub.sqlite", metavar="PATH.sqlite", help="alert store (default hub.sqlite)")
+    p.add_argument("--store", default="hub.sqlite", metavar="TARGET",
+                   help="alert store: a SQLite file (default hub.sqlite) or postgresql://USER@HOST:PORT/DB "
+                        "(several hub workers on one database; password via PGPASSWORD or ~/.pgpass)")
     p.add_argument("--shared-group", default="", metavar="NAME",
                    help="MQTT 5 shared subscription group, so several hubs split the alert load")
+    p.add_argument("--store-threads", type=int, default=0, metavar="N",
+                   help="batches committed at once (default: 2 for PostgreSQL, 1 for SQLite)")
+    p.add_argument("--http", default="", metavar="HOST:PORT",
+                   help="serve the clinician console here (e.g. 127.0.0.1:8080); users: edgemon hub adduser")
+    p.add_argument("--http-tls-cert", default="", metavar="FILE", help="console over HTTPS: certificate (PEM)")
+    p.add_argument("--http-tls-key", default="", metavar="FILE", help="console over HTTPS: private key (PEM)")
+    p.add_argument("--secure-cookie", action="store_true",
+                   help="mark the session cookie Secure although --http is plain (behind a TLS reverse proxy)")
+    p.add_argument("--session-hours", type=float, default=12.0, metavar="H",
+                   help="console sign-in lifetime (default 12)")
+    p.add_argument("--inbox-hours", type=float, default=24.0, metavar="H",
+                   help="resolved alerts stay in the inbox this long (default 24)")
     p.add_argument("--client-id", default="edgemon-hub", help=_CONN_HELP["client_id"])
     p.add_argument("--json", action="store_true", help="print JSON lines instead of text")
     p.add_argument("--duration", type=float, default=None, metavar="S", help="exit after S seconds")
@@ -60,9 +78,30 @@ def register(sub) -> None:
 
     e = hsub.add_parser("export", help="export stored alerts as a FHIR R4 Bundle (JSON)")
     e.add_argument("--fhir", action="store_true", required=True, help="FHIR R4 Bundle (the only format)")
-    e.add_argument("--store", dest="export_store", required=True, metavar="PATH.sqlite")
+    e.add_argument("--store", dest="export_store", required=True, metavar="TARGET",
+                   help="SQLite file or postgresql:// URL")
     e.add_argument("--out", required=True, metavar="FILE", help="output file ('-' = stdout)")
+    e.add_argument("--alert-id", default="", help="only this alert episode")
+    e.add_argument("--since", default="", metavar="TIME",
+                   help="only messages stored at or after TIME (ISO 8601, e.g. 2025-01-31T08:00:00Z, or epoch s)")
+    e.add_argument("--until", default="", metavar="TIME", help="only messages stored before TIME")
     e.set_defaults(func=run_export)
+
+    u = hsub.add_parser("adduser", help="create (or --replace) a console user",
+                        description="Create a console user with a scrypt password hash in the hub store. Roles: "
+                                    "clinician (may acknowledge and silence alerts), viewer (read-only). The "
+                                    "password is read from --password-file, --password-env, or asked twice.")
+    u.add_argument("username")
+    u.add_argument("--role", required=True, choices=["clinician", "viewer"])
+    u.add_argument("--store", dest="user_store", required=True, metavar="TARGET",
+                   help="SQLite file or postgresql:// URL (the one the hub uses)")
+    u.add_argument("--password-file", dest="user_password_file", default="", metavar="FILE",
+                   help="file whose first line is the password")
+    u.add_argument("--password-env", dest="user_password_env", default="", metavar="VAR",
+                   help="environment variable holding the password")
+    u.add_argument("--replace", action="store_true", help="update role and password of an existing user "
+                                                           "(signs them out everywhere)")
+    u.set_defaults(func=run_adduser)
 
     c = hsub.add_parser("cmd", help="send a command to one device and wait for its reply")
     _add_conn_args(c, suppress=True)
@@ -161,7 +200,7 @@ def run(args) -> int:
     from edgemon.cli import UserError
     from edgemon.hub.format import format_event
     from edgemon.hub.service import HubOptions, HubService
-    from edgemon.hub.store import SqliteAlertStore, StoreError
+    from edgemon.hub.store import StoreError, open_store
     from edgemon.transport.topics import TopicError, validate_id
 
     _setup_logging(args.verbose)
@@ -173,12 +212,26 @@ def run(args) -> int:
             raise UserError(str(err)) from None
         if kw["protocol"] != "5":
             raise UserError("--shared-group needs MQTT 5 (--mqtt-version 5)")
+    console_addr = _parse_http(args.http) if args.http else None
+    http_tls = None
+    if args.http_tls_cert or args.http_tls_key:
+        if not (args.http_tls_cert and args.http_tls_key and args.http):
+            raise UserError("--http-tls-cert and --http-tls-key go together, with --http")
+        from edgemon.hub.web.server import server_tls_context
+
+        try:
+            http_tls = server_tls_context(args.http_tls_cert, args.http_tls_key)
+        except ValueError as err:
+            raise UserError(str(err)) from None
     try:
-        store = SqliteAlertStore(args.store)
+        store = open_store(args.store)
     except StoreError as err:
         raise UserError(str(err)) from None
+    console = None
 
     def on_event(kind: str, data: dict) -> None:
+        if console is not None:
+            console.on_event(kind, data)
         if kind == "hub":
             print(f"edgemon hub: {format_event(kind, data)}", file=sys.stderr, flush=True)
             return
@@ -187,17 +240,42 @@ def run(args) -> int:
         else:
             print(format_event(kind, data), flush=True)
 
-    opts = HubOptions(client_id=args.client_id, shared_group=args.shared_group, **kw)
+    from edgemon.hub.store import is_postgres_url
+
+    if args.store_threads < 0 or args.store_threads > 16:
+        raise UserError(f"--store-threads {args.store_threads}: between 1 and 16")
+    threads = args.store_threads or (2 if is_postgres_url(args.store) else 1)
+    opts = HubOptions(client_id=args.client_id, shared_group=args.shared_group, store_threads=threads, **kw)
     svc = HubService(store, opts, on_event=on_event)
+    if console_addr is not None:
+        from edgemon.hub.console import Console
+
+        try:
+            console = Console(store, svc, host=console_addr[0], port=console_addr[1], tls_context=http_tls,
+                              secure_cookie=True if args.secure_cookie else None,
+                              session_ttl_s=args.session_hours * 3600.0, inbox_recent_s=args.inbox_hours * 3600.0)
+        except OSError as err:
+            store.close()
+            raise UserError(f"--http {args.http}: cannot listen: {err.strerror or err}") from None
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    print(f"edgemon hub: storing to {args.store}; broker {kw['host']}:{kw['port']} (MQTT {kw['protocol']}"
-          f"{', TLS' if kw['tls_context'] else ''}); Ctrl-C to stop", file=sys.stderr, flush=True)
+    print(f"edgemon hub: storing to {getattr(store, 'target', args.store)}; broker {kw['host']}:{kw['port']} "
+          f"(MQTT {kw['protocol']}{', TLS' if kw['tls_context'] else ''}); Ctrl-C to stop", file=sys.stderr,
+          flush=True)
+    if console is not None:
+        console.start()
+        n_users = len(store.users())
+        print(f"edgemon hub: console at {console.url}/"
+              + ("" if n_users else " (no users yet: create one with `edgemon hub adduser NAME --role clinician "
+                                    f"--store {getattr(store, 'target', args.store)}`)"),
+              file=sys.stderr, flush=True)
     svc.start()
     try:
         stop.wait(args.duration)
     finally:
+        if console is not None:
+            console.stop()
         svc.stop()
         store.close()
     print(f"edgemon hub: stopped; {svc.stats['alerts_new']} new alert message(s), "
@@ -205,17 +283,51 @@ def run(args) -> int:
     return 0
 
 
+def _parse_http(value: str) -> tuple[str, int]:
+    from edgemon.cli import UserError
+
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
+        raise UserError(f"--http {value!r}: expected HOST:PORT, e.g. 127.0.0.1:8080")
+    return host.strip("[]"), int(port)
+
+
+def _parse_time_arg(value: str, flag: str) -> float | None:
+    from datetime import datetime, timezone
+
+    from edgemon.cli import UserError
+
+    if not value:
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        pass
+    try:
+        dt = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise UserError(f"{flag} {value!r}: expected ISO 8601 (2025-01-31T08:00:00Z) or epoch seconds") from None
+    return (dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)).timestamp()
+
+
 def run_export(args) -> int:
     from edgemon.cli import UserError
     from edgemon.hub.fhir import build_bundle
-    from edgemon.hub.store import SqliteAlertStore, StoreError
+    from edgemon.hub.store import StoreError, open_store
 
+    since = _parse_time_arg(args.since, "--since")
+    until = _parse_time_arg(args.until, "--until")
     try:
-        store = SqliteAlertStore(args.export_store, read_only=True)
+        store = open_store(args.export_store, read_only=True)
     except StoreError as err:
         raise UserError(str(err)) from None
     try:
-        bundle = build_bundle(store.messages())
+        msgs = store.messages(alert_id=args.alert_id or None, since=since, until=until)
+        if args.alert_id and not msgs:
+            raise UserError(f"--alert-id {args.alert_id}: no such alert in {getattr(store, 'target', '')}")
+        bundle = build_bundle(msgs)
+    except StoreError as err:
+        raise UserError(str(err)) from None
     finally:
         store.close()
     text = json.dumps(bundle, indent=2)
@@ -298,3 +410,58 @@ def run_cmd(args) -> int:
     reply = got["reply"]
     print(json.dumps(reply.model_dump(), indent=None))
     return 0 if reply.ok else 1
+
+
+def _read_new_password(args, username: str) -> str:
+    import getpass
+    import os
+
+    from edgemon.cli import UserError
+
+    if args.user_password_file and args.user_password_env:
+        raise UserError("give either --password-file or --password-env, not both")
+    if args.user_password_file:
+        try:
+            text = open(args.user_password_file, encoding="utf-8").read()
+        except OSError as err:
+            raise UserError(f"--password-file {args.user_password_file}: cannot read: {err.strerror or err}") from None
+        return text.splitlines()[0] if text.strip() else ""
+    if args.user_password_env:
+        pw = os.environ.get(args.user_password_env, "")
+        if not pw:
+            raise UserError(f"--password-env: environment variable {args.user_password_env} is not set or empty")
+        return pw
+    if not sys.stdin.isatty():
+        raise UserError("no password given: use --password-file or --password-env (no terminal to ask on)")
+    pw = getpass.getpass(f"password for {username}: ")
+    if getpass.getpass("again: ") != pw:
+        raise UserError("the two passwords differ")
+    return pw
+
+
+def run_adduser(args) -> int:
+    from edgemon.cli import UserError
+    from edgemon.hub import auth
+    from edgemon.hub.store import StoreError, open_store
+
+    try:
+        auth.check_username(args.username)
+        auth.check_role(args.role)
+        pw = auth.check_password(_read_new_password(args, args.username), args.username)
+    except auth.AuthError as err:
+        raise UserError(str(err)) from None
+    try:
+        store = open_store(args.user_store)
+    except StoreError as err:
+        raise UserError(str(err)) from None
+    try:
+        created = store.add_user(args.username, args.role, auth.hash_password(pw), replace=args.replace)
+    except StoreError as err:
+        raise UserError(str(err)) from None
+    finally:
+        store.close()
+    if not created:
+        raise UserError(f"user {args.username} already exists (use --replace to change the role or password)")
+    print(f"{'updated' if args.replace else 'created'} console user {args.username} ({args.role}) in "
+          f"{getattr(store, 'target', args.user_store)}", file=sys.stderr)
+    return 0

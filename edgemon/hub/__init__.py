@@ -1,7 +1,11 @@
-"""hub: the clinician side. MQTT alerts from all devices -> deduplicated store -> receipts; FHIR export.
+"""hub: the clinician side. MQTT alerts from all devices -> deduplicated store -> receipts; console; FHIR export.
 
 Takes alert messages from the broker; gives one stored row per message_id
-(``store``), a receipt to the device after the commit and presence tracking
-(``service``), console lines (``format``) and a FHIR R4 Bundle (``fhir``).
-Sits on top of transport (uses its topic layout and wire schemas).
+(``store``: the ``AlertStore`` interface, SQLite; ``pgstore``: PostgreSQL for
+several hub workers), a receipt to the device after the commit and presence
+tracking (``service``), console lines (``format``), a FHIR R4 Bundle
+(``fhir``), the web console (``console``, ``web``, ``live``, ``auth``,
+``summary``) and the broker PKI (``pki``; ``pgserver`` runs a private
+PostgreSQL for tests and benchmarks). Sits on top of transport (uses its topic
+layout and wire schemas) and reads alert payloads by field name.
 """

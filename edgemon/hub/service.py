@@ -9,14 +9,27 @@ so a hub killed mid-batch gets them again from its persistent session.
 Subscriptions: ``{prefix}/+/+/alerts`` (optionally ``$share/GROUP/...`` so
 several hubs split the load), ``.../status`` (presence, retained),
 ``.../telemetry`` and ``.../cmd/reply``. Events (new alert, presence change,
-command reply, rejected message) go to ``on_event(kind, dict)`` for printing.
+command reply, rejected message) go to ``on_event(kind, dict)`` for printing
+and for the console's live feed. Replies to commands the console sent are
+stored with the command (``record_reply``).
+
+Commits run off the MQTT thread: each read burst becomes one batch handed to
+``store_threads`` committer threads (2 for PostgreSQL, so one batch's fsync
+overlaps the next; 1 keeps SQLite's single writer and strict order); PUBACKs
+and receipts go out on the MQTT thread once that batch is committed, and only
+on the connection it arrived on. Presence and telemetry are written by their
+own thread about every 0.5 s (``record_status_many``/``record_telemetry_many``),
+so a fleet reconnecting at once neither costs one commit per device nor delays
+an alert.
 """
 from __future__ import annotations
 
 import json
 import logging
 import ssl
+import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -61,6 +74,8 @@ class HubOptions:
     command_key: bytes | None = None
     hub_name: str = "edgemon-hub"
     reconnect_max_s: float = 30.0
+    store_threads: int = 1
+    device_state_interval_s: float = 0.5
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -72,6 +87,15 @@ class HubService:
         self._on_event = on_event
         self._pending: list[_Pending] = []
         self._acks: list[tuple[int, int]] = []
+        self._status_rows: list[tuple[str, str, str, str, float, str]] = []
+        self._telemetry_rows: dict[tuple[str, str], tuple[str, str, float, str]] = {}
+        self._state_lock = threading.Lock()
+        self._state_stop = threading.Event()
+        self._state_thread: threading.Thread | None = None
+        self._committer = ThreadPoolExecutor(max_workers=max(1, options.store_threads),
+                                             thread_name_prefix="hub-store")
+        self._in_commit: dict[int, tuple[list[_Pending], Future, int]] = {}
+        self._batch_no = 0
         self.stats = {"alerts_new": 0, "alerts_duplicate": 0, "receipts_sent": 0, "rejected": 0,
                       "status": 0, "telemetry": 0, "replies": 0}
         self._loop = MqttLoop(
@@ -98,10 +122,18 @@ class HubService:
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
+        self._state_thread = threading.Thread(target=self._device_state_loop, name="hub-device-state",
+                                              daemon=True)
+        self._state_thread.start()
         self._loop.start()
 
     def stop(self, timeout: float = 5.0) -> None:
-        self._loop.stop(timeout, final=self._flush)
+        self._loop.stop(timeout, final=self._final_flush)
+        self._committer.shutdown(wait=True)
+        self._state_stop.set()
+        if self._state_thread is not None:
+            self._state_thread.join(timeout)
+        self._flush_device_state()
 
     def wait_connected(self, timeout: float = 10.0) -> bool:
         return self._loop.wait_connected(timeout)
@@ -112,11 +144,19 @@ class HubService:
 
     def send_command(self, site: str, device: str, type_: str, **fields: Any) -> str:
         """Publish a (signed, if a key is set) command to one device; returns its command_id."""
+        cmd = self.make_command(type_, issuer=self.opts.hub_name, **fields)
+        self.publish_command(site, device, cmd)
+        return cmd["command_id"]
+
+    def make_command(self, type_: str, *, issuer: str | None = None, **fields: Any) -> dict:
+        """Build (and sign, if a key is set) a command without sending it (the console stores it first)."""
+        return make_command(type_, key=self.opts.command_key, issuer=issuer or self.opts.hub_name, **fields)
+
+    def publish_command(self, site: str, device: str, cmd: dict) -> None:
+        """Queue ``cmd`` for the device's cmd topic (QoS 1; thread-safe, returns at once)."""
         topics = DeviceTopics.build(site, device, self.opts.prefix)
-        cmd = make_command(type_, key=self.opts.command_key, issuer=self.opts.hub_name, **fields)
         body = json.dumps(cmd).encode()
         self._loop.call_soon(lambda: self._loop.publish(topics.cmd, body, qos=1))
-        return cmd["command_id"]
 
     # ------------------------------------------------------------------ I/O thread
     def _emit(self, kind: str, data: dict) -> None:
@@ -169,10 +209,10 @@ class HubService:
             self._handle_status(site, device, raw)
         elif kind == "telemetry":
             self.stats["telemetry"] += 1
-            try:
-                self.store.record_telemetry(site, device, time.time(), raw.decode("utf-8", "replace")[:65536])
-            except StoreError as err:
-                log.error("hub: %s", err)
+            # Only the latest heartbeat per device is kept: a burst needs one row per device.
+            with self._state_lock:
+                self._telemetry_rows[(site, device)] = (site, device, time.time(),
+                                                        raw.decode("utf-8", "replace")[:65536])
         elif kind == "cmd/reply":
             try:
                 reply = CommandReply.model_validate_json(raw)
@@ -180,7 +220,18 @@ class HubService:
                 self._reject(topic, f"malformed command reply: {err.errors()[0]['msg']}", raw)
                 return
             self.stats["replies"] += 1
-            self._emit("reply", {"site": site, "device": device, **reply.model_dump()})
+            data = {"site": site, "device": device, **reply.model_dump()}
+            record = getattr(self.store, "record_reply", None)
+            if record is not None and reply.command_id:
+                try:
+                    cmd = record(reply.command_id, reply.ok, reply.reason, reply.result, reply.ts or time.time())
+                except StoreError as err:
+                    log.error("hub: %s", err)
+                    cmd = None
+                if cmd is not None:
+                    data["alert_id"] = cmd.get("alert_id")
+                    data["issued_by"] = cmd.get("issued_by")
+            self._emit("reply", data)
 
     def _handle_status(self, site: str, device: str, raw: bytes) -> None:
         if not raw:  # retained status cleared
@@ -191,10 +242,8 @@ class HubService:
             self._reject(f"{site}/{device}/status", f"malformed status: {err.errors()[0]['msg']}", raw)
             return
         self.stats["status"] += 1
-        try:
-            self.store.record_status(site, device, st.state, st.reason, st.ts, raw.decode())
-        except StoreError as err:
-            log.error("hub: %s", err)
+        with self._state_lock:
+            self._status_rows.append((site, device, st.state, st.reason, st.ts, raw.decode()))
         self._emit("presence", {"site": site, "device": device, "state": st.state, "reason": st.reason,
                                 "ts": st.ts})
 
@@ -228,39 +277,96 @@ class HubService:
         if len(self._pending) >= MAX_BATCH:
             self._flush()
 
+    def _device_state_loop(self) -> None:
+        while not self._state_stop.wait(self.opts.device_state_interval_s):
+            self._flush_device_state()
+
+    def _flush_device_state(self) -> None:
+        with self._state_lock:
+            rows, self._status_rows = self._status_rows, []
+            trows, self._telemetry_rows = list(self._telemetry_rows.values()), {}
+        if rows:
+            many = getattr(self.store, "record_status_many", None)
+            try:
+                if many is not None:
+                    many(rows)
+                else:
+                    for r in rows:
+                        self.store.record_status(*r)
+            except StoreError as err:
+                log.error("hub: presence of %d device(s) not stored: %s", len(rows), err)
+        if trows:
+            many = getattr(self.store, "record_telemetry_many", None)
+            try:
+                if many is not None:
+                    many(trows)
+                else:
+                    for r in trows:
+                        self.store.record_telemetry(*r)
+            except StoreError as err:
+                log.error("hub: telemetry of %d device(s) not stored: %s", len(trows), err)
+
     def _flush(self) -> None:
-        """Commit the batch, then PUBACK and receipt each message. Called after each read burst."""
-        client = self._loop.client
+        """Hand the burst's alerts to a committer thread; PUBACK the other messages. After each read burst."""
         if self._pending:
             batch, self._pending = self._pending, []
-            try:
-                results = self.store.store_alerts([p.alert for p in batch])
-            except StoreError as err:
-                # Not committed: no PUBACK, no receipt. Drop the connection so the broker redelivers.
-                log.error("hub: cannot store %d alert message(s): %s; reconnecting so the broker redelivers",
-                          len(batch), err)
-                self._acks.clear()
-                client.disconnect()
-                return
-            for p, res in zip(batch, results):
-                if p.qos > 0:
-                    client.ack(p.mid, p.qos)
-                receipt = Receipt(message_id=res.message_id, alert_id=res.alert_id, device=res.device,
-                                  site=res.site, stored_at=res.stored_at, duplicate=res.duplicate,
-                                  hub=self.opts.hub_name)
-                rtopic = DeviceTopics(res.site, res.device, self.opts.prefix).receipt
-                client.publish(rtopic, receipt.model_dump_json().encode(), qos=1)
-                self.stats["receipts_sent"] += 1
-                if res.duplicate:
-                    self.stats["alerts_duplicate"] += 1
-                    log.debug("hub: duplicate message %s from %s/%s (receipt re-sent)", res.message_id,
-                              res.site, res.device)
-                else:
-                    self.stats["alerts_new"] += 1
-                    self._emit("alert", {"site": res.site, "device": res.device, "message_id": res.message_id,
-                                         "alert_id": res.alert_id, "stored_at": res.stored_at,
-                                         "payload": p.alert.fields})
+            self._batch_no += 1
+            no, generation = self._batch_no, self._loop.connect_count
+            fut = self._committer.submit(self.store.store_alerts, [p.alert for p in batch])
+            self._in_commit[no] = (batch, fut, generation)
+            fut.add_done_callback(lambda _f, no=no: self._loop.call_soon(lambda: self._after_commit(no)))
         if self._acks:
+            client = self._loop.client
             acks, self._acks = self._acks, []
             for mid, qos in acks:
                 client.ack(mid, qos)
+
+    def _after_commit(self, no: int) -> None:
+        """I/O thread: the batch is committed (or failed): PUBACK, receipts, events."""
+        entry = self._in_commit.pop(no, None)
+        if entry is None:
+            return
+        batch, fut, generation = entry
+        client = self._loop.client
+        try:
+            results = fut.result()
+        except StoreError as err:
+            # Not committed: no PUBACK, no receipt. Drop the connection so the broker redelivers.
+            log.error("hub: cannot store %d alert message(s): %s; reconnecting so the broker redelivers",
+                      len(batch), err)
+            if generation == self._loop.connect_count:
+                client.disconnect()
+            return
+        # Packet ids belong to the connection they came on: after a reconnect the broker redelivers these
+        # messages anyway (duplicates, receipted again), so acknowledging old ids would be wrong.
+        same_link = generation == self._loop.connect_count and self._loop.connected
+        for p, res in zip(batch, results):
+            if same_link and p.qos > 0:
+                client.ack(p.mid, p.qos)
+            receipt = Receipt(message_id=res.message_id, alert_id=res.alert_id, device=res.device,
+                              site=res.site, stored_at=res.stored_at, duplicate=res.duplicate,
+                              hub=self.opts.hub_name)
+            rtopic = DeviceTopics(res.site, res.device, self.opts.prefix).receipt
+            client.publish(rtopic, receipt.model_dump_json().encode(), qos=1)
+            self.stats["receipts_sent"] += 1
+            if res.duplicate:
+                self.stats["alerts_duplicate"] += 1
+                log.debug("hub: duplicate message %s from %s/%s (receipt re-sent)", res.message_id,
+                          res.site, res.device)
+            else:
+                self.stats["alerts_new"] += 1
+                self._emit("alert", {"site": res.site, "device": res.device, "message_id": res.message_id,
+                                     "alert_id": res.alert_id, "stored_at": res.stored_at,
+                                     "payload": p.alert.fields})
+
+    def _final_flush(self) -> None:
+        """I/O thread, stopping: commit what was read, wait for the committers, acknowledge."""
+        self._flush()
+        deadline = time.monotonic() + 5.0
+        for no in sorted(self._in_commit):
+            fut = self._in_commit[no][1]
+            try:
+                fut.exception(timeout=max(0.0, deadline - time.monotonic()))
+            except Exception:  # noqa: BLE001 - a timeout: left unacknowledged, the broker redelivers
+                continue
+            self._after_commit(no)

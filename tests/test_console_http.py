@@ -1,0 +1,280 @@
+"""The console over real HTTP against a real mosquitto and hub: login, sessions, CSRF, roles, live feed (SSE),
+commands with the device's reply, FHIR download, and the ECG paper geometry of the strip SVG."""
+from __future__ import annotations
+
+import json
+import re
+import time
+import uuid
+
+import pytest
+
+from edgemon.hub import auth
+from edgemon.hub.web.ecg import rr_stats, strip_svg
+
+from console_fixtures import *  # noqa: F401,F403
+from mqtt_fixtures import *  # noqa: F401,F403
+from console_fixtures import PASSWORD, HttpClient, SseReader
+from mqtt_fixtures import alert_json, wait_for
+
+pytestmark = pytest.mark.broker
+
+PAGES = ["/", "/devices", "/export", "/export/fhir?hours=1", "/alerts/a1", "/no/such/page"]
+APIS = ["/api/inbox", "/api/alerts/a1", "/api/devices", "/api/events", "/api/me", "/api/commands/c1"]
+
+
+def strip_payload(n: int = 2500, fs: float = 250.0) -> dict:
+    import math
+
+    samples = [int(1000 * math.sin(2 * math.pi * 1.2 * i / fs)) for i in range(n)]
+    return {"start": "2025-01-01T00:00:00Z", "fs_hz": fs, "units": "mV", "scale": 0.001, "channel": "MLII",
+            "samples": samples, "beats": [{"t_s": 0.5, "label": "N"}, {"t_s": 1.3, "label": "V"},
+                                          {"t_s": 2.0, "label": "N"}]}
+
+
+def send_alert(t, **extra):
+    mid, aid, pr, body = alert_json(display="Atrial fibrillation", sequence=0, **extra)
+    t.send_alert(body, message_id=mid, alert_id=aid, priority=pr)
+    return mid, aid
+
+
+def test_no_page_or_api_without_login(console_env):
+    c = HttpClient(console_env.url)
+    for path in PAGES:
+        status, headers, _ = c.get(path)
+        assert status == 303 and headers["location"].startswith("/login"), path
+    assert c.get("/alerts/a1")[1]["location"] == "/login?next=%2Falerts%2Fa1"
+    for path in APIS:
+        status, _, body = c.get(path)
+        assert status == 401 and json.loads(body)["error"] == "login required", path
+    for path in ("/api/alerts/a1/ack", "/api/alerts/a1/silence", "/logout"):
+        assert c.post_json(path, {})[0] == 401
+    assert c.request("PUT", "/")[0] == 405
+    status, headers, body = c.get("/static/console.js")  # code, no data
+    assert status == 200 and b"EventSource" in body
+    assert c.get("/static/../store.py")[0] == 404
+
+
+def test_login_cookie_flags_wrong_password_and_throttle(console_env):
+    c = HttpClient(console_env.url)
+    status, headers, body = c.login("dr-a", "wrong-password!")
+    assert status == 401 and b"Wrong user name or password." in body and "edgemon_session" not in c.cookies
+    status, _, body = c.login("no-such-user", PASSWORD)
+    assert status == 401 and b"Wrong user name or password." in body
+    # login form without its double-submit token
+    status, _, body = HttpClient(console_env.url).post_form("/login", {"username": "dr-a", "password": PASSWORD})
+    assert status == 403 and b"expired" in body
+    status, headers, _ = c.login("dr-a")
+    assert status == 303 and headers["location"] == "/"
+    sc = [h for h in c.set_cookie_headers if h.startswith("edgemon_session=")][-1]
+    assert "HttpOnly" in sc and "SameSite=Strict" in sc and "Path=/" in sc and "Secure" not in sc
+    status, headers, body = c.get("/")
+    assert status == 200 and b"Alert inbox" in body
+    assert "script-src 'self'" in headers["content-security-policy"] and headers["x-frame-options"] == "DENY"
+    assert headers["cache-control"] == "no-store"
+    # the session is stored hashed, never as the cookie value
+    token = c.cookies["edgemon_session"]
+    assert console_env.store.session(token) is None and console_env.store.session(auth.token_hash(token))
+    # log out: the session is gone server-side
+    csrf = c.csrf()
+    assert c.post_form("/logout", {"csrf": csrf})[0] == 303
+    c.cookies["edgemon_session"] = token  # a stolen copy of the cookie no longer works
+    assert c.get("/api/me")[0] == 401
+    # five wrong passwords from one address: the sixth attempt is refused outright
+    t = HttpClient(console_env.url)
+    for _ in range(5):
+        assert t.login("nurse-v", "guess-guess-guess")[0] == 401
+    status, headers, body = t.login("nurse-v", PASSWORD)
+    assert status == 429 and "retry-after" in headers
+
+
+def test_csrf_and_roles(console_env, make_transport):
+    dev = make_transport(console_env.broker, handler=lambda cmd: {"acknowledged": cmd.alert_id})
+    assert dev.wait_connected(5)
+    _, aid = send_alert(dev)
+    assert dev.wait_idle(10)
+    doc = HttpClient(console_env.url)
+    doc.login("dr-a")
+    csrf = doc.csrf()
+    status, _, body = doc.post_json(f"/api/alerts/{aid}/ack", {})  # no token
+    assert status == 403 and b"CSRF" in body
+    assert doc.post_json(f"/api/alerts/{aid}/ack", {}, csrf="x" * 43)[0] == 403
+    assert doc.post_json(f"/api/alerts/{aid}/ack", {}, csrf=csrf,
+                         headers={"Origin": "http://evil.example"})[0] == 403
+    assert dev.stats["commands"] == 0  # nothing reached the device
+    nurse = HttpClient(console_env.url)
+    nurse.login("nurse-v")
+    status, _, body = nurse.post_json(f"/api/alerts/{aid}/ack", {}, csrf=nurse.csrf())
+    assert status == 403 and b"clinicians only" in body
+    status, _, page = nurse.get(f"/alerts/{aid}")
+    assert status == 200 and b'id="read-only"' in page and b'id="ack-btn"' not in page
+    status, _, page = doc.get(f"/alerts/{aid}")
+    assert b'id="ack-btn"' in page and b'id="silence-form"' in page
+    assert doc.post_json(f"/api/alerts/{aid}/silence", {"duration_s": 5}, csrf=csrf)[0] == 400
+    assert doc.post_json("/api/alerts/no-such-alert/ack", {}, csrf=csrf)[0] == 404
+
+
+def test_live_feed_ack_and_device_reply(console_env, make_transport):
+    got = []
+    dev = make_transport(console_env.broker, handler=lambda cmd: got.append(cmd) or {"acknowledged": cmd.alert_id})
+    assert dev.wait_connected(5)
+    doc = HttpClient(console_env.url)
+    doc.login("dr-a")
+    sse = SseReader(console_env.url, doc.cookies)
+    try:
+        assert sse.status == 200 and sse.wait(lambda e: e[0] == "hello")
+        mid, aid = send_alert(dev, evidence={"hr_bpm": 121.0, "probability": 0.97, "sqi": 0.9,
+                                             "source": "rhythm_ecg", "model_version": "1.0.0"},
+                              strip=strip_payload())
+        ev = sse.wait(lambda e: e[0] == "alert" and e[1]["message_id"] == mid)
+        assert ev is not None, sse.events
+        a = ev[1]
+        assert a["alert_id"] == aid and a["priority"] == "high" and a["has_strip"] and a["n_messages"] == 1
+        assert a["summary"]["evidence"]["hr_bpm"] == 121.0
+        status, _, inbox = doc.get("/api/inbox")
+        assert [x["alert_id"] for x in json.loads(inbox)["alerts"]] == [aid]
+        status, _, page = doc.get(f"/alerts/{aid}")
+        assert status == 200
+        for needle in (b'class="ecg-strip"', b'data-label="V"', b"121 bpm", b"rhythm_ecg", b"0.970",
+                       b"life-firing", b"Download FHIR bundle"):
+            assert needle in page, needle
+        status, _, body = doc.post_json(f"/api/alerts/{aid}/ack", {"note": "seen"}, csrf=doc.csrf())
+        assert status == 202, body
+        cid = json.loads(body)["command_id"]
+        reply = sse.wait(lambda e: e[0] == "reply" and e[1].get("command_id") == cid)
+        assert reply and reply[1]["ok"] and reply[1]["alert_id"] == aid and reply[1]["issued_by"] == "dr-a"
+        assert got and got[0].alert_id == aid and got[0].by == "dr-a"
+        cmd = json.loads(doc.get(f"/api/commands/{cid}")[2])
+        assert cmd["reply_ok"] is True and cmd["issued_by"] == "dr-a"
+        ep = json.loads(doc.get(f"/api/alerts/{aid}")[2])["alert"]
+        assert ep["acked_by"] == "dr-a"
+        page = doc.get(f"/alerts/{aid}")[2]
+        assert b"device: ok" in page and b"life-acked" in page
+        # the device list shows presence and the latest telemetry (outbox depth)
+        dev.publish_heartbeat(heart_rate_bpm=72.0, sqi=0.95)
+        assert wait_for(lambda: [d for d in json.loads(doc.get("/api/devices")[2])["devices"]
+                                 if d["telemetry"] is not None and d["state"] == "online"], 5)
+        d = json.loads(doc.get("/api/devices")[2])["devices"][0]
+        assert d["state"] == "online" and d["telemetry"]["outbox"] == {"queued": 0, "in_flight": 0,
+                                                                         "awaiting_receipt": 0}
+        assert b"presence online" in doc.get("/devices")[2]
+    finally:
+        sse.close()
+
+
+def test_fhir_download_one_alert_and_range(console_env, make_transport):
+    dev = make_transport(console_env.broker)
+    assert dev.wait_connected(5)
+    _, aid = send_alert(dev, strip=strip_payload(500))
+    send_alert(dev)
+    assert dev.wait_idle(10)
+    c = HttpClient(console_env.url)
+    c.login("nurse-v")  # exporting is reading: viewers may
+    status, headers, body = c.get(f"/export/fhir?alert_id={aid}")
+    assert status == 200 and headers["content-type"] == "application/fhir+json"
+    assert headers["content-disposition"] == f'attachment; filename="edgemon-alert-{aid}.fhir.json"'
+    kinds = [e["resource"]["resourceType"] for e in json.loads(body)["entry"]]
+    assert kinds == ["Device", "Observation", "DetectedIssue"]
+    status, headers, body = c.get(f"/export/fhir?since={time.time() - 60:.0f}&until={time.time() + 5:.0f}")
+    assert status == 200 and re.match(r'attachment; filename="edgemon-\d{8}T\d{6}Z-\d{8}T\d{6}Z.fhir.json"',
+                                      headers["content-disposition"])
+    assert [e["resource"]["resourceType"] for e in json.loads(body)["entry"]].count("DetectedIssue") == 2
+    assert c.get("/export/fhir?since=yesterday")[0] == 400
+    assert c.get(f"/export/fhir?alert_id={uuid.uuid4()}")[0] == 404
+
+
+def test_secure_cookie_under_tls_flag(mosquitto, tmp_path):
+    from console_fixtures import start_console_env
+    from edgemon.hub.store import open_store
+
+    store = open_store(tmp_path / "hub.sqlite")
+    env = start_console_env(mosquitto, store, secure_cookie=True)
+    try:
+        c = HttpClient(env.url)
+        c.login("dr-a")
+        sc = [h for h in c.set_cookie_headers if h.startswith("__Host-edgemon_session=")]
+        assert sc and "Secure" in sc[-1] and "HttpOnly" in sc[-1] and "SameSite=Strict" in sc[-1]
+    finally:
+        env.console.stop()
+        env.hub.stop(timeout=3)
+        store.close()
+
+
+def test_strip_svg_is_on_ecg_paper():
+    strip = strip_payload()
+    strip["samples"][1000] = 1000  # exactly 1 mV at t = 4 s
+    svg = strip_svg(strip)
+    m = re.search(r'width="([\d.]+)mm" height="([\d.]+)mm" viewBox="0 0 ([\d.]+) ([\d.]+)"', svg)
+    w, h, vw, vh = map(float, m.groups())
+    assert (w, h) == (vw, vh)  # 1 user unit = 1 mm
+    x0 = float(re.search(r'data-origin-x-mm="([\d.]+)"', svg).group(1))
+    y0 = float(re.search(r'data-baseline-y-mm="([\d.]+)"', svg).group(1))
+    assert w == x0 + 10.0 * 25.0 + 5.0  # 10 s at 25 mm/s
+    pts = re.search(r'class="trace" points="([^"]+)"', svg).group(1).split()
+    x, y = map(float, pts[1000].split(","))
+    assert x == pytest.approx(x0 + 4.0 * 25.0) and y == pytest.approx(y0 - 10.0)  # 1 mV = 10 mm up
+    assert 'width="5" height="5" patternUnits="userSpaceOnUse"' in svg  # 5 mm major boxes, 1 mm minor lines
+    assert [m for m in re.findall(r'data-label="(\w)"', svg)] == ["N", "V", "N"]
+    assert re.findall(r'class="rr"[^>]*>(\d+)<', svg) == ["800", "700"]
+    assert 'class="calibration"' in svg and "<script" not in svg and "style=" not in svg
+    stats = rr_stats([0.5, 1.3, 2.0])
+    assert stats["hr_bpm"] == pytest.approx(80.0) and stats["rr_mean_ms"] == pytest.approx(750.0)
+
+
+def test_adduser_cli(tmp_path, capsys):
+    from edgemon.cli import main
+    from edgemon.hub.store import open_store
+
+    store = tmp_path / "hub.sqlite"
+    pw = tmp_path / "pw"
+    pw.write_text("correct-horse-battery\n")
+    assert main(["hub", "adduser", "dr-b", "--role", "clinician", "--store", str(store), "--password-file",
+                 str(pw)]) == 0
+    assert "created console user dr-b (clinician)" in capsys.readouterr().err
+    assert main(["hub", "adduser", "dr-b", "--role", "viewer", "--store", str(store), "--password-file",
+                 str(pw)]) == 2
+    assert "already exists" in capsys.readouterr().err
+    pw.write_text("short\n")
+    assert main(["hub", "adduser", "dr-c", "--role", "viewer", "--store", str(store), "--password-file",
+                 str(pw)]) == 2
+    assert "at least 10 characters" in capsys.readouterr().err
+    assert main(["hub", "adduser", "bad name", "--role", "viewer", "--store", str(store), "--password-env",
+                 "NOPE_NOT_SET"]) == 2
+    assert "user name 'bad name'" in capsys.readouterr().err
+    s = open_store(store)
+    u = s.user("dr-b")
+    assert u["role"] == "clinician" and u["password_hash"].startswith("scrypt$16384$8$1$")
+    assert auth.verify_password("correct-horse-battery", u["password_hash"])
+    assert not auth.verify_password("correct-horse-batterY", u["password_hash"])
+    s.close()
+
+
+def test_console_over_https_marks_the_cookie_secure(mosquitto, tmp_path):
+    import http.client
+    import ssl
+
+    from console_fixtures import start_console_env
+    from edgemon.hub.pki import Pki
+    from edgemon.hub.store import open_store
+    from edgemon.hub.web.server import server_tls_context
+
+    pki = Pki(tmp_path / "pki")
+    pki.init(["127.0.0.1"], days=2)
+    store = open_store(tmp_path / "hub.sqlite")
+    env = start_console_env(mosquitto, store, tls_context=server_tls_context(str(pki.broker.cert),
+                                                                               str(pki.broker.key)))
+    try:
+        assert env.url.startswith("https://")
+        ctx = ssl.create_default_context(cafile=str(pki.ca.cert))
+        conn = http.client.HTTPSConnection("127.0.0.1", env.console.server.port, context=ctx, timeout=10)
+        conn.request("GET", "/login")
+        r = conn.getresponse()
+        r.read()
+        cookie = r.getheader("Set-Cookie")
+        assert r.status == 200 and cookie.startswith("__Host-edgemon_login=") and "; Secure" in cookie
+        assert r.getheader("Strict-Transport-Security")
+        conn.close()
+    finally:
+        env.console.stop()
+        env.hub.stop(timeout=3)
+        store.close()
