@@ -176,8 +176,8 @@ class Pipeline:
             self.tachogram = TachogramAfDetector(self.models.tachogram)
         from edgemon.detect.rules import RhythmRules
 
-        self.rules = RhythmRules(pause_s=det.pause_s, brady_bpm=det.brady_bpm, tachy_bpm=det.tachy_bpm,
-                                 sustained_s=det.sustained_s)
+        self.rules = RhythmRules(pause_s=det.pause_s, asystole_s=det.asystole_s, brady_bpm=det.brady_bpm,
+                                 tachy_bpm=det.tachy_bpm, sustained_s=det.sustained_s)
         self.engine = None
         self._pending_technical: list[tuple[str, str]] = list(self.models.errors.items())
         if alerts:

@@ -61,6 +61,7 @@ class QualityMonitor:
         self._hf = np.zeros(0)
         self._base = np.zeros(0)
         self._beats: list[int] = []
+        self._beat_amplitude: float | None = None  # QRS amplitude of the last window with beats
 
     def push(self, x: np.ndarray, valid: np.ndarray | None = None,
              beats: list[Beat] = ()) -> list[QualityWindow]:
@@ -121,7 +122,14 @@ class QualityMonitor:
             hf = self._hf[a - o: b - o][valid]
             band = (x - self._base[a - o: b - o])[valid] - hf
             # robust HF level (QRS edges are brief, a median ignores them) against the beat amplitude
+            # A window without beats (a pause) has no QRS to compare with: use the amplitude of the
+            # last window that had beats, or a true pause/asystole would read as 'noise'.
             amplitude = float(np.percentile(band, 99) - np.percentile(band, 1))
+            has_beats = any(a <= s < b for s in self._beats)
+            if has_beats:
+                self._beat_amplitude = amplitude
+            elif self._beat_amplitude is not None:
+                amplitude = max(amplitude, self._beat_amplitude)
             ratio = float(1.4826 * np.median(np.abs(hf)) / max(1e-9, amplitude))
             features["hf_ratio"] = ratio
             if ratio > _HF_RATIO_NOISE:

@@ -1,0 +1,305 @@
+"""Beat classifier: filtered ECG + R-peak beats in, AAMI-labelled beats out.
+
+Takes the band-passed ECG (``edgemon.dsp.filters.EcgFilter`` output, mV) at the
+pipeline's rate and the ``Beat``s the QRS detector found in it; gives the same
+beats back, ``dataclasses.replace``d with ``label`` (AAMI N/S/V/F/Q) and
+``label_probability``, once 0.40 s of signal after the R peak and the next
+beat (for the post-RR interval) are available.
+
+What the model sees per beat (one flat float32 vector, see ``beat_vector``):
+
+* the waveform 0.25 s before to 0.40 s after R at 250 Hz, median-removed,
+  averaged in pairs (125 Hz, 81 samples), divided by the peak-to-peak of the
+  patient's running template (per-sample median of the previous 8 beats);
+* the difference beat - template on the same scale: deviation from the
+  patient's own usual beat is what carries across patients (inter-patient
+  VEB detection), not the absolute shape;
+* RR context: pre-RR and post-RR over the local mean RR (previous 10 beats),
+  local over long-term RR (exponential mean, ~200 beats), the three RRs in
+  seconds, pre/post, the template amplitude and the irregularity of the last
+  10 RRs (median successive difference over their mean). Prematurity relative
+  to the patient's own rhythm is what makes SVEB detectable at all from one
+  lead; irregularity tells the model when prematurity means nothing (AF).
+
+Everything is causal and a function of the beat sequence and the signal only
+(never of how it was chunked), so ``BeatClassifier`` is chunk-size invariant
+and ``beat_features`` (used by training and evaluation) gives the identical
+vectors. Numpy only: no scipy, no TensorFlow on this path.
+"""
+from __future__ import annotations
+
+import dataclasses
+from collections import deque
+from typing import Protocol, Sequence
+
+import numpy as np
+
+from edgemon.events import Beat
+
+CLASSES = ("N", "S", "V", "F", "Q")
+# MITDB annotation symbols -> AAMI class (de Chazal 2004; data README). Other beat
+# symbols (B, r, n, ?) are beats for RR purposes but are not scored or trained on.
+AAMI_FROM_SYMBOL = {
+    "N": "N", "L": "N", "R": "N", "e": "N", "j": "N",
+    "A": "S", "a": "S", "J": "S", "S": "S",
+    "V": "V", "E": "V",
+    "F": "F",
+    "/": "Q", "f": "Q", "Q": "Q",
+}
+BEAT_SYMBOLS = frozenset("NLRBAaJSVrFejnE/fQ?")
+
+FEATURE_VERSION = "beat-v1"
+MODEL_FS_HZ = 250.0
+PRE_SAMPLES = 62     # 0.25 s at 250 Hz: P wave and PR segment
+POST_SAMPLES = 100   # 0.40 s at 250 Hz: QRS and most of the T wave
+WINDOW_SAMPLES = PRE_SAMPLES + POST_SAMPLES
+DECIMATE = 2
+N_WAVE = WINDOW_SAMPLES // DECIMATE
+TEMPLATE_BEATS = 8
+RR_LOCAL_BEATS = 10
+RR_LONG_BEATS = 200.0  # time constant of the long-term RR mean, in beats
+RR_MAX_S = 3.0         # RR features are clipped here ...
+RR_WAIT_S = 4.0        # ... so a beat whose successor is this late gets post-RR = RR_MAX_S,
+# whatever the detector's reporting lag (< 1 s), and chunking cannot change the result.
+RR_DEFAULT_S = 0.8     # before any RR is known (first beat of a stream)
+AMP_FLOOR_MV = 0.1     # a template flatter than this is noise: do not blow it up
+CLIP = 4.0
+N_RR = 9
+N_FEATURES = 2 * N_WAVE + N_RR
+
+PREPROCESSING = {
+    "feature_version": FEATURE_VERSION, "model_fs_hz": MODEL_FS_HZ, "pre_samples": PRE_SAMPLES,
+    "post_samples": POST_SAMPLES, "decimate": DECIMATE, "template_beats": TEMPLATE_BEATS,
+    "rr_local_beats": RR_LOCAL_BEATS, "rr_long_beats": RR_LONG_BEATS, "rr_max_s": RR_MAX_S,
+    "rr_wait_s": RR_WAIT_S, "amp_floor_mv": AMP_FLOOR_MV, "clip": CLIP, "n_features": N_FEATURES,
+    "filter": "EcgFilter(fs_hz=250, band_hz=(0.5, 40), mains_hz=50), causal",
+}
+
+
+class BeatModel(Protocol):
+    """What the classifier needs from ``edgemon.detect.runtime.LoadedModel``."""
+
+    card: object
+
+    def predict(self, x: np.ndarray) -> np.ndarray: ...
+
+
+def beat_vector(wave: np.ndarray, template: np.ndarray, pre_rr_s: float, post_rr_s: float,
+                local_rr_s: float, long_rr_s: float, irregularity: float = 0.0) -> np.ndarray:
+    """The model input for one beat: waveform/template at the model rate (WINDOW_SAMPLES each,
+    median-removed) plus RR context -> float32 (N_FEATURES,)."""
+    scale = max(float(np.ptp(template)), AMP_FLOOR_MV)
+    b = wave.reshape(N_WAVE, DECIMATE).mean(axis=1) / scale
+    t = template.reshape(N_WAVE, DECIMATE).mean(axis=1) / scale
+    out = np.empty(N_FEATURES, dtype=np.float64)
+    out[0:2 * N_WAVE:2] = b          # interleaved: the model reshapes to (N_WAVE, 2)
+    out[1:2 * N_WAVE:2] = b - t
+    local = max(local_rr_s, 1e-3)
+    out[2 * N_WAVE:] = (pre_rr_s / local, post_rr_s / local, local / max(long_rr_s, 1e-3),
+                        pre_rr_s, post_rr_s, local_rr_s, pre_rr_s / max(post_rr_s, 1e-3), scale,
+                        irregularity)
+    return np.clip(out, -CLIP, CLIP).astype(np.float32)
+
+
+class BeatFeatures:
+    """Streaming feature builder: ``push(x, beats) -> [(beat, vector or None)]`` in beat order.
+
+    A vector is None when the beat's window holds non-finite samples (the beat
+    stays unlabelled). ``flush()`` ends the stream: beats still waiting for a
+    successor get post-RR = RR_MAX_S if their window is complete.
+    """
+
+    def __init__(self, fs_hz: float):
+        if not fs_hz > 0:
+            raise ValueError(f"BeatFeatures: fs_hz must be positive, got {fs_hz}")
+        self.fs_hz = float(fs_hz)
+        # window sample positions relative to R, at the stream's rate
+        self._offsets = (np.arange(WINDOW_SAMPLES) - PRE_SAMPLES) * (self.fs_hz / MODEL_FS_HZ)
+        self._exact = abs(self.fs_hz - MODEL_FS_HZ) < 1e-9
+        self._pre_n = int(np.ceil(PRE_SAMPLES * self.fs_hz / MODEL_FS_HZ)) + 1
+        self._post_n = int(np.ceil((POST_SAMPLES - 1) * self.fs_hz / MODEL_FS_HZ)) + 2
+        self._wait_n = int(np.ceil(RR_WAIT_S * self.fs_hz))
+        self._buf = np.zeros(0)
+        self._buf_start = 0      # stream index of _buf[0]
+        self._n_seen = 0
+        self._pending: deque[Beat] = deque()
+        self._last_sample: int | None = None
+        self._prev_sample: int | None = None   # R sample of the last emitted beat
+        self._rr_hist: deque[float] = deque(maxlen=RR_LOCAL_BEATS)
+        self._rr_long: float | None = None
+        self._templates: deque[np.ndarray] = deque(maxlen=TEMPLATE_BEATS)
+
+    @property
+    def n_seen(self) -> int:
+        return self._n_seen
+
+    def push(self, x: np.ndarray, beats: Sequence[Beat] = ()) -> list[tuple[Beat, np.ndarray | None]]:
+        x = np.asarray(x, dtype=np.float64).ravel()
+        self._buf = np.concatenate([self._buf, x]) if len(self._buf) else x.copy()
+        self._n_seen += len(x)
+        for b in beats:
+            if abs(b.fs_hz - self.fs_hz) > 1e-6 * self.fs_hz:
+                raise ValueError(f"beat at sample {b.sample} has fs_hz {b.fs_hz}, classifier runs at {self.fs_hz}")
+            if self._last_sample is not None and b.sample <= self._last_sample:
+                raise ValueError(f"beats must arrive in increasing sample order: {b.sample} after {self._last_sample}")
+            self._last_sample = b.sample
+            self._pending.append(b)
+        return self._drain(final=False)
+
+    def flush(self) -> list[tuple[Beat, np.ndarray | None]]:
+        return self._drain(final=True)
+
+    def _drain(self, final: bool) -> list[tuple[Beat, np.ndarray | None]]:
+        out = []
+        while self._pending:
+            b = self._pending[0]
+            if self._n_seen < b.sample + self._post_n:
+                if not final:
+                    break
+                self._pending.popleft()
+                out.append((b, None))   # stream ended inside its window
+                self._advance(b, None)
+                continue
+            nxt = self._pending[1] if len(self._pending) > 1 else None
+            if nxt is None and not final and self._n_seen < b.sample + self._wait_n:
+                break
+            self._pending.popleft()
+            post = (nxt.sample - b.sample) / self.fs_hz if nxt is not None else RR_MAX_S
+            wave = self._window(b.sample)
+            vec = None
+            if wave is not None:
+                vec = self._vector(b, wave, min(post, RR_MAX_S))
+            out.append((b, vec))
+            self._advance(b, wave)
+        self._trim()
+        return out
+
+    def _window(self, r: int) -> np.ndarray | None:
+        if self._exact:
+            idx = r + self._offsets.astype(np.int64) - self._buf_start
+            idx = np.clip(idx, 0, len(self._buf) - 1)   # beats at the very start: edge-pad
+            w = self._buf[idx]
+        else:
+            pos = r + self._offsets - self._buf_start
+            w = np.interp(pos, np.arange(len(self._buf)), self._buf)
+        if not np.all(np.isfinite(w)):
+            return None
+        return w - np.median(w)
+
+    def _vector(self, b: Beat, wave: np.ndarray, post_rr: float) -> np.ndarray:
+        pre = (b.sample - self._prev_sample) / self.fs_hz if self._prev_sample is not None else None
+        pre_c = min(pre, RR_MAX_S) if pre is not None else None
+        if self._rr_hist:
+            local = float(np.mean(self._rr_hist))
+        elif pre_c is not None:
+            local = pre_c
+        else:   # first beat of the stream: its successor is the only rhythm known
+            local = post_rr if post_rr > 0 else RR_DEFAULT_S
+        if pre_c is None:
+            pre_c = local
+        long = self._rr_long if self._rr_long is not None else local
+        template = np.median(np.stack(self._templates), axis=0) if self._templates else wave
+        irregularity = 0.0
+        if len(self._rr_hist) >= 3:
+            rr = np.fromiter(self._rr_hist, dtype=np.float64)
+            irregularity = float(np.median(np.abs(np.diff(rr)))) / local
+        return beat_vector(wave, template, pre_c, post_rr, local, long, irregularity)
+
+    def _advance(self, b: Beat, wave: np.ndarray | None) -> None:
+        if self._prev_sample is not None:
+            rr = min((b.sample - self._prev_sample) / self.fs_hz, RR_MAX_S)
+            self._rr_hist.append(rr)
+            if self._rr_long is None:
+                self._rr_long = rr
+            else:
+                self._rr_long += (rr - self._rr_long) / RR_LONG_BEATS
+        self._prev_sample = b.sample
+        if wave is not None:
+            self._templates.append(wave)
+
+    def _trim(self) -> None:
+        # keep what the oldest pending beat needs, and RR_WAIT_S of history for
+        # beats the detector has not reported yet (its lag is well under that)
+        first = min(self._pending[0].sample if self._pending else self._n_seen, self._n_seen - self._wait_n)
+        keep_from = max(0, first - self._pre_n - 2)
+        drop = keep_from - self._buf_start
+        if drop > 0:
+            self._buf = self._buf[drop:].copy()
+            self._buf_start = keep_from
+
+
+def beat_features(x_filtered: np.ndarray, r_samples: Sequence[int], fs_hz: float) -> np.ndarray:
+    """Batch version for training and evaluation: (n_beats, N_FEATURES) float32, NaN rows
+    where a beat cannot be classified. Identical to streaming ``BeatFeatures`` + ``flush``."""
+    feats = BeatFeatures(fs_hz)
+    beats = [Beat(sample=int(s), fs_hz=float(fs_hz), kind="ecg_r") for s in r_samples]
+    rows = feats.push(x_filtered, beats) + feats.flush()
+    out = np.full((len(beats), N_FEATURES), np.nan, dtype=np.float32)
+    for i, (_, vec) in enumerate(rows):
+        if vec is not None:
+            out[i] = vec
+    return out
+
+
+def decide(probabilities: np.ndarray, thresholds: dict[str, float] | None = None) -> np.ndarray:
+    """Class index per row: argmax of probability / threshold (threshold 0.5 when not given),
+    so lowering a class's threshold makes it win more often."""
+    p = np.atleast_2d(np.asarray(probabilities, dtype=np.float64))
+    thr = np.array([max((thresholds or {}).get(c, 0.5), 1e-6) for c in CLASSES])
+    return np.argmax(p / thr, axis=1)
+
+
+class BeatClassifier:
+    """Streaming beat labeller around a loaded beat model (``edgemon.detect.runtime.load_model``).
+
+    ``push(x_filtered_mV, beats) -> labelled beats`` (in order, possibly fewer
+    or more than given: beats wait for their post-R window and successor).
+    ``flush()`` labels what is left at the end of a stream. Only ``ecg_r``
+    beats are taken (others are not returned). The model was trained at
+    250 Hz; at another ``fs_hz`` the window is linearly interpolated onto the
+    250-Hz grid (the 0.5-40 Hz filtered ECG is smooth enough for that; MITDB at
+    360 Hz gives the same labels for > 99.6 % of beats).
+    """
+
+    def __init__(self, model: BeatModel, fs_hz: float):
+        card = model.card
+        classes = tuple(getattr(card, "classes", ()))
+        if classes != CLASSES:
+            raise ValueError(f"beat model {getattr(card, 'name', '?')}: classes {list(classes)} "
+                             f"differ from {list(CLASSES)}")
+        pre = getattr(card, "preprocessing", {}) or {}
+        if pre.get("feature_version") != FEATURE_VERSION:
+            raise ValueError(f"beat model {getattr(card, 'name', '?')}: card preprocessing.feature_version "
+                             f"{pre.get('feature_version')!r} but this code builds {FEATURE_VERSION!r}")
+        shape = list(getattr(card, "input_shape", []))
+        if shape[1:] != [N_FEATURES]:
+            raise ValueError(f"beat model {getattr(card, 'name', '?')}: input_shape {shape} "
+                             f"but the feature vector has {N_FEATURES} values")
+        self.model = model
+        self.fs_hz = float(fs_hz)
+        self.thresholds = dict(getattr(card, "decision_thresholds", {}) or {})
+        self._features = BeatFeatures(fs_hz)
+
+    def push(self, x_filtered_mv: np.ndarray, beats: Sequence[Beat] = ()) -> list[Beat]:
+        ecg = [b for b in beats if b.kind == "ecg_r"]
+        return self._label(self._features.push(x_filtered_mv, ecg))
+
+    def flush(self) -> list[Beat]:
+        return self._label(self._features.flush())
+
+    def _label(self, rows: list[tuple[Beat, np.ndarray | None]]) -> list[Beat]:
+        if not rows:
+            return []
+        have = [i for i, (_, v) in enumerate(rows) if v is not None]
+        out = [b for b, _ in rows]
+        if have:
+            probs = np.atleast_2d(self.model.predict(np.stack([rows[i][1] for i in have])))
+            idx = decide(probs, self.thresholds)
+            for j, i in enumerate(have):
+                k = int(idx[j])
+                out[i] = dataclasses.replace(out[i], label=CLASSES[k], label_probability=float(probs[j, k]))
+        return out
+
+
+__all__ = ["AAMI_FROM_SYMBOL", "BEAT_SYMBOLS", "BeatClassifier", "BeatFeatures", "CLASSES", "FEATURE_VERSION",
+           "MODEL_FS_HZ", "N_FEATURES", "PREPROCESSING", "beat_features", "beat_vector", "decide"]

@@ -1,0 +1,236 @@
+"""Beat model card, streaming BeatClassifier, features and EC57 scoring."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgemon.detect import beats as B
+from edgemon.events import Beat
+
+ROOT = Path(__file__).resolve().parents[1]
+CARD = ROOT / "models" / "beat_aami.card.json"
+FS = 250.0
+
+
+# --------------------------------------------------------------------------- synthetic ECG
+
+def _gauss(t, mu, sigma, amp):
+    return amp * np.exp(-0.5 * ((t - mu) / sigma) ** 2)
+
+
+def synthetic_ecg(n_beats=40, rr_s=0.8, pvc_at=(15, 28), seed=0):
+    """Sinus beats (P, narrow QRS, T) with PVC-like beats: 35 % early, no P, wide and tall
+    QRS with an opposite T wave, followed by a compensatory pause. Returns (x_mV, r_samples)."""
+    rng = np.random.default_rng(seed)
+    times, t = [], 1.0
+    for i in range(n_beats):
+        if i in pvc_at:
+            t += -0.35 * rr_s
+            times.append(t)
+            t += rr_s * 0.35
+        else:
+            times.append(t)
+        t += rr_s
+    n = int((t + 1.0) * FS)
+    tt = np.arange(n) / FS
+    x = np.zeros(n)
+    for i, r in enumerate(times):
+        if i in pvc_at:
+            x += _gauss(tt, r, 0.040, 1.6) - _gauss(tt, r + 0.07, 0.035, 0.6) - _gauss(tt, r + 0.30, 0.08, 0.45)
+        else:
+            x += (_gauss(tt, r - 0.16, 0.025, 0.12) - _gauss(tt, r - 0.025, 0.008, 0.12)
+                  + _gauss(tt, r, 0.010, 1.0) - _gauss(tt, r + 0.025, 0.008, 0.2) + _gauss(tt, r + 0.28, 0.05, 0.3))
+    x += 0.01 * rng.standard_normal(n)
+    from edgemon.dsp.filters import EcgFilter
+
+    xf = EcgFilter(FS).process(x)
+    return xf, [int(round(r * FS)) for r in times]
+
+
+class FakeModel:
+    """Stands in for LoadedModel where only plumbing is tested: p(V) from the template difference."""
+
+    def __init__(self):
+        self.card = type("Card", (), {"classes": list(B.CLASSES), "name": "fake",
+                                      "preprocessing": {"feature_version": B.FEATURE_VERSION},
+                                      "input_shape": [1, B.N_FEATURES], "decision_thresholds": {}})()
+
+    def predict(self, x):
+        x = np.atleast_2d(x)
+        d = np.abs(x[:, 1:2 * B.N_WAVE:2]).mean(axis=1)
+        pv = 1 / (1 + np.exp(-(d - 0.1) * 40))
+        return np.stack([1 - pv, 0 * pv, pv, 0 * pv, 0 * pv], axis=1).astype(np.float32)
+
+
+def stream(clf, x, r_samples, chunk):
+    out = []
+    pending = list(r_samples)
+    for s in range(0, len(x), chunk):
+        e = min(len(x), s + chunk)
+        new = [Beat(sample=r, fs_hz=FS, kind="ecg_r") for r in pending if r < e]
+        pending = [r for r in pending if r >= e]
+        out += clf.push(x[s:e], new)
+    return out + clf.flush()
+
+
+# --------------------------------------------------------------------------- features / streaming
+
+def test_features_equal_batch_and_any_chunking():
+    x, r = synthetic_ecg()
+    batch = B.beat_features(x, r, FS)
+    assert batch.shape == (len(r), B.N_FEATURES)
+    for chunk in (1, 37, 250, len(x)):
+        f = B.BeatFeatures(FS)
+        rows, pending = [], list(r)
+        for s in range(0, len(x), chunk):
+            e = min(len(x), s + chunk)
+            new = [Beat(sample=q, fs_hz=FS, kind="ecg_r") for q in pending if q < e]
+            pending = [q for q in pending if q >= e]
+            rows += f.push(x[s:e], new)
+        rows += f.flush()
+        got = np.stack([v if v is not None else np.full(B.N_FEATURES, np.nan, np.float32) for _, v in rows])
+        np.testing.assert_array_equal(got, batch)
+
+
+def test_rr_features_see_prematurity():
+    x, r = synthetic_ecg()
+    f = B.beat_features(x, r, FS)
+    pre_over_local = f[:, 2 * B.N_WAVE]
+    assert pre_over_local[15] < 0.7 and pre_over_local[28] < 0.7
+    assert np.all(np.abs(pre_over_local[5:14] - 1) < 0.02)
+    assert f[15, 2 * B.N_WAVE + 1] > 1.2   # compensatory pause after the PVC
+
+
+def test_classifier_is_chunk_invariant_and_labels_every_beat():
+    x, r = synthetic_ecg()
+    results = []
+    for chunk in (1, 50, 250, 1000, len(x)):
+        out = stream(B.BeatClassifier(FakeModel(), FS), x, r, chunk)
+        results.append([(b.sample, b.label, b.label_probability) for b in out])
+    assert all(res == results[0] for res in results)
+    assert [s for s, _, _ in results[0]] == r
+    labels = [lab for _, lab, _ in results[0]]
+    assert labels[15] == "V" and labels[28] == "V"
+
+
+def test_classifier_waits_for_post_window_and_next_beat():
+    x, r = synthetic_ecg(n_beats=5, pvc_at=())
+    clf = B.BeatClassifier(FakeModel(), FS)
+    out = clf.push(x[: r[0] + 50], [Beat(sample=r[0], fs_hz=FS, kind="ecg_r")])
+    assert out == []                       # 0.2 s after R: window incomplete
+    out = clf.push(x[r[0] + 50: r[1] + 10], [Beat(sample=r[1], fs_hz=FS, kind="ecg_r")])
+    assert [b.sample for b in out] == [r[0]] and out[0].label is not None
+    assert dataclasses.replace(out[0], label=None, label_probability=None) == Beat(sample=r[0], fs_hz=FS, kind="ecg_r")
+
+
+def test_lone_beat_is_labelled_after_the_wait_limit():
+    x, r = synthetic_ecg(n_beats=3, pvc_at=())
+    clf = B.BeatClassifier(FakeModel(), FS)
+    out = clf.push(x[: r[2] + 10], [Beat(sample=q, fs_hz=FS, kind="ecg_r") for q in r])
+    assert [b.sample for b in out] == r[:2]
+    out = clf.push(np.zeros(int(B.RR_WAIT_S * FS)))   # asystole: no successor ever comes
+    assert [b.sample for b in out] == [r[2]]
+
+
+def test_nan_window_leaves_beat_unlabelled_and_bad_input_is_refused():
+    x, r = synthetic_ecg(n_beats=6, pvc_at=())
+    x = x.copy()
+    x[r[3] - 5: r[3] + 5] = np.nan
+    out = stream(B.BeatClassifier(FakeModel(), FS), x, r, 100)
+    assert out[3].label is None and out[2].label is not None
+    clf = B.BeatClassifier(FakeModel(), FS)
+    with pytest.raises(ValueError, match="increasing"):
+        clf.push(x[:1000], [Beat(sample=500, fs_hz=FS, kind="ecg_r"), Beat(sample=400, fs_hz=FS, kind="ecg_r")])
+    with pytest.raises(ValueError, match="fs_hz"):
+        B.BeatClassifier(FakeModel(), FS).push(x[:10], [Beat(sample=5, fs_hz=360.0, kind="ecg_r")])
+
+
+def test_decide_thresholds_shift_decisions():
+    p = np.array([[0.6, 0.3, 0.1, 0, 0]])
+    assert B.decide(p)[0] == 0
+    assert B.decide(p, {"S": 0.1})[0] == 1
+
+
+def test_detect_path_imports_no_heavy_modules():
+    code = ("import sys, edgemon.detect.beats, edgemon.detect.rules; "
+            "bad = [m for m in ('tensorflow', 'scipy', 'scipy.signal', 'wfdb', 'keras') if m in sys.modules]; "
+            "print(bad); sys.exit(1 if bad else 0)")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert res.returncode == 0, res.stdout + res.stderr
+
+
+# --------------------------------------------------------------------------- the committed model
+
+@pytest.fixture(scope="module")
+def model():
+    from edgemon.detect.runtime import load_model
+
+    return load_model(CARD)
+
+
+def test_card_is_valid_and_small(model):
+    card = model.card
+    assert card.classes == list(B.CLASSES)
+    assert card.input_shape == [1, B.N_FEATURES] and card.input_dtype == "int8"
+    assert card.size_bytes <= 100 * 1024
+    assert card.preprocessing["feature_version"] == B.FEATURE_VERSION
+    assert card.split == "tools/splits/mitdb_ds.json" and (ROOT / card.split).is_file()
+    assert card.float_vs_int8 is not None and card.float_vs_int8.decision_agreement_pct > 95
+    names = {m.name for m in card.metrics}
+    assert {"VEB_se_pct", "VEB_ppv_pct", "SVEB_se_pct", "SVEB_ppv_pct"} <= names
+    split = json.loads((ROOT / card.split).read_text())
+    assert not set(split["DS1"]) & set(split["DS2"])
+
+
+def test_model_labels_synthetic_pvc_as_v_and_sinus_as_n(model):
+    x, r = synthetic_ecg(n_beats=40, pvc_at=(15, 28))
+    out = stream(B.BeatClassifier(model, FS), x, r, 250)
+    labels = [b.label for b in out]
+    assert labels[15] == "V" and labels[28] == "V"
+    normal = [lab for i, lab in enumerate(labels) if i not in (15, 16, 28, 29) and i >= 10]
+    assert normal.count("N") >= 0.9 * len(normal)
+
+
+def test_model_inference_is_fast(model):
+    import time
+
+    x = np.zeros((1, B.N_FEATURES), np.float32)
+    for _ in range(50):
+        model.predict(x[0])
+    n = 500
+    t0 = time.perf_counter()
+    for _ in range(n):
+        model.predict(x[0])
+    ms = (time.perf_counter() - t0) / n * 1000
+    assert ms < 1.0   # budget 0.3 ms on the reference machine; slack for loaded CI runners
+
+
+# --------------------------------------------------------------------------- EC57 counting
+
+def test_matching_and_aami_counting():
+    from edgemon.evaluate.beats import match_beats, summarise, tally
+
+    ref = np.array([100, 300, 500, 700, 900])
+    det = np.array([105, 320, 480, 1200])          # misses 700 and 900, one extra at 1200
+    d4r, r4d = match_beats(ref, det, tol=37)
+    assert d4r.tolist() == [0, 1, 2, -1, -1] and r4d.tolist() == [0, 1, 2, -1]
+    ref_aami = np.array(["N", "F", "V", "S", "V"])
+    labels = ["N", "V", "V", "S"]                 # F labelled V is not a VEB false positive
+    s = summarise(tally(ref_aami, labels, d4r, r4d))
+    assert s["VEB"] == {"se": 50.0, "ppv": 100.0, "tp": 1, "fn": 1, "fp": 0}
+    assert s["SVEB"]["fn"] == 1 and s["SVEB"]["fp"] == 1   # missed S beat; extra detection labelled S
+
+
+@pytest.mark.data
+def test_one_mitdb_record_end_to_end(data_root, model):
+    from edgemon.evaluate.beats import evaluate_records
+
+    out = evaluate_records(data_root / "mitdb", ["119"], CARD, reference_peaks=False, log=lambda m: None)
+    assert out["qrs"]["se"] > 99
+    assert out["VEB"]["se"] > 90   # 119: 444 PVCs in bigeminy (a DS1 record: plumbing check, not a figure)
