@@ -35,17 +35,12 @@ from typing import Protocol, Sequence
 import numpy as np
 
 from edgemon.events import Beat
+from edgemon.sources.reference import AAMI_CLASS
 
 CLASSES = ("N", "S", "V", "F", "Q")
 # MITDB annotation symbols -> AAMI class (de Chazal 2004; data README). Other beat
 # symbols (B, r, n, ?) are beats for RR purposes but are not scored or trained on.
-AAMI_FROM_SYMBOL = {
-    "N": "N", "L": "N", "R": "N", "e": "N", "j": "N",
-    "A": "S", "a": "S", "J": "S", "S": "S",
-    "V": "V", "E": "V",
-    "F": "F",
-    "/": "Q", "f": "Q", "Q": "Q",
-}
+AAMI_FROM_SYMBOL = AAMI_CLASS
 BEAT_SYMBOLS = frozenset("NLRBAaJSVrFejnE/fQ?")
 
 FEATURE_VERSION = "beat-v1"
