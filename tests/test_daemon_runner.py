@@ -268,3 +268,26 @@ def test_source_silence_reported():
     assert runner.run() == EXIT_OK
     assert "source silent" in seen[0]
     assert runner.stats()["source"]["silent"] is True
+
+
+class _LateTransport(StandInTransport):
+    """A transport whose oldest alert has waited age_s (a broker outage), then is delivered."""
+
+    def __init__(self, ages):
+        super().__init__()
+        self._ages = list(ages)
+
+    def status(self):
+        return {"oldest_alert_age_s": self._ages.pop(0) if len(self._ages) > 1 else self._ages[0]}
+
+
+def test_delivery_delay_raises_and_clears_technical_alert():
+    alerts = FakeAlerts()
+    cfg = config()
+    cfg.mqtt.alert_wait_limit_s = 60.0
+    runner = Runner(cfg, source=StandInSource([]), pipeline=StandInPipeline(), transport=_LateTransport([30.0, 120.0, 5.0]),
+                    notifier=SdNotifier({}), alerts=alerts)
+    runner._check_delivery()          # 30 s < limit: nothing
+    runner._check_delivery()          # 120 s > limit: raised once
+    runner._check_delivery()          # delivered: cleared
+    assert [c[:2] for c in alerts.calls] == [("raise", "delivery_delayed"), ("clear", "delivery_delayed")]

@@ -60,6 +60,7 @@ CONDITIONS: dict[str, ConditionInfo] = {c.code: c for c in (
     _tech("source_silent", "Signal source silent", "medium"),
     _tech("sensor_disconnected", "Sensor disconnected", "medium"),
     _tech("model_load_failed", "Detection model failed to load", "medium"),
+    _tech("delivery_delayed", "Alerts not reaching the hub", "medium"),
 )}
 
 # Detector outputs that are not alarm conditions: rhythm classes that mean

@@ -49,6 +49,8 @@ from edgemon.sources.hw import SensorStatus
 log = logging.getLogger("edgemon.daemon")
 
 SENSOR_ALERT_CODE = "sensor_disconnected"
+DELIVERY_ALERT_CODE = "delivery_delayed"
+_DELIVERY_CHECK_S = 5.0
 EXIT_OK = 0
 EXIT_CRASH = 1
 EXIT_CONFIG = 2
@@ -110,6 +112,8 @@ class Runner:
         self._next_status = 0.0
         self._next_telemetry = 0.0
         self._next_tick = 0.0
+        self._next_delivery_check = 0.0
+        self._delivery_late = False
 
     # ------------------------------------------------------------------ control
     def stop(self, reason: str = "stop requested") -> None:
@@ -368,6 +372,9 @@ class Runner:
                     self._forward(tick(time.time()))
             except Exception as err:
                 log.exception("pipeline tick failed", **_f(error=str(err)))
+        if now >= self._next_delivery_check:
+            self._next_delivery_check = now + _DELIVERY_CHECK_S
+            self._check_delivery()
         if now >= self._next_status:
             self._next_status = now + self.status_interval_s
             self.notifier.status(self.status_line())
@@ -376,6 +383,33 @@ class Runner:
             self._next_telemetry = now + self.telemetry_interval_s
             if not first:
                 self._telemetry()
+
+    def _check_delivery(self) -> None:
+        """Raise a technical alert while the oldest alert has waited past mqtt.alert_wait_limit_s.
+
+        It goes through the same outbox, so the hub learns of the delay once the
+        link is back; until then it is in the log and the STATUS line.
+        """
+        status = getattr(self.transport, "status", None) if self.transport is not None else None
+        if not callable(status) or self.alerts is None:
+            return
+        try:
+            age = status().get("oldest_alert_age_s")
+        except Exception:  # diagnostics only
+            return
+        limit = self.config.mqtt.alert_wait_limit_s
+        late = age is not None and age > limit
+        if late == self._delivery_late:
+            return
+        self._delivery_late = late
+        with self.lock:
+            if late:
+                log.warning("alert delivery delayed", **_f(oldest_alert_age_s=round(age, 1), limit_s=limit))
+                self._forward(self.alerts.technical(
+                    DELIVERY_ALERT_CODE, f"oldest alert has waited {age:.0f} s for the hub (limit {limit:.0f} s)",
+                    now_s=time.time()))
+            else:
+                self._forward(self.alerts.clear_technical(DELIVERY_ALERT_CODE, now_s=time.time()))
 
     def _telemetry(self) -> None:
         stats = self.stats()

@@ -63,6 +63,10 @@ class MqttSettings(BaseModel):
     max_in_flight: int = Field(100, ge=1, le=65000, description="Messages handed to the broker awaiting PUBACK at once.")
     receipt_timeout_s: float = Field(15.0, gt=0, description="First re-publish if the hub's receipt has not come.")
     retry_max_s: float = Field(300.0, gt=0, description="Cap of the exponential re-publish backoff.")
+    alert_wait_limit_s: float = Field(
+        900.0, gt=0, description="An alert still without its hub receipt after this long raises the "
+                                 "delivery_delayed technical alert: 15 min, long past any broker restart, "
+                                 "short against a clinician's review cycle.")
     reconnect_min_s: float = Field(1.0, gt=0)
     reconnect_max_s: float = Field(60.0, gt=0)
     connect_timeout_s: float = Field(5.0, gt=0)
