@@ -12,6 +12,11 @@ from edgemon.alerts.policy import AlertPolicy
 from edgemon.events import Detection, QualityWindow
 
 
+def policy30(**kw) -> AlertPolicy:
+    """The default policy with the 30-s resolve hysteresis these scripts are timed with."""
+    return AlertPolicy(**{"resolve_after_s": 30.0, **kw})
+
+
 def det(cond, start, end, p=0.9, sqi=0.9, **evidence):
     return Detection(cond, p, float(start), float(end), sqi, "model:test", "1.0", "ab" * 32, evidence=evidence)
 
@@ -47,7 +52,7 @@ def summary(out):
 
 
 def test_af_pending_then_firing_repeat_resolved():
-    pol = AlertPolicy(repeat_interval_s={"high": 300, "medium": 600, "low": 3600})
+    pol = policy30(repeat_interval_s={"high": 300, "medium": 600, "low": 3600})
     eng = AlertEngine(pol, "dev-1", "site-a", "pt-9")
     out = run(eng, af_script(20, 1000), 1200)
     s = summary(out)
@@ -70,7 +75,7 @@ def test_af_pending_then_firing_repeat_resolved():
 
 
 def test_short_af_run_never_fires():
-    eng = AlertEngine(AlertPolicy())
+    eng = AlertEngine(policy30())
     out = run(eng, af_script(20, 40), 300)  # 25 s of positive windows: below the 30 s onset
     assert out == []
     assert eng.stats["pending_expired"] == 1
@@ -82,16 +87,16 @@ def test_af_gap_inside_hysteresis_is_one_episode_longer_gap_is_two():
             return af_script(20, 200)(t) if t <= 200 + gap / 2 else af_script(200 + gap, 500)(t)
         return script
 
-    one = summary(run(AlertEngine(AlertPolicy()), two_runs(20), 700))
+    one = summary(run(AlertEngine(policy30()), two_runs(20), 700))
     assert [x[2] for x in one] == ["new", "resolved"]
-    two = run(AlertEngine(AlertPolicy()), two_runs(120), 700)
+    two = run(AlertEngine(policy30()), two_runs(120), 700)
     assert [m.notification for _, m in two] == ["new", "resolved", "new", "resolved"]
     assert two[0][1].alert_id != two[2][1].alert_id
     assert two[0][1].fingerprint == two[2][1].fingerprint
 
 
 def test_vt_fires_immediately_without_group_wait():
-    eng = AlertEngine(AlertPolicy())
+    eng = AlertEngine(policy30())
     assert eng.push([], [], 99.0) == []
     out = eng.push([det("vt", 97.5, 100.0, hr_bpm=180.0)], [], 100.0)
     assert [(m.condition, m.priority, m.notification) for m in out] == [("vt", "high", "new")]
@@ -99,7 +104,7 @@ def test_vt_fires_immediately_without_group_wait():
 
 
 def test_vt_inhibits_pvc_until_it_resolves():
-    eng = AlertEngine(AlertPolicy())
+    eng = AlertEngine(policy30())
 
     def script(t):
         d = [det("pvc", t - 1, t)] if 10 <= t <= 200 else []
@@ -116,7 +121,7 @@ def test_vt_inhibits_pvc_until_it_resolves():
 
 
 def test_poor_quality_inhibits_rhythm_and_raises_technical_alert():
-    eng = AlertEngine(AlertPolicy())
+    eng = AlertEngine(policy30())
 
     def script(t):
         qs = [qw(t - 1, t, "noise" if 100 < t <= 300 else "ok")]
@@ -130,27 +135,27 @@ def test_poor_quality_inhibits_rhythm_and_raises_technical_alert():
 
 
 def test_lead_off_is_its_own_technical_alert():
-    eng = AlertEngine(AlertPolicy())
+    eng = AlertEngine(policy30())
     out = summary(run(eng, lambda t: ([], [qw(t - 1, t, "lead_off" if 50 < t <= 80 else "ok")]), 200))
     # 10 s unbroken (fires at 60), medium group_wait 10 s -> 70; resolves 30 s after the last bad second.
     assert out == [(70.0, "lead_off", "new", 0), (110.0, "lead_off", "resolved", 1)]
 
 
 def test_brief_artefacts_do_not_raise_technical_alerts():
-    eng = AlertEngine(AlertPolicy())
+    eng = AlertEngine(policy30())
     # 8 s bad, 1 s good, 8 s bad: never 10 s unbroken.
     bad = set(range(51, 59)) | set(range(60, 68))
     assert run(eng, lambda t: ([], [qw(t - 1, t, "noise" if int(t) in bad else "ok")]), 200) == []
 
 
 def test_detection_with_low_sqi_is_inhibited():
-    eng = AlertEngine(AlertPolicy())
+    eng = AlertEngine(policy30())
     assert eng.push([det("vt", 0, 2, sqi=0.2)], [], 2.0) == []
     assert eng.stats["detections_inhibited_by_quality"] == 1
 
 
 def test_lead_off_during_af_holds_repeats_and_does_not_resolve():
-    pol = AlertPolicy(repeat_interval_s={"high": 300, "medium": 300, "low": 3600})
+    pol = policy30(repeat_interval_s={"high": 300, "medium": 300, "low": 3600})
     eng = AlertEngine(pol)
 
     def script(t):
@@ -170,7 +175,7 @@ def test_lead_off_during_af_holds_repeats_and_does_not_resolve():
 
 
 def test_silence_holds_then_expires():
-    eng = AlertEngine(AlertPolicy())
+    eng = AlertEngine(policy30())
     eng.push([], [], 0.0)
     sid = eng.add_silence({"condition": "af"}, until_s=200.0, created_by="nurse-1", comment="known AF")
     out = summary(run(eng, af_script(20, 1000), 400))
@@ -181,7 +186,7 @@ def test_silence_holds_then_expires():
 
 
 def test_silenced_episode_that_ends_sends_nothing():
-    eng = AlertEngine(AlertPolicy())
+    eng = AlertEngine(policy30())
     eng.push([], [], 0.0)
     eng.add_silence({"condition": "af", "device": "edgemon-demo"}, until_s=500.0, created_by="hub")
     assert run(eng, af_script(20, 100), 400) == []
@@ -189,7 +194,7 @@ def test_silenced_episode_that_ends_sends_nothing():
 
 
 def test_silence_can_be_expired_early():
-    eng = AlertEngine(AlertPolicy())
+    eng = AlertEngine(policy30())
     eng.push([], [], 0.0)
     sid = eng.add_silence({"priority": "medium"}, until_s=5000.0, created_by="hub")
     out = run(eng, af_script(20, 1000), 100)
@@ -203,11 +208,12 @@ def test_silence_can_be_expired_early():
     (dict(matchers={"alertname": "af"}, until_s=50), "not an alert label"),
     (dict(matchers={"condition": ""}, until_s=50), "non-empty string"),
     (dict(matchers={"condition": "af"}, until_s=5), "later than now"),
+    (dict(matchers={"condition": "af"}, until_s="tomorrow"), "later than now"),
     (dict(matchers={"condition": "af"}, until_s=10 + 90000), "exceeds alerts.max_silence_s"),
     (dict(matchers={"condition": "af"}, until_s=50, created_by=" "), "created_by"),
 ])
 def test_invalid_silences_are_refused(kwargs, match):
-    eng = AlertEngine(AlertPolicy())
+    eng = AlertEngine(policy30())
     eng.push([], [], 10.0)
     kwargs.setdefault("created_by", "hub")
     with pytest.raises(AlertCommandError, match=match):
@@ -215,7 +221,7 @@ def test_invalid_silences_are_refused(kwargs, match):
 
 
 def test_ack_stops_repeats_but_not_resolution():
-    pol = AlertPolicy(repeat_interval_s={"high": 60, "medium": 60, "low": 3600})
+    pol = policy30(repeat_interval_s={"high": 60, "medium": 60, "low": 3600})
     eng = AlertEngine(pol)
     out = run(eng, lambda t: ([det("vt", t - 1, t)] if 10 <= t <= 300 else [], []), 200)
     assert summary(out) == [(10.0, "vt", "new", 0), (70.0, "vt", "repeat", 1), (130.0, "vt", "repeat", 2),
@@ -228,7 +234,7 @@ def test_ack_stops_repeats_but_not_resolution():
 
 
 def test_rate_limit_delays_medium_but_never_high():
-    pol = AlertPolicy(max_messages_per_hour=2, group_wait_s={"high": 0, "medium": 0, "low": 0})
+    pol = policy30(max_messages_per_hour=2, group_wait_s={"high": 0, "medium": 0, "low": 0})
     eng = AlertEngine(pol)
     conds = ["pause", "bradycardia", "tachycardia"]
     out = eng.push([det(c, 8, 10) for c in conds], [], 10.0)
@@ -243,7 +249,7 @@ def test_rate_limit_delays_medium_but_never_high():
 
 
 def test_repeat_waits_for_budget():
-    pol = AlertPolicy(max_messages_per_hour=1, repeat_interval_s={"high": 60, "medium": 60, "low": 60},
+    pol = policy30(max_messages_per_hour=1, repeat_interval_s={"high": 60, "medium": 60, "low": 60},
                       group_wait_s={"high": 0, "medium": 0, "low": 0})
     eng = AlertEngine(pol)
     out = run(eng, lambda t: ([det("af", t - 40, t)] if t >= 40 else [], []), 3700, step=10)
@@ -251,7 +257,7 @@ def test_repeat_waits_for_budget():
 
 
 def test_source_silent_and_model_load_failed_are_technical_alerts():
-    eng = AlertEngine(AlertPolicy())
+    eng = AlertEngine(policy30())
     eng.push([], [], 0.0)
     assert eng.tick(5.0) == []
     out = eng.tick(10.0)
@@ -273,7 +279,7 @@ def test_source_silent_and_model_load_failed_are_technical_alerts():
 
 
 def test_silent_source_does_not_resolve_a_firing_alert():
-    eng = AlertEngine(AlertPolicy())
+    eng = AlertEngine(policy30())
     out = run(eng, af_script(20, 100), 100)
     assert [m.notification for _, m in out] == ["new"]
     for t in range(101, 400):
@@ -288,7 +294,7 @@ def test_strip_attached_to_first_message_only():
         calls.append((t0, t1))
         return Strip.from_signal([0.0, 0.5, 1.0, -1.0] * 250, 100.0, t0, beats=[(t0 + 1.0, "V")])
 
-    pol = AlertPolicy(repeat_interval_s={"high": 20, "medium": 60, "low": 3600})
+    pol = policy30(repeat_interval_s={"high": 20, "medium": 60, "low": 3600})
     eng = AlertEngine(pol)
     out = []
     for t in range(1, 60):
@@ -302,14 +308,14 @@ def test_strip_provider_failure_does_not_lose_the_alert():
     def broken(t0, t1):
         raise RuntimeError("ring buffer empty")
 
-    eng = AlertEngine(AlertPolicy())
+    eng = AlertEngine(policy30())
     out = eng.push([det("vt", 0, 2)], [], 2.0, strip_provider=broken)
     assert [m.condition for m in out] == ["vt"] and out[0].strip is None
     assert eng.stats["strip_errors"] == 1
 
 
 def test_non_alert_outputs_and_low_probability_are_ignored_noise_is_quality():
-    eng = AlertEngine(AlertPolicy())
+    eng = AlertEngine(policy30())
     assert eng.push([det("normal", 0, 10), det("other", 0, 10), det("af", 0, 10, p=0.3)], [], 10.0) == []
     out = []
     for t in range(20, 80, 5):
@@ -318,7 +324,7 @@ def test_non_alert_outputs_and_low_probability_are_ignored_noise_is_quality():
 
 
 def test_unknown_condition_is_a_low_priority_alert(caplog):
-    eng = AlertEngine(AlertPolicy(group_wait_s={"high": 0, "medium": 0, "low": 0}))
+    eng = AlertEngine(policy30(group_wait_s={"high": 0, "medium": 0, "low": 0}))
     with caplog.at_level(logging.WARNING):
         out = eng.push([det("svt", 0, 5)], [], 5.0)
     assert [(m.condition, m.priority, m.snomed_ct) for m in out] == [("svt", "low", None)]
@@ -327,7 +333,7 @@ def test_unknown_condition_is_a_low_priority_alert(caplog):
 
 def test_centre_span_evidence_counts_only_the_labelled_part():
     # RR-window detector: 50-s windows, each labelling only its central 6 s.
-    eng = AlertEngine(AlertPolicy())
+    eng = AlertEngine(policy30())
     out = []
     for k in range(4):  # 4 positive windows = 24 s labelled: not yet 30 s
         end = 50.0 + 6 * k
@@ -339,7 +345,7 @@ def test_centre_span_evidence_counts_only_the_labelled_part():
 
 def test_replay_is_deterministic_and_push_granularity_invariant():
     def messages(step):
-        eng = AlertEngine(AlertPolicy(), "dev-1", "s", "p")
+        eng = AlertEngine(policy30(), "dev-1", "s", "p")
         script = af_script(20, 300)
         out = []
         t = 0.0
@@ -357,7 +363,7 @@ def test_replay_is_deterministic_and_push_granularity_invariant():
 
 
 def test_messages_are_json_serialisable():
-    eng = AlertEngine(AlertPolicy(), "dev-1", "s", "p")
+    eng = AlertEngine(policy30(), "dev-1", "s", "p")
     out = eng.push([det("vt", 0, 2, hr_bpm=190.0, custom_score=0.7, label="x", bad=float("nan"))], [], 2.0)
     doc = json.loads(out[0].to_json())
     assert doc["evidence"]["extra"] == {"custom_score": 0.7, "label": "x"}
@@ -365,7 +371,7 @@ def test_messages_are_json_serialisable():
 
 
 def test_time_never_goes_back_and_needs_a_start():
-    eng = AlertEngine(AlertPolicy())
+    eng = AlertEngine(policy30())
     with pytest.raises(ValueError, match="no time yet"):
         eng.technical("model_load_failed", "x")
     with pytest.raises(ValueError, match="finite"):
@@ -376,10 +382,32 @@ def test_time_never_goes_back_and_needs_a_start():
 
 
 def test_detector_decision_beats_probability():
-    eng = AlertEngine(AlertPolicy(group_wait_s={"high": 0, "medium": 0, "low": 0}))
+    eng = AlertEngine(policy30(group_wait_s={"high": 0, "medium": 0, "low": 0}))
     # tuned threshold 0.3: the detector says yes at p=0.4; a rule finding is a yes whatever its confidence
     assert [m.condition for m in eng.push([det("pause", 0, 4, p=0.4, pause=True)], [], 4.0)] == ["pause"]
     rule = Detection("vt", 0.45, 5.0, 6.0, 0.9, "rule:vt")
     assert [m.condition for m in eng.push([rule], [], 6.0)] == ["vt"]
     # and a no is a no, even with a high probability
     assert eng.push([det("bradycardia", 0, 6, p=0.9, positive=False)], [], 6.0) == []
+
+
+def test_rhythm_detection_waits_for_its_quality_windows():
+    eng = AlertEngine(policy30())
+    # quality lags: windows up to 6 s are known when a VT run ending at 10 s is detected
+    assert eng.push([det("vt", 8, 10)], [qw(t, t + 2) for t in (0, 2, 4)], 10.0) == []
+    # the windows that cover it say noise: the run was noise, no VT alert
+    assert eng.push([], [qw(6, 8, "noise"), qw(8, 10, "noise")], 14.0) == []
+    assert eng.stats["detections_inhibited_by_quality"] == 1
+    # clean windows release a later run at once
+    out = eng.push([det("vt", 20, 22)], [qw(t, t + 2) for t in range(10, 22, 2)], 22.0)
+    assert [m.condition for m in out] == ["vt"]
+
+
+def test_detection_stops_waiting_when_quality_never_comes():
+    eng = AlertEngine(policy30())
+    eng.push([], [qw(0, 2)], 2.0)
+    assert eng.push([det("vt", 8, 10)], [], 10.0) == []
+    assert eng.tick(19.0) == []
+    assert [m.condition for m in eng.tick(20.0)] == ["vt"]
+    beat_path = AlertEngine(policy30())  # no quality stream at all: no wait
+    assert [m.condition for m in beat_path.push([det("vt", 8, 10)], [], 10.0)] == ["vt"]

@@ -16,12 +16,17 @@ from edgemon.events import Detection
 SCHEMA = Path(__file__).resolve().parents[1] / "docs" / "alert-payload.schema.json"
 
 
+def policy30(**kw) -> AlertPolicy:
+    """The default policy with the 30-s resolve hysteresis these scripts are timed with."""
+    return AlertPolicy(**{"resolve_after_s": 30.0, **kw})
+
+
 def _messages():
     def strip(t0, t1):
         x = np.sin(np.arange(2500) / 40.0) * 1.2
         return Strip.from_signal(x, 250.0, t0, channel="MLII", beats=[(t0 + 0.5, "N"), (t0 + 1.3, None)])
 
-    eng = AlertEngine(AlertPolicy(), "dev-1", "site-a", "pt-1", software_version="0.1.0",
+    eng = AlertEngine(policy30(), "dev-1", "site-a", "pt-1", software_version="0.1.0",
                       clock_offset_s=1_700_000_000.0)
     d = Detection("vt", 0.97, 10.0, 14.0, 0.95, "beats-v1", "1.2.0", "0" * 64,
                   evidence={"hr_bpm": 182.0, "rr_mean_ms": 330.0, "n_beats": 12, "run_beats": 12})

@@ -15,7 +15,9 @@ condition. Lifecycle of an episode:
     (none) --evidence--> pending --enough evidence--> firing --absent for
     resolve_after_s--> resolved (removed)
 
-Notifications of a firing episode are held while it is silenced, inhibited,
+A rhythm detection is judged once the quality windows covering it have
+arrived (at most quality_wait_s later), so noise is seen before the rhythm it
+faked. Notifications of a firing episode are held while it is silenced, inhibited,
 acknowledged (repeats only), within group_wait, or over the hourly budget;
 a held first notification goes out once the hold ends if the episode is still
 firing. An episode that was never notified resolves without a message.
@@ -45,6 +47,7 @@ LABEL_NAMES = ("device", "site", "patient_ref", "condition", "priority", "type")
 # Quality reasons that mean "no usable signal at all" (electrode off, no data)
 # rather than "a signal, but a bad one".
 LEAD_OFF_REASONS = frozenset({"lead_off", "flatline", "nan"})
+QUALITY_ALERTS = frozenset({"lead_off", "signal_quality"})
 _EVIDENCE_FLOATS = ("hr_bpm", "rr_mean_ms", "rr_median_ms", "rr_sd_ms", "rmssd_ms")
 _EPS = 1e-6
 HOUR_S = 3600.0
@@ -158,6 +161,8 @@ class AlertEngine:
         self._silences: dict[str, Silence] = {}
         self._bad = _Spans()  # unusable signal on the gating channels, incl. source silence
         self._sent_times: deque[float] = deque()
+        self._quality_until: float | None = None  # end of the quality stream seen so far (gating channels)
+        self._deferred: list[tuple[float, Detection, StripProvider | None]] = []  # waiting for quality
         self._now: float | None = None
         self._last_heartbeat_s: float | None = None
         self._warned: set[str] = set()
@@ -172,8 +177,8 @@ class AlertEngine:
         self._heartbeat(now)
         for q in sorted(quality, key=lambda w: w.start_s):
             self._quality(q)
-        for d in sorted(detections, key=lambda d: (d.end_s, d.start_s)):
-            self._detection(d, strip_provider)
+        self._deferred += [(now, d, strip_provider) for d in detections]
+        self._release(now)
         self._evaluate(now)
         return self._flush()
 
@@ -187,6 +192,7 @@ class AlertEngine:
             # What happened while nothing arrived is unknown, not absent: it must not resolve alerts.
             self._bad.add(self._last_heartbeat_s, now)
             self._raise("source_silent", f"no data from the source for {gap:.0f} s", now)
+        self._release(now)
         self._evaluate(now)
         return self._flush()
 
@@ -230,7 +236,7 @@ class AlertEngine:
                 raise AlertCommandError(f"silence matcher {k!r} needs a non-empty string value, got {v!r}")
         if not isinstance(created_by, str) or not created_by.strip():
             raise AlertCommandError("silence needs created_by (who set it)")
-        if not math.isfinite(until_s) or until_s <= now:
+        if not _finite(until_s) or until_s <= now:
             raise AlertCommandError(f"silence until_s ({until_s}) must be later than now ({now})")
         if until_s - now > self.policy.max_silence_s:
             raise AlertCommandError(f"silence of {until_s - now:.0f} s exceeds alerts.max_silence_s "
@@ -291,12 +297,30 @@ class AlertEngine:
             ep.last_end_s = ep.last_seen_s = now
             self._resolve(ep, now)
 
+    def _release(self, now: float) -> None:
+        """Judge the detections whose quality is known (or that waited long enough), oldest first."""
+        wait = self.policy.quality_wait_s
+        ready, keep = [], []
+        for item in self._deferred:
+            t_in, d, _ = item
+            known = self._quality_until is None or d.end_s <= self._quality_until + _EPS
+            if known or wait <= 0 or now - t_in >= wait or d.condition == "noise":
+                ready.append(item)
+            else:
+                keep.append(item)
+        self._deferred = keep
+        for _, d, provider in sorted(ready, key=lambda x: (x[1].end_s, x[1].start_s)):
+            self._detection(d, provider)
+
     def _quality(self, q: QualityWindow) -> None:
         p = self.policy
+        gating = not p.quality_channels or q.channel in p.quality_channels
+        if gating:
+            self._quality_until = q.end_s if self._quality_until is None else max(self._quality_until, q.end_s)
         if q.reason == "ok" and q.sqi >= p.sqi_min:
             return
         a, b = q.start_s, q.end_s
-        if not p.quality_channels or q.channel in p.quality_channels:
+        if gating:
             self._bad.add(a, b)
         cond = "lead_off" if q.reason in LEAD_OFF_REASONS else "signal_quality"
         detail = f"{q.channel or 'signal'}: {q.reason}, sqi {q.sqi:.2f}"
@@ -404,7 +428,8 @@ class AlertEngine:
                     del self._episodes[cond]  # evidence too old to ever reach the onset
                     self.stats["pending_expired"] += 1
                 continue
-            if not ep.manual and self._absent_s(ep, now) >= p.resolve_after_s:
+            hold = p.quality_resolve_after_s if ep.info.code in QUALITY_ALERTS else p.resolve_after_s
+            if not ep.manual and self._absent_s(ep, now) >= hold:
                 self._resolve(ep, now)
         # Sends after all resolutions, so an inhibition that just ended releases its targets now.
         for ep in list(self._episodes.values()):
@@ -413,7 +438,8 @@ class AlertEngine:
         for sid in [s.silence_id for s in self._silences.values() if s.until_s <= now]:
             del self._silences[sid]
             self.stats["silences_expired"] += 1
-        horizon = now - max(p.af_window_s, p.resolve_after_s, p.quality_alert_after_s) - HOUR_S
+        horizon = now - max(p.af_window_s, p.resolve_after_s, p.quality_resolve_after_s,
+                            p.quality_alert_after_s) - HOUR_S
         firing = [ep.last_seen_s for ep in self._episodes.values()]
         self._bad.prune(min([horizon] + firing))
 

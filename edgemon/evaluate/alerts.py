@@ -1,0 +1,506 @@
+"""`edgemon evaluate alerts`: whole recordings through the pipeline and the alert engine, scored per episode.
+
+Takes the data root (ltafdb/, mitdb/, nstdb/) and gives, per condition,
+false_alerts_per_day, alert_ppv, episodes_missed (AF >= 60 s, any VT),
+median_onset_delay_s and alerts_per_episode, through the daemon's own
+``edgemon.daemon.pipeline.Pipeline`` (so what is scored is what runs):
+
+* ``ltafdb_test``: beat-time path (what PPG or BLE RR gives a device):
+  reference beat times -> ``Pipeline.push_beats`` (tachogram AF model, rhythm
+  rules) -> AlertEngine. No beat morphology here, so VT is not scored.
+* ``mitdb_af``: the same path on the mitdb AF records (cross-database check).
+* ``mitdb_signal``: signal path on mitdb (MLII, 1-s chunks at 360 Hz):
+  QRS, quality, rhythm CNN, tachogram, beat model (if its card is present),
+  rules -> AlertEngine. AF and VT are scored.
+* ``noise_stress``: signal path on nstdb 118e24..118e_6 (held out from the
+  quality thresholds, which were set on 119e*) and on mitdb records without
+  arrhythmia with nstdb ``bw`` and ``ma`` added at 6 and 0 dB the way nstdb
+  was made (``add_noise``), next to the same records without noise
+  (``mitdb_clean``: alerts there are not the noise's doing). Rhythm alerts
+  should be held back (every AF or VT alert is false) and technical alerts
+  raised in the noisy segments.
+* ``ltafdb_train`` (only when asked): the beat-time path on the training
+  records, the only set on which alert-policy choices may be compared.
+
+Scoring: an alert is one notified episode (one alert_id with a "new"
+message), its span [onset, resolved]; it is true when the span overlaps a
+reference episode of its condition (any length); a reference episode (AF >=
+60 s, any VT) is found when a notified alert's span overlaps it; onset delay =
+first notification time - episode start, for episodes whose first overlapping
+alert starts at or after the episode (an episode that begins inside an alert
+still open from an earlier one is counted in episodes_inside_open_alert);
+alerts_per_episode = notified alerts overlapping each found episode. After the
+last sample the engine runs on until open alerts resolve.
+"""
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+AF_MIN_EPISODE_S = 60.0
+REF_RHYTHMS = {"af": ("AFIB",), "vt": ("VT",)}  # reference rhythm labels scored per condition
+MIN_EPISODE_S = {"af": AF_MIN_EPISODE_S, "vt": 0.0}
+# An alert whose evidence starts this much before an episode belongs to an earlier one (the
+# detector windows reach a little before the onset they detect).
+ONSET_TOLERANCE_S = 10.0
+MITDB_AF_RECORDS = ["201", "202", "203", "210", "217", "219", "221", "222"]
+NSTDB_HELD_OUT = ["118e24", "118e18", "118e12", "118e06", "118e00", "118e_6"]
+# mitdb records whose rhythm notes are all "(N", not paced, <= 3 V beats; 100 and 103 are left
+# out because the quality thresholds were chosen on them (docs/dsp.md).
+NOISE_BASE_RECORDS = ["101", "111", "112", "113", "115", "117", "121", "122", "123", "212"]
+NOISE_SNR_DB = (6.0, 0.0)
+NOISE_KINDS = ("bw", "ma")
+LEAD = "MLII"
+BEAT_SETS = {"ltafdb_test": "ltafdb/test", "mitdb_af": "mitdb", "ltafdb_train": "ltafdb/train"}
+ALL_SETS = ["ltafdb_test", "mitdb_af", "mitdb_signal", "noise_stress", "ltafdb_train"]
+
+
+@dataclass
+class RecordRun:
+    """What one record produced: its alert messages and reference, ready to score."""
+
+    name: str
+    hours: float
+    messages: list = field(default_factory=list)
+    reference: dict[str, list[tuple[float, float]]] = field(default_factory=dict)
+    seconds: float = 0.0
+    noisy: list[tuple[float, float]] = field(default_factory=list)
+    lead: str = ""
+
+
+# ------------------------------------------------------------------------------ running the pipeline
+
+def _alerts(events) -> list:
+    from edgemon.alerts.payload import AlertPayload
+
+    return [e for e in events if isinstance(e, AlertPayload)]
+
+
+def _drain(engine, t_end: float, policy, step_s: float) -> list:
+    """Keep the engine's clock going after the data ends so open alerts resolve (or repeat) as they would."""
+    tail = max(policy.resolve_after_s, policy.quality_resolve_after_s) + max(
+        policy.group_wait_s.high, policy.group_wait_s.medium, policy.group_wait_s.low) + 2 * step_s
+    out, t = [], t_end
+    while t <= t_end + tail:
+        out += engine.push([], [], t)  # a push is a heartbeat: no source_silent for the end of a file
+        t += step_s
+    return out
+
+
+def replay(detections, t_start: float, t_end: float, policy, name: str, step_s: float = 5.0,
+           quality=()) -> list:
+    """Detections (and quality windows) into a fresh AlertEngine at their emission times (their end).
+
+    For checking the scoring and policies on a fixed detection list; the sets
+    themselves run through the Pipeline.
+    """
+    from edgemon.alerts.engine import AlertEngine
+
+    eng = AlertEngine(policy, device_id="eval", site="evaluation")
+    dets = sorted(detections, key=lambda d: d.end_s)
+    qs = sorted(quality, key=lambda q: q.end_s)
+    out, i, j, t = [], 0, 0, t_start
+    while t <= t_end:
+        k, m = i, j
+        while k < len(dets) and dets[k].end_s <= t:
+            k += 1
+        while m < len(qs) and qs[m].end_s <= t:
+            m += 1
+        out += eng.push(dets[i:k], qs[j:m], t)
+        i, j, t = k, m, t + step_s
+    return out + _drain(eng, t, policy, step_s)
+
+
+def run_beat_record(path: Path, cfg, models, step_s: float) -> RecordRun:
+    """Reference beat times -> Pipeline.push_beats every step_s of stream time -> alerts."""
+    from edgemon.daemon.pipeline import Pipeline
+    from edgemon.evaluate.af import load_beat_record
+    from edgemon.events import Beat
+
+    t0 = time.time()
+    rec = load_beat_record(path)
+    if rec.n_beats < 2:
+        return RecordRun(path.name, 0.0)
+    pipe = Pipeline(cfg, None, "beats", models=models)
+    beats = [Beat(int(s), rec.fs_hz, "rr", float(rr) if np.isfinite(rr) else None)
+             for s, rr in zip(rec.sample, rec.rr_ms)]
+    t_first, t_last = float(rec.time_s[0]), float(rec.time_s[-1])
+    msgs, i, t = [], 0, t_first
+    while i < len(beats):
+        j = int(np.searchsorted(rec.time_s, t, side="right"))
+        msgs += _alerts(pipe.push_beats(beats[i:j], now_s=t))
+        i, t = j, t + step_s
+    msgs += _alerts(pipe.flush())
+    msgs += _drain(pipe.engine, t, cfg.alerts, step_s)
+    return RecordRun(path.name, (t_last - t_first) / 3600.0, msgs, reference_episodes(path, t_first, t_last),
+                     round(time.time() - t0, 1))
+
+
+def run_signal(x: np.ndarray, fs_hz: float, cfg, models, chunk_s: float = 1.0) -> list:
+    """One ECG lead (mV) -> Pipeline.push_chunk per chunk -> alert messages (drained at the end)."""
+    from edgemon.daemon.pipeline import Pipeline
+    from edgemon.events import Chunk
+
+    pipe = Pipeline(cfg, fs_hz, "ecg", LEAD, models=models)
+    n = max(1, int(round(chunk_s * fs_hz)))
+    msgs = []
+    for k in range(0, len(x), n):
+        chunk = Chunk(np.ascontiguousarray(x[k:k + n, None]), fs_hz, (LEAD,), ("ecg",), start_sample=k)
+        msgs += _alerts(pipe.push_chunk(chunk))
+    msgs += _alerts(pipe.flush())
+    return msgs + _drain(pipe.engine, len(x) / fs_hz, cfg.alerts, chunk_s)
+
+
+def read_lead(path: Path, lead: str = LEAD) -> tuple[np.ndarray, float, str]:
+    """(samples, fs_hz, lead used): the named lead, else the first one (mitdb 102 and 104 have no MLII)."""
+    import wfdb
+
+    from edgemon.cli import UserError
+
+    try:
+        rec = wfdb.rdrecord(str(path))
+    except (FileNotFoundError, ValueError) as err:
+        raise UserError(f"record {path}: cannot read: {err}") from None
+    name = lead if lead in rec.sig_name else rec.sig_name[0]
+    return rec.p_signal[:, rec.sig_name.index(name)].astype(np.float64), float(rec.fs), name
+
+
+def run_signal_record(path: Path, cfg, models) -> RecordRun:
+    t0 = time.time()
+    x, fs, lead = read_lead(path)
+    msgs = run_signal(x, fs, cfg, models)
+    t_end = len(x) / fs
+    return RecordRun(path.name, t_end / 3600.0, msgs, reference_episodes(path, 0.0, t_end),
+                     round(time.time() - t0, 1), lead=lead)
+
+
+# ------------------------------------------------------------------------------ scoring
+
+def alert_spans(messages) -> dict[str, list[dict]]:
+    """Notified alert episodes per condition: {"type", "onset", "end", "notified", "messages"}."""
+    by_id: dict[str, dict] = {}
+    for m in messages:
+        a = by_id.setdefault(m.alert_id, {"condition": m.condition, "type": m.type, "onset": m.onset.timestamp(),
+                                          "end": m.last_seen.timestamp(), "notified": None, "messages": 0})
+        a["messages"] += 1
+        a["end"] = max(a["end"], m.last_seen.timestamp())
+        if m.notification == "new":
+            a["notified"] = m.sent_at.timestamp()
+        if m.resolved is not None:
+            a["end"] = m.resolved.timestamp()
+    out: dict[str, list[dict]] = defaultdict(list)
+    for a in by_id.values():
+        if a["notified"] is not None:
+            out[a["condition"]].append(a)
+    return out
+
+
+def _overlaps(a0: float, a1: float, b0: float, b1: float) -> bool:
+    return a0 <= b1 and b0 <= a1
+
+
+def score_condition(runs: list[RecordRun], condition: str) -> dict:
+    hours = sum(r.hours for r in runs)
+    n_alerts = tp = n_msgs = episodes = found = open_before = 0
+    delays: list[float] = []
+    per_episode: list[int] = []
+    scored = any(condition in r.reference for r in runs)
+    min_s = MIN_EPISODE_S.get(condition, 0.0)
+    for r in runs:
+        alerts = alert_spans(r.messages).get(condition, [])
+        n_msgs += sum(a["messages"] for a in alerts)
+        ref = r.reference.get(condition, [])
+        n_alerts += len(alerts)
+        tp += sum(any(_overlaps(a["onset"], a["end"], s, e) for s, e in ref) for a in alerts)
+        for s, e in ref:
+            if e - s < min_s:
+                continue
+            episodes += 1
+            hits = [a for a in alerts if _overlaps(a["onset"], a["end"], s, e)]
+            if not hits:
+                continue
+            found += 1
+            per_episode.append(len(hits))
+            if min(a["onset"] for a in hits) < s - ONSET_TOLERANCE_S:
+                open_before += 1  # an alert from an earlier episode was still open: no onset to time
+            else:
+                delays.append(max(0.0, min(a["notified"] for a in hits) - s))
+    fp = n_alerts - tp
+    res = {"alerts": n_alerts, "messages": n_msgs, "alerts_per_day": _r(24.0 * n_alerts / hours) if hours else None}
+    if scored:
+        res.update({
+            "true_alerts": tp, "false_alerts": fp,
+            "false_alerts_per_day": _r(24.0 * fp / hours) if hours else None,
+            "alert_ppv": _r(tp / n_alerts, 3) if n_alerts else None,
+            "episodes": episodes, "episodes_found": found, "episodes_missed": episodes - found,
+            "episode_min_s": min_s, "episodes_inside_open_alert": open_before,
+            "median_onset_delay_s": _r(float(np.median(delays))) if delays else None,
+            "alerts_per_episode": _r(float(np.mean(per_episode)), 2) if per_episode else None,
+        })
+    return res
+
+
+def score(runs: list[RecordRun], conditions=None) -> dict:
+    conds = set(conditions or [])
+    for r in runs:
+        conds |= set(r.reference)
+        conds |= {m.condition for m in r.messages}
+    return {"hours": _r(sum(r.hours for r in runs)), "records": len(runs),
+            "per_condition": {c: score_condition(runs, c) for c in sorted(conds)}}
+
+
+def score_noise(runs: list[RecordRun]) -> dict:
+    """Rhythm alerts in and out of the noisy segments; noisy segments covered by a technical alert."""
+    noise_h = sum(e - s for r in runs for s, e in r.noisy) / 3600.0
+    rhythm = in_noise = technical = tech_clean = segs = flagged = 0
+    by_condition: dict[str, int] = defaultdict(int)
+    for r in runs:
+        spans = alert_spans(r.messages)
+        for cond, alerts in spans.items():
+            for a in alerts:
+                hit = any(_overlaps(a["onset"], a["end"], s, e) for s, e in r.noisy)
+                by_condition[cond] += 1
+                if a["type"] == "physiological":
+                    rhythm += 1
+                    in_noise += hit
+                elif cond in ("lead_off", "signal_quality"):
+                    technical += 1
+                    tech_clean += not hit
+        tech = [a for c in ("lead_off", "signal_quality") for a in spans.get(c, [])]
+        for s, e in r.noisy:
+            segs += 1
+            flagged += any(_overlaps(a["onset"], a["end"], s, e) for a in tech)
+    return {"records": len(runs), "hours": _r(sum(r.hours for r in runs), 2), "noise_hours": _r(noise_h, 2),
+            "rhythm_alerts": rhythm, "rhythm_alerts_overlapping_noise": in_noise,
+            "rhythm_alerts_per_noise_hour": _r(in_noise / noise_h, 2) if noise_h else None,
+            "technical_alerts": technical, "technical_alerts_outside_noise": tech_clean,
+            "noisy_segments": segs, "noisy_segments_flagged": flagged,
+            "noisy_segments_flagged_pct": _r(100.0 * flagged / segs) if segs else None,
+            "alerts_by_condition": dict(sorted(by_condition.items()))}
+
+
+def _r(x: float, nd: int = 1) -> float:
+    return round(float(x), nd)
+
+
+def reference_episodes(path: Path, t_first: float, t_last: float) -> dict[str, list[tuple[float, float]]]:
+    """Rhythm episodes (seconds) of the scored conditions, clipped to the annotated span."""
+    from edgemon.sources.reference import read_reference
+
+    ref = read_reference(path)
+    out: dict[str, list[tuple[float, float]]] = {c: [] for c in REF_RHYTHMS}
+    for s, e, label in ref.rhythms:
+        for cond, labels in REF_RHYTHMS.items():
+            if label in labels:
+                a, b = max(s / ref.fs_hz, t_first), min(e / ref.fs_hz, t_last)
+                if b > a:
+                    out[cond].append((a, b))
+    return out
+
+
+# ------------------------------------------------------------------------------ noise
+
+def add_noise(signal_mv: np.ndarray, noise_mv: np.ndarray, ref_r_samples: np.ndarray, fs_hz: float,
+              snr_db: float, clean_first_s: float = 300.0, segment_s: float = 120.0) -> np.ndarray:
+    """Add noise the way nstdb was made: alternating segments, calibrated SNR.
+
+    Signal power is taken from the QRS amplitude as in nstdb's ``nst``: S =
+    (median peak-to-peak amplitude over +-50 ms around reference R peaks)^2 / 8;
+    N = variance of the noise; the noise is scaled to S / N = 10^(snr_db/10).
+    Noise is added after ``clean_first_s`` in alternate ``segment_s`` segments
+    (noisy, clean, noisy, ...); the noise record is tiled if shorter.
+    """
+    x = np.asarray(signal_mv, dtype=np.float64)
+    n = np.resize(np.asarray(noise_mv, dtype=np.float64), x.size)
+    n = n - np.mean(n)
+    half = int(round(0.05 * fs_hz))
+    pp = [np.ptp(x[max(0, r - half):r + half + 1]) for r in np.asarray(ref_r_samples, dtype=np.int64)
+          if half <= r < x.size - half]
+    s_power = (float(np.median(pp)) ** 2) / 8.0 if pp else float(np.var(x))
+    n_power = float(np.var(n)) or 1.0
+    gain = np.sqrt(s_power / (n_power * 10.0 ** (snr_db / 10.0)))
+    mask = np.zeros(x.size, bool)
+    for a, b in noisy_segments(x.size, fs_hz, clean_first_s, segment_s):
+        mask[int(round(a * fs_hz)):int(round(b * fs_hz))] = True
+    return x + gain * n * mask
+
+
+def noisy_segments(n_samples: int, fs_hz: float, clean_first_s: float = 300.0,
+                   segment_s: float = 120.0) -> list[tuple[float, float]]:
+    """The noisy spans (seconds) of add_noise's and nstdb's schedule."""
+    out, t, total = [], clean_first_s, n_samples / fs_hz
+    while t < total:
+        out.append((t, min(t + segment_s, total)))
+        t += 2 * segment_s
+    return out
+
+
+def run_noise_stress(root: Path, cfg, models, log, base_records=None) -> dict:
+    from edgemon.sources.reference import read_reference
+
+    out: dict = {}
+    groups: dict[str, list[RecordRun]] = defaultdict(list)
+    for name in NSTDB_HELD_OUT:
+        t0 = time.time()
+        x, fs, _ = read_lead(root / "nstdb" / name)
+        msgs = run_signal(x, fs, cfg, models)
+        snr = name[4:].replace("_", "-")
+        groups[f"nstdb_118e/{int(snr)}dB"].append(
+            RecordRun(name, len(x) / fs / 3600.0, msgs, noisy=noisy_segments(len(x), fs)))
+        print(f"noise_stress {name}: {_brief(msgs)} ({time.time() - t0:.1f} s)", file=log, flush=True)
+    noise = {k: read_lead(root / "nstdb" / k, "noise1")[0] for k in NOISE_KINDS}
+    for rec in base_records or NOISE_BASE_RECORDS:
+        x, fs, _ = read_lead(root / "mitdb" / rec)
+        r_samples = read_reference(root / "mitdb" / rec).beat_samples
+        # The same records without noise: alerts they raise anyway are not the noise's doing.
+        msgs = run_signal(x, fs, cfg, models)
+        groups["mitdb_clean"].append(RecordRun(rec, len(x) / fs / 3600.0, msgs, noisy=noisy_segments(len(x), fs)))
+        print(f"noise_stress {rec} clean: {_brief(msgs)}", file=log, flush=True)
+        for kind in NOISE_KINDS:
+            for snr in NOISE_SNR_DB:
+                t0 = time.time()
+                y = add_noise(x, noise[kind], r_samples, fs, snr)
+                msgs = run_signal(y, fs, cfg, models)
+                groups[f"mitdb+{kind}/{int(snr)}dB"].append(
+                    RecordRun(f"{rec}+{kind}{int(snr)}", len(y) / fs / 3600.0, msgs, noisy=noisy_segments(len(y), fs)))
+                print(f"noise_stress {rec}+{kind} {snr:+.0f} dB: {_brief(msgs)} ({time.time() - t0:.1f} s)",
+                      file=log, flush=True)
+    for key, runs in groups.items():
+        out[key] = score_noise(runs)
+    return out
+
+
+def _brief(msgs) -> str:
+    per = {c: len(v) for c, v in alert_spans(msgs).items()}
+    return f"alerts {per or '{}'}"
+
+
+# ------------------------------------------------------------------------------ command
+
+def _resolve_root(data_dir: str | None) -> Path:
+    from edgemon.cli import UserError
+    from edgemon.evaluate.common import default_data_root
+
+    root = Path(data_dir) if data_dir else default_data_root()
+    if root is None:
+        raise UserError("no data folder: pass --data-dir (the folder holding ltafdb/, mitdb/, nstdb/) "
+                        "or set EDGEMON_DATA")
+    if not root.is_dir():
+        raise UserError(f"--data-dir {root}: not a folder")
+    if not any((root / s).is_dir() for s in ("ltafdb", "mitdb", "nstdb")):
+        raise UserError(f"--data-dir {root}: expected the data root with ltafdb/, mitdb/ and nstdb/ folders")
+    return root
+
+
+def _load(cfg):
+    """Models as the daemon loads them; load errors are reported once, not as an alert per record."""
+    from edgemon.daemon.pipeline import load_models
+
+    models = load_models(cfg)
+    errors, models.errors = dict(models.errors), {}
+    return models, errors
+
+
+def run(args) -> int:
+    from edgemon.cli import UserError
+    from edgemon.config import DeviceConfig, load_config
+    from edgemon.daemon.pipeline import Models
+    from edgemon.evaluate.common import list_records
+
+    root = _resolve_root(args.data_dir)
+    cfg = load_config(args.config) if args.config else DeviceConfig()
+    log = sys.stderr if args.json else sys.stdout
+    models, errors = _load(cfg)
+    out: dict = {"evaluation": "alerts", "data_dir": str(root), "step_s": args.step_s,
+                 "models": {r: f"{m.name} {m.version} sha256 {m.sha256[:12]}" for r in ("rhythm", "beats", "tachogram")
+                            if (m := getattr(models, r)) is not None},
+                 "model_errors": errors, "alert_policy": cfg.alerts.model_dump(mode="json"),
+                 "protocol": __doc__.split("Scoring:", 1)[1].strip().replace("\n", " ")}
+    t_all = time.time()
+    for name in args.sets:
+        if name in BEAT_SETS:
+            if models.tachogram is None:
+                raise UserError(f"{name}: the beat-time path needs the AF tachogram model "
+                                f"({errors.get('tachogram', 'not configured')})")
+            folder = root / BEAT_SETS[name]
+            recs = args.records or (MITDB_AF_RECORDS if name == "mitdb_af" else list_records(folder))
+            runner = lambda p: run_beat_record(p, cfg, Models(tachogram=models.tachogram), args.step_s)  # noqa: E731
+            scored = ["af"]  # no beat morphology on this path: VT cannot be detected, so it is not scored
+        elif name == "mitdb_signal":
+            folder = root / "mitdb"
+            recs = args.records or list_records(folder)
+            runner = lambda p: run_signal_record(p, cfg, models)  # noqa: E731
+            scored = ["af", "vt"]
+        else:
+            out[name] = run_noise_stress(root, cfg, models, log, args.noise_records)
+            continue
+        missing = [r for r in recs if not (folder / f"{r}.atr").is_file()]
+        if missing:
+            raise UserError(f"--records: no .atr in {folder} for {', '.join(missing)}")
+        runs = []
+        for r in recs:
+            rr = runner(folder / r)
+            for c in list(rr.reference):
+                if c not in scored:
+                    del rr.reference[c]
+            runs.append(rr)
+            print(f"{name} {r}: {rr.hours:.1f} h, {_brief(rr.messages)} ({rr.seconds} s)", file=log, flush=True)
+        res = score(runs, conditions=scored)
+        if "vt" in scored and models.beats is None:
+            res["per_condition"]["vt"]["note"] = ("no beat model loaded (detect: beat_aami card): without beat "
+                                                 "labels the VT rule cannot fire, so every VT episode is missed")
+        res["per_record"] = [{"record": r.name, "hours": _r(r.hours, 2), **({"lead": r.lead} if r.lead else {}),
+                              "alerts": {c: len(v) for c, v in alert_spans(r.messages).items()},
+                              "reference_episodes": {c: sum(e - s >= MIN_EPISODE_S[c] for s, e in v)
+                                                     for c, v in r.reference.items()}} for r in runs]
+        out[name] = res
+    out["seconds"] = round(time.time() - t_all, 1)
+    if args.json:
+        print(json.dumps(out))
+    else:
+        _print_table(out, args.sets)
+    return 0
+
+
+def _print_table(out: dict, sets) -> None:
+    cols = ("alerts", "alerts_per_day", "false_alerts_per_day", "alert_ppv", "episodes", "episodes_missed",
+            "median_onset_delay_s", "alerts_per_episode")
+    for name in sets:
+        res = out.get(name, {})
+        if name == "noise_stress":
+            for key, r in res.items():
+                print(f"{name} {key}: rhythm alerts {r['rhythm_alerts']} ({r['rhythm_alerts_overlapping_noise']} in "
+                      f"noise), noisy segments flagged {r['noisy_segments_flagged']}/{r['noisy_segments']}, "
+                      f"technical alerts outside noise {r['technical_alerts_outside_noise']}")
+            continue
+        print(f"{name}: {res.get('records')} records, {res.get('hours')} h")
+        print("  " + f"{'condition':<16}" + "".join(f"{c:>21}" for c in cols))
+        for cond, r in res.get("per_condition", {}).items():
+            print("  " + f"{cond:<16}" + "".join(f"{'-' if r.get(c) is None else r.get(c):>21}" for c in cols))
+    print(f"{out['seconds']} s")
+
+
+def register(sub) -> None:
+    p = sub.add_parser("alerts", help="alert burden and episode detection over whole recordings",
+                       description="Run whole recordings through the pipeline and the alert engine and score "
+                                   "alerts per episode: false alerts/day, alert PPV, missed episodes (AF >= 60 s, "
+                                   "any VT), median onset delay, alerts per episode; and a noise-stress run.")
+    p.add_argument("--data-dir", default=None, help="data root holding ltafdb/, mitdb/, nstdb/ "
+                                                    "(default: EDGEMON_DATA or ../shared/data)")
+    p.add_argument("--sets", nargs="+", default=ALL_SETS[:4], choices=ALL_SETS,
+                   help="which runs (default: all but ltafdb_train, which is for choosing a policy)")
+    p.add_argument("--records", nargs="+", default=None, help="record names for ltafdb/mitdb sets")
+    p.add_argument("--noise-records", nargs="+", default=None,
+                   help=f"mitdb records to add noise to (default: {' '.join(NOISE_BASE_RECORDS)})")
+    p.add_argument("--config", default=None, help="device config TOML whose [alerts], [detect] and [dsp] to use "
+                                                  "(default: the built-in defaults)")
+    p.add_argument("--step-s", type=float, default=5.0,
+                   help="beat-time path: push interval in stream seconds (default 5)")
+    p.add_argument("--json", action="store_true", help="print one JSON object on stdout; progress on stderr")
+    p.set_defaults(func=run)
