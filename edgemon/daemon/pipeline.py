@@ -20,13 +20,13 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
 from edgemon.config import DeviceConfig
-from edgemon.dsp.filters import EcgFilter, PpgFilter
+from edgemon.dsp.filters import EcgFilter, PpgFilter, SosBank
 from edgemon.dsp.ppg import PpgPeakDetector
 from edgemon.dsp.qrs import QrsDetector
 from edgemon.dsp.quality import QualityMonitor
@@ -95,37 +95,48 @@ def load_models(config: DeviceConfig, roles: tuple[str, ...] = tuple(DEFAULT_CAR
 
 
 class _StripBuffer:
-    """The last seconds of filtered signal and beats, for alert strips."""
+    """The last seconds of filtered signal and beats, for alert strips.
+
+    Chunks are kept as they come and joined only when a strip is asked for
+    (rarely: on an alert), so ``add`` copies nothing; the strip sees exactly the
+    last ``_STRIP_KEEP_S`` of signal, as if it were cut on every add.
+    """
 
     def __init__(self, fs_hz: float, start_time_s: float, units: str, channel: str):
         self.fs_hz, self.start_time_s, self.units, self.channel = fs_hz, start_time_s, units, channel
-        self._x = np.zeros(0)
-        self._x_start = 0
+        self._keep = int(_STRIP_KEEP_S * self.fs_hz)
+        self._parts: deque[np.ndarray] = deque()
+        self._held = 0           # samples in _parts
+        self._end = 0            # stream index one past the last sample added
+        self._x_start = 0        # stream index of the first sample a strip may use
         self._beats: deque[tuple[int, str | None]] = deque()
 
     def add(self, start_sample: int, x: np.ndarray, beats: list[Beat]) -> None:
-        if not len(self._x):
-            self._x_start = start_sample
-        self._x = np.concatenate([self._x, x])
+        if not self._held:
+            self._end = start_sample
+        self._parts.append(x)
+        self._held += len(x)
+        self._end += len(x)
         self._beats.extend((b.sample, b.label) for b in beats)
-        keep = int(_STRIP_KEEP_S * self.fs_hz)
-        if len(self._x) > keep:
-            cut = len(self._x) - keep
-            self._x = self._x[cut:]
-            self._x_start += cut
+        # whole chunks older than the last _keep samples are not needed any more
+        while self._parts and self._held - len(self._parts[0]) >= self._keep:
+            self._held -= len(self._parts.popleft())
+        self._x_start = self._end - min(self._held, self._keep)
         while self._beats and self._beats[0][0] < self._x_start:
             self._beats.popleft()
 
     def __call__(self, start_s: float, end_s: float):
         from edgemon.alerts.payload import Strip
 
+        n = self._end - self._x_start
         a = max(self._x_start, int(round((start_s - self.start_time_s) * self.fs_hz)))
-        b = min(self._x_start + len(self._x), int(round((end_s - self.start_time_s) * self.fs_hz)))
+        b = min(self._x_start + n, int(round((end_s - self.start_time_s) * self.fs_hz)))
         if b - a < self.fs_hz:  # less than a second of signal left: no strip
             return None
+        x = np.concatenate(self._parts)[self._held - n:] if self._parts else np.zeros(0)
         t0 = self.start_time_s + a / self.fs_hz
         beats = [(self.start_time_s + s / self.fs_hz, lab) for s, lab in self._beats if a <= s < b]
-        return Strip.from_signal(self._x[a - self._x_start: b - self._x_start], self.fs_hz, t0,
+        return Strip.from_signal(x[a - self._x_start: b - self._x_start], self.fs_hz, t0,
                                  units=self.units, channel=self.channel, beats=beats)
 
 
@@ -148,12 +159,21 @@ class Pipeline:
         self.qrs = self.ppg = self.quality = self.filter = self.resampler = None
         self.beat_classifier = self.rhythm = self.tachogram = self.rules = None
         self.strip = None
+        self._bank = None
+        # raw chunks held back from the resampler + rhythm model until they complete a window
+        self._rhythm_raw: list[np.ndarray] = []
+        self._rhythm_sqi: list[tuple[int, float]] = []  # (model-rate samples after the chunk, its sqi)
+        self._rhythm_n_in = 0
         if channel_kind in ("ecg", "ppg") and self.fs_hz:
             self.quality = QualityMonitor(self.fs_hz, channel_kind, dsp.quality_window_s, channel, start_time_s)
         if channel_kind == "ecg" and self.fs_hz:
             self.qrs = QrsDetector(self.fs_hz, channel, start_time_s)
             band = (dsp.bandpass_hz[0], min(dsp.bandpass_hz[1], 0.45 * self.fs_hz))
-            self.filter = EcgFilter(self.fs_hz, band, dsp.mains_hz)
+            ecg_filter = EcgFilter(self.fs_hz, band, dsp.mains_hz)
+            # QRS detector, ECG band-pass and quality monitor filter the same raw samples: one
+            # pass for all five filters (same products per filter, so the same outputs)
+            self._bank = SosBank([*self.qrs.filter_sos, ecg_filter.sos, *self.quality.filter_sos])
+            self.filter = self._bank.filters[2]
             self.strip = _StripBuffer(self.fs_hz, start_time_s, "mV", channel)
             if self.models.rhythm is not None:
                 from edgemon.detect.rhythm import RhythmClassifier
@@ -180,6 +200,7 @@ class Pipeline:
                                  tachy_bpm=det.tachy_bpm, sustained_s=det.sustained_s)
         self.engine = None
         self._pending_technical: list[tuple[str, str]] = list(self.models.errors.items())
+        self._rhythm_af: deque[tuple[float, float, bool]] = deque()  # recent rhythm-CNN windows
         if alerts:
             from edgemon import __version__
             from edgemon.alerts.engine import AlertEngine
@@ -195,19 +216,49 @@ class Pipeline:
         valid = chunk.valid[:, idx]
         end_s = chunk.start_time_s + chunk.end_sample / chunk.fs_hz
         beats: list[Beat] = []
-        if self.qrs is not None:
-            beats = self.qrs.push(x, valid)
-        elif self.ppg is not None:
-            beats = self.ppg.push(x, valid)
-        windows = self.quality.push(x, valid, beats) if self.quality is not None else []
-        xf = self.filter.process(x) if self.filter is not None else x
+        if self._bank is not None:  # ECG
+            outs = self._bank.process(x)
+            beats = self.qrs.push(x, valid, filtered=outs[:2])
+            windows = self.quality.push(x, valid, beats, filtered=outs[3:])
+            xf = outs[2]
+        else:
+            if self.qrs is not None:
+                beats = self.qrs.push(x, valid)
+            elif self.ppg is not None:
+                beats = self.ppg.push(x, valid)
+            windows = self.quality.push(x, valid, beats) if self.quality is not None else []
+            xf = self.filter.process(x) if self.filter is not None else x
         dets: list[Detection] = []
         if self.rhythm is not None:
-            start_m = self.resampler.next_output_index
-            xm = self.resampler.process(x)
-            if len(xm):
-                dets += self.rhythm.push(xm, start_m, sqi=self._last_sqi)
+            dets += self._rhythm_push(x)
         return self._after_beats(beats, windows, dets, end_s, xf=xf, x_start=chunk.start_sample)
+
+    def _rhythm_push(self, x: np.ndarray, final: bool = False) -> list[Detection]:
+        """Resampler + rhythm model, run only when the held-back chunks complete a window.
+
+        Both stages are chunk-size invariant, so running them once per window
+        instead of once per chunk gives the same samples; each chunk's output
+        samples keep the sqi that was current when the chunk arrived, and a
+        window's Detection comes out with the chunk that completes it, as before.
+        """
+        if len(x):
+            self._rhythm_raw.append(x)
+            self._rhythm_n_in += len(x)
+            self._rhythm_sqi.append((self.resampler.outputs_after(self._rhythm_n_in), self._last_sqi))
+        if not final and self.resampler.outputs_after(self._rhythm_n_in) < self.rhythm.next_window_end:
+            return []
+        if not self._rhythm_raw:
+            return []
+        start_m = self.resampler.next_output_index
+        xm = self.resampler.process(np.concatenate(self._rhythm_raw) if len(self._rhythm_raw) > 1
+                                    else self._rhythm_raw[0])
+        sqi = np.empty(len(xm))
+        a = start_m
+        for b, q in self._rhythm_sqi:
+            sqi[a - start_m: b - start_m] = q
+            a = b
+        self._rhythm_raw, self._rhythm_sqi = [], []
+        return self.rhythm.push(xm, start_m, sqi=sqi) if len(xm) else []
 
     def push_beats(self, beats: list[Beat], now_s: float | None = None) -> list:
         """Beat-time path (annotation replay, BLE RR, PPG IBIs from elsewhere)."""
@@ -220,11 +271,44 @@ class Pipeline:
         windows = self.quality.flush() if self.quality is not None else []
         dets: list[Detection] = []
         if self.rhythm is not None:
+            dets += self._rhythm_push(np.zeros(0), final=True)
             start_m = self.resampler.next_output_index
             xm = self.resampler.flush()
             if len(xm):
                 dets += self.rhythm.push(xm, start_m, sqi=self._last_sqi)
         out = self._after_beats(beats, windows, dets, self._now_s, final=True)
+        return out
+
+    # ------------------------------------------------------------------ AF fusion (ECG)
+    def _fuse_af(self, dets: list[Detection]) -> list[Detection]:
+        """On ECG, AF is positive only where both detectors say so.
+
+        The beat-timing CNN cannot tell frequent ectopy from AF (its false positives
+        on ltafdb/test are atrial premature beats and bigeminy); the rhythm CNN sees
+        the P waves but decides on 10 s at a time. A beat-timing AF window counts
+        only if a rhythm window overlapping its centre beats was classed AF; the
+        rhythm CNN's own AF windows are kept for display but do not count alone.
+        Chosen a priori (both at their own tuned thresholds), not tuned on test data.
+        """
+        out = []
+        for d in dets:
+            if d.source == self.rhythm.model.card.name:
+                self._rhythm_af.append((d.start_s, d.end_s, d.condition == "af"))
+        while len(self._rhythm_af) > 64:
+            self._rhythm_af.popleft()
+        for d in dets:
+            if d.condition != "af":
+                out.append(d)
+            elif d.source == self.rhythm.model.card.name:
+                out.append(replace(d, evidence={**d.evidence, "af": False, "fusion": "needs beat-timing AF"}))
+            elif d.evidence.get("af"):
+                a = d.evidence.get("centre_start_s", d.start_s)
+                b = d.evidence.get("centre_end_s", d.end_s)
+                agree = any(ra < b and a < rb and is_af for ra, rb, is_af in self._rhythm_af)
+                out.append(d if agree else replace(d, evidence={**d.evidence, "af": False,
+                                                                 "fusion": "rhythm CNN did not confirm"}))
+            else:
+                out.append(d)
         return out
 
     # ------------------------------------------------------------------ shared tail
@@ -241,9 +325,12 @@ class Pipeline:
         if self.strip is not None and xf is not None:
             self.strip.add(x_start, xf, labelled)
         if self.tachogram is not None:
-            dets += self.tachogram.push(beats, sqi=self._last_sqi)
+            tach = self.tachogram.push(beats, sqi=self._last_sqi)
             if final:
-                dets += self.tachogram.flush()
+                tach += self.tachogram.flush()
+            dets += tach
+        if self.rhythm is not None and self.tachogram is not None:
+            dets = self._fuse_af(dets)
         if self.rules is not None:
             dets += self.rules.push(labelled, windows, now_s=self._now_s)
         out: list = [*labelled, *windows, *dets]
