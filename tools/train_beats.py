@@ -165,8 +165,11 @@ def fit_one(X: np.ndarray, y: np.ndarray, epochs: int, seed: int, arch: dict | N
     model = build_model(arch)
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(y))
+    from keras_progress import epoch_progress  # tools/, beside this script
+
+    # verbose > 0: one line per epoch and a bar with an ETA on stderr instead of Keras' printing
     model.fit(X[order], y[order], epochs=epochs, batch_size=BATCH, class_weight=class_weights(y),
-              verbose=verbose, shuffle=True)
+              verbose=0, shuffle=True, callbacks=[epoch_progress(epochs, "train beats")] if verbose else [])
     return model
 
 

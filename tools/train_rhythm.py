@@ -319,7 +319,10 @@ def cmd_train(args) -> None:
     rng = np.random.default_rng(SEED)
     best, hist = -1.0, []
     WORK.mkdir(parents=True, exist_ok=True)
-    for ep in range(args.epochs):
+    from edgemon.evaluate.progress import progress
+
+    bar = progress(range(args.epochs), total=args.epochs, desc="train rhythm")
+    for ep in bar:
         t0 = time.time()
         X, y = make_epoch(data, rng, args.crops)
         sw = cw[y].astype(np.float32)
@@ -333,9 +336,9 @@ def cmd_train(args) -> None:
             best = s["f1"]
             model.save(WORK / args.out)
             mark = " *"
-        log(f"epoch {ep + 1}/{args.epochs} loss {hist[-1]['loss']:.4f} val F1 {s['f1']:.4f} "
-            f"AF {s['f1_af']:.3f} {np.round(list(s['per_class_f1'].values()), 3).tolist()} "
-            f"{time.time() - t0:.0f}s{mark}")
+        bar.write(f"{time.strftime('%H:%M:%S')} epoch {ep + 1}/{args.epochs} loss {hist[-1]['loss']:.4f} "
+                  f"val F1 {s['f1']:.4f} AF {s['f1_af']:.3f} {np.round(list(s['per_class_f1'].values()), 3).tolist()} "
+                  f"{time.time() - t0:.0f}s{mark}", file=sys.stderr)
     (WORK / (Path(args.out).stem + "_log.json")).write_text(json.dumps({"args": vars(args) | {"func": None},
                                                      "class_weights": cw.tolist(), "history": hist,
                                                      "best_val_f1": best}, indent=1, default=str))

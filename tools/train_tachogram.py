@@ -271,8 +271,10 @@ def main(argv=None) -> int:
     cb = [tf.keras.callbacks.EarlyStopping(monitor="val_loss", patience=a.patience, restore_best_weights=True),
           tf.keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.3, patience=1)]
     t0 = time.time()
-    model.fit(x_tr, y_tr, batch_size=a.batch, epochs=a.epochs, validation_data=(x_va, y_va), callbacks=cb,
-              shuffle=True, verbose=2)
+    from keras_progress import epoch_progress  # tools/, beside this script
+
+    model.fit(x_tr, y_tr, batch_size=a.batch, epochs=a.epochs, validation_data=(x_va, y_va),
+              callbacks=cb + [epoch_progress(a.epochs, "train tachogram")], shuffle=True, verbose=0)
     log(f"trained in {time.time() - t0:.0f} s")
 
     # ---- per-beat threshold on the validation patients (float model)

@@ -15,6 +15,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterable
 
 import numpy as np
 
@@ -83,6 +84,20 @@ def load_beat_record(path: str | Path, annotator: str = "atr") -> BeatRecord:
 
 
 # ---------------------------------------------------------------- scoring
+def beat_probabilities(detections, n_beats: int) -> np.ndarray:
+    """Per-beat AF probability: the largest of the windows whose centre holds the beat (0 where none does).
+
+    ``probability >= threshold`` gives exactly ``beat_decisions``, so the ROC's
+    operating point is the scored one.
+    """
+    p = np.zeros(n_beats)
+    for d in detections:
+        ev = d.evidence
+        a, b = ev["centre_first_beat"], ev["centre_last_beat"] + 1
+        np.maximum(p[a:b], d.probability, out=p[a:b])
+    return p
+
+
 def beat_decisions(detections, n_beats: int) -> np.ndarray:
     """Per-beat AF decision from detections that carry centre_first_beat/centre_last_beat (unlabelled = not AF)."""
     det = np.zeros(n_beats, bool)
@@ -192,8 +207,11 @@ def load_af_model(card: str | Path, num_threads: int = 1):
         raise UserError(str(err)) from None
 
 
-def evaluate_records(rec_dir: Path, names: list[str], model, threshold: float | None,
-                     baseline_threshold: float | None, progress=None) -> dict:
+def evaluate_records(rec_dir: Path, names: Iterable[str], model, threshold: float | None,
+                     baseline_threshold: float | None, progress=None, collect: list | None = None) -> dict:
+    """Score records; ``progress(row)`` after each. With a ``collect`` list, each record's
+    beats, reference, per-beat probabilities and model detections are appended to it
+    (for ``--report``)."""
     from edgemon.detect.rr_features import RrIrregularityDetector
     from edgemon.detect.tachogram import TachogramAfDetector
 
@@ -217,8 +235,10 @@ def evaluate_records(rec_dir: Path, names: list[str], model, threshold: float | 
         db = det_b.push_rr(rec.rr_ms, rec.time_s) + det_b.flush()
         eps = af_episodes(rec.time_s, rec.is_af)
         row = {"record": name, "n_beats": rec.n_beats, "af_beats": int(rec.is_af.sum()), "episodes_ge_60s": len(eps)}
+        kept = {}
         for key, dets, tl in (("model", dm, tally), ("baseline", db, b_tally)):
             det = beat_decisions(dets, rec.n_beats)
+            kept[key] = det
             c = counts(rec.is_af, det)
             found, delays = episode_stats(rec.time_s, eps, det, dets)
             tl.add(c, len(eps), found, delays)
@@ -227,6 +247,11 @@ def evaluate_records(rec_dir: Path, names: list[str], model, threshold: float | 
                         "ppv": s["beat_ppv_pct"], "episodes_found": found}
         row["seconds"] = round(time.time() - t0, 2)
         per_record.append(row)
+        if collect is not None:
+            collect.append({"record": name, "time_s": rec.time_s, "is_af": rec.is_af, "episodes": eps,
+                            "model_probability": beat_probabilities(dm, rec.n_beats),
+                            "baseline_probability": beat_probabilities(db, rec.n_beats),
+                            "model_af": kept["model"], "baseline_af": kept["baseline"], "detections": dm})
         if progress:
             progress(row)
     out = {"threshold": thr_used}
@@ -241,20 +266,23 @@ def _fmt(v) -> str:
     return "   -  " if v is None else f"{v:6.2f}"
 
 
-def _print_row(row: dict, file) -> None:
+def _row_line(row: dict) -> str:
     if "model" not in row:
-        print(f"{row['record']:>8}  {row.get('note', '')}", file=file)
-        return
+        return f"{row['record']:>8}  {row.get('note', '')}"
     m, b = row["model"], row["baseline"]
-    print(f"{row['record']:>8} {row['n_beats']:>8} {row['af_beats']:>8} {row['episodes_ge_60s']:>4} | "
-          f"{_fmt(m['se'])} {_fmt(m['sp'])} {_fmt(m['ppv'])} {m['episodes_found']:>4} | "
-          f"{_fmt(b['se'])} {_fmt(b['sp'])} {_fmt(b['ppv'])} {b['episodes_found']:>4} | {row['seconds']:5.1f}s",
-          file=file, flush=True)
+    return (f"{row['record']:>8} {row['n_beats']:>8} {row['af_beats']:>8} {row['episodes_ge_60s']:>4} | "
+            f"{_fmt(m['se'])} {_fmt(m['sp'])} {_fmt(m['ppv'])} {m['episodes_found']:>4} | "
+            f"{_fmt(b['se'])} {_fmt(b['sp'])} {_fmt(b['ppv'])} {b['episodes_found']:>4} | {row['seconds']:5.1f}s")
+
+
+def _print_row(row: dict, file) -> None:
+    print(_row_line(row), file=file, flush=True)
 
 
 def run(args) -> int:
     from edgemon.cli import UserError
     from edgemon.evaluate.common import list_records
+    from edgemon.evaluate.progress import progress
 
     rec_dir = resolve_records_dir(args.data_dir)
     names = args.records or list_records(rec_dir)
@@ -268,8 +296,10 @@ def run(args) -> int:
     print(f"{'record':>8} {'beats':>8} {'af':>8} {'ep':>4} | {'Se':>6} {'Sp':>6} {'PPV':>6} {'epD':>4} | "
           f"{'bSe':>6} {'bSp':>6} {'bPPV':>6} {'epD':>4} |", file=table)
     t0 = time.time()
-    res = evaluate_records(rec_dir, names, model, args.threshold, args.baseline_threshold,
-                           progress=lambda r: _print_row(r, table))
+    bar = progress(names, total=len(names), desc="evaluate af", quiet=args.json, item_label=str)
+    collected: list | None = [] if getattr(args, "report", None) else None
+    res = evaluate_records(rec_dir, bar, model, args.threshold, args.baseline_threshold,
+                           progress=lambda r: bar.write(_row_line(r), file=table), collect=collected)
     out = {"evaluation": "af", "data_dir": str(rec_dir), "records": names,
            "protocol": "per beat (Petrenas 2015): reference AF = beat inside an '(AFIB' episode; each beat takes "
                        "the decision of the window whose 8 centre beats hold it; episodes = AF runs >= 60 s, found "
@@ -280,6 +310,8 @@ def run(args) -> int:
     out["baseline"] = res["baseline"]
     out["per_record"] = res["per_record"]
     out["seconds"] = round(time.time() - t0, 1)
+    if collected is not None:
+        write_report(args, rec_dir, out, collected)
     if args.json:
         print(json.dumps(out))
     else:
@@ -290,6 +322,171 @@ def run(args) -> int:
                   f"(threshold {r['threshold']})")
         print(f"{out['seconds']} s")
     return 0
+
+
+# ---------------------------------------------------------------- --report
+def _where(folder: Path) -> str:
+    """'cinc2017/test' rather than just 'test' for a report title."""
+    folder = Path(folder).resolve()
+    return f"{folder.parent.name}/{folder.name}" if folder.name in ("test", "train") else folder.name
+
+
+def _alert_spans(detections, t_end_s: float) -> list[tuple[float, float]] | None:
+    """AF alert episodes (onset -> resolved) of the default alert policy fed these detections,
+    via ``edgemon evaluate alerts``' replay; None when that module is not available."""
+    try:
+        from edgemon.alerts.policy import AlertPolicy
+        from edgemon.evaluate.alerts import alert_spans, replay
+    except ImportError:
+        return None
+    policy = AlertPolicy()
+    msgs = replay(detections, 0.0, t_end_s, policy, "report")
+    return [(a["onset"], a["end"]) for a in alert_spans(msgs).get("af", [])]
+
+
+def report_rows(out: dict) -> list[dict]:
+    """The JSON's per-record rows, flattened for a table."""
+    rows = []
+    for r in out["per_record"]:
+        if "model" not in r:
+            rows.append({"record": r["record"], "n_beats": r["n_beats"]})
+            continue
+        m, b = r["model"], r["baseline"]
+        rows.append({"record": r["record"], "n_beats": r["n_beats"], "af_beats": r["af_beats"],
+                     "episodes_ge_60s": r["episodes_ge_60s"], "se": m["se"], "sp": m["sp"], "ppv": m["ppv"],
+                     "episodes_found": m["episodes_found"], "b_se": b["se"], "b_sp": b["sp"], "b_ppv": b["ppv"],
+                     "b_episodes_found": b["episodes_found"], "seconds": r["seconds"]})
+    return rows
+
+
+ROW_LABELS = {"n_beats": "beats", "af_beats": "AF beats", "episodes_ge_60s": "episodes >= 60 s",
+              "se": "Se %", "sp": "Sp %", "ppv": "PPV %", "episodes_found": "episodes found",
+              "b_se": "baseline Se %", "b_sp": "baseline Sp %", "b_ppv": "baseline PPV %",
+              "b_episodes_found": "baseline episodes found", "auc": "AUC", "b_auc": "baseline AUC",
+              "alerts": "AF alerts"}
+
+
+def write_report(args, rec_dir: Path, out: dict, collected: list[dict]):
+    """``--report DIR``: DIR/af-report.html and .json from one run's results and per-beat data."""
+    from edgemon.evaluate.report import Report, curves
+    from edgemon.evaluate.report_common import (command_line, display_gap_s, merge_spans, spans_from_mask,
+                                                write_report as write)
+
+    cmd = ["edgemon", "evaluate", "af", "--data-dir", str(args.data_dir or rec_dir)]
+    if args.records:
+        cmd += ["--records", *args.records]
+    if Path(args.model).resolve() != DEFAULT_CARD.resolve():
+        cmd += ["--model", args.model]
+    if args.threshold is not None:
+        cmd += ["--threshold", f"{args.threshold:g}"]
+    if args.baseline_threshold is not None:
+        cmd += ["--baseline-threshold", f"{args.baseline_threshold:g}"]
+    cmd += ["--report", str(args.report)]
+    b = out["baseline"]
+    rep = Report(f"AF from beat timing: {out['model']['name']} {out['model']['version']} on {_where(rec_dir)}",
+                 command=command_line(cmd), description=out["protocol"] + ". Baseline: " + b["method"] + ".")
+    rep.add_metrics({"records": len(out["records"]), "beats": sum(out[k] for k in ("tp", "fn", "tn", "fp")),
+                     "threshold": out["threshold"], "Se % (beats)": out["beat_sensitivity_pct"],
+                     "Sp % (beats)": out["beat_specificity_pct"], "PPV % (beats)": out["beat_ppv_pct"],
+                     "accuracy % (beats)": out["beat_accuracy_pct"], "AF episodes >= 60 s": out["episodes_ge_60s"],
+                     "episode Se %": out["episode_sensitivity_pct"], "median delay s": out["median_delay_s"],
+                     "baseline threshold (nRMSSD)": b["threshold"], "baseline Se %": b["beat_sensitivity_pct"],
+                     "baseline Sp %": b["beat_specificity_pct"], "baseline PPV %": b["beat_ppv_pct"],
+                     "run time s": out["seconds"]}, title="Totals", key="totals")
+
+    rows = report_rows(out)
+    by_name = {c["record"]: c for c in collected}
+    timeline, n_alerts_missing = [], False
+    for row in rows:
+        c = by_name.get(row["record"])
+        if c is None:
+            continue
+        for key, col in (("model_probability", "auc"), ("baseline_probability", "b_auc")):
+            try:
+                row[col] = curves(c["is_af"], c[key]).auc_roc
+            except ValueError:  # a record without AF (or only AF): no ROC
+                row[col] = None
+        t = c["time_s"]
+        duration = float(t[-1]) if len(t) else 0.0
+        gap = display_gap_s(duration)
+        line = {"record": row["record"], "duration_s": duration,
+                "reference": merge_spans(spans_from_mask(t, c["is_af"]), gap),
+                "detected": merge_spans(spans_from_mask(t, c["model_af"]), gap),
+                "baseline": merge_spans(spans_from_mask(t, c["baseline_af"]), gap)}
+        alerts = _alert_spans(c["detections"], duration) if len(t) else []
+        if alerts is None:
+            n_alerts_missing = True
+        else:
+            line["alerts"] = alerts
+            row["alerts"] = len(alerts)
+        timeline.append(line)
+
+    rep.section("Per record", "Se, Sp and PPV per beat; an episode is an AF run of at least 60 s. "
+                              "AUC: area under the ROC of the per-beat probability within the record "
+                              "(none where the record has no AF or no non-AF beats).")
+    rep.add_table(rows, key="per_record", labels=ROW_LABELS,
+                  columns=[k for k in ("record", "n_beats", "af_beats", "episodes_ge_60s", "se", "sp", "ppv",
+                                       "episodes_found", "auc", "b_se", "b_sp", "b_ppv", "b_episodes_found",
+                                       "b_auc", "alerts", "seconds") if any(k in r for r in rows)])
+
+    rep.section("Per beat")
+    for key, label in (("model", f"{out['model']['name']}"), ("baseline", "RR-irregularity baseline")):
+        src = out if key == "model" else b
+        rep.add_confusion([[src["tn"], src["fp"]], [src["fn"], src["tp"]]], ["non-AF", "AF"],
+                          title=f"Per-beat confusion: {label}", key=f"confusion_{key}",
+                          caption="Rows: reference ('(AFIB' episodes), columns: decision.")
+    is_af = np.concatenate([c["is_af"] for c in collected]) if collected else np.zeros(0, bool)
+    for key, label, thr, cap in (
+            ("model_probability", out["model"]["name"], out["threshold"],
+             "Per-beat AF probability: the largest of the windows whose 8 centre beats hold the beat (0 for "
+             "beats no window centres on). The marked point is the card's threshold: its counts are the "
+             "table's."),
+            ("baseline_probability", "RR-irregularity baseline", 0.5,
+             "Baseline score: the window's robust nRMSSD squashed around its threshold (0.5 = the threshold), "
+             "so the marked point is the baseline's decision.")):
+        score = np.concatenate([c[key] for c in collected]) if collected else np.zeros(0)
+        rep.add_roc(is_af, score, operating_threshold=thr, title=f"ROC and precision-recall: {label}",
+                    key=f"roc_{key.split('_')[0]}", caption=cap)
+    _add_overlay(rep, is_af, collected)
+
+    rep.section("Timelines", "Reference AF episodes (every '(AFIB' run) against the beats the model called AF"
+                             + ("" if n_alerts_missing else ", the AF alerts the default alert policy raised "
+                                "from those detections (onset to resolved)")
+                             + " and the baseline's AF beats. Spans closer than about 1/1000 of the record are "
+                               "drawn joined; the JSON holds the drawn spans.")
+    lanes = ("reference", "detected") + (() if n_alerts_missing else ("alerts",)) + ("baseline",)
+    rep.add_timeline(timeline, title="AF episodes per record", lanes=lanes, key="timelines")
+    if n_alerts_missing:
+        rep.add_text("AF alerts not drawn: edgemon.evaluate.alerts (the alert replay) is not installed.")
+    return write(rep, args.report, "af-report")
+
+
+def _add_overlay(rep, is_af: np.ndarray, collected: list[dict]) -> None:
+    """Both ROC curves on one axis (model against baseline)."""
+    from edgemon.evaluate.report import curves
+    from edgemon.plot import PlotUnavailable, new_figure
+
+    try:
+        cm = curves(is_af, np.concatenate([c["model_probability"] for c in collected]))
+        cb = curves(is_af, np.concatenate([c["baseline_probability"] for c in collected]))
+    except ValueError:
+        return
+    try:
+        fig = new_figure(5.0, 4.2)
+    except PlotUnavailable as err:
+        rep.add_text(f"Model against baseline ROC not drawn: {err}")
+        return
+    ax = fig.subplots()
+    ax.plot([0, 1], [0, 1], color="#ced4da", lw=0.8, ls="--")
+    ax.plot(cm.fpr, cm.tpr, color="#1864ab", lw=1.6, label=f"model (AUC {cm.auc_roc:.3f})", gid="roc-model")
+    ax.plot(cb.fpr, cb.tpr, color="#e8590c", lw=1.4, label=f"baseline (AUC {cb.auc_roc:.3f})", gid="roc-baseline")
+    ax.set(xlabel="false positive rate (1 - specificity)", ylabel="sensitivity", xlim=(-0.01, 1.01),
+           ylim=(-0.01, 1.01), title="per-beat ROC: model against baseline")
+    ax.grid(True, color="#e9ecef", lw=0.6)
+    ax.legend(loc="lower right", fontsize=8)
+    ax.set_aspect("equal")
+    rep.add_figure(fig, title="Model against baseline", key="roc_overlay",
+                   data={"auc_model": cm.auc_roc, "auc_baseline": cb.auc_roc})
 
 
 def register(sub) -> None:
@@ -305,4 +502,7 @@ def register(sub) -> None:
                    help="override the baseline nRMSSD threshold (default: the card's, tuned on ltafdb/train)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout; table on stderr")
+    p.add_argument("--report", metavar="DIR",
+                   help="also write DIR/af-report.html and .json: per-record table, per-beat confusion, ROC and "
+                        "precision-recall of model and baseline with the operating point, per-record timelines")
     p.set_defaults(func=run)

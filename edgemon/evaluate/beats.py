@@ -253,7 +253,8 @@ def classify_stream(model, rec: MitdbRecord, peaks: np.ndarray, chunk_s: float =
 
 
 def evaluate_records(data_dir: Path, records: list[str], card: Path | None, reference_peaks: bool,
-                     with_baseline: bool = True, rules: bool = False, log=print) -> dict:
+                     with_baseline: bool = True, rules: bool = False, log=print, each=None) -> dict:
+    """Score records; ``each(items, total, desc)`` wraps the record loop (a progress bar)."""
     from edgemon.detect.beats import beat_features
 
     model = None
@@ -267,7 +268,7 @@ def evaluate_records(data_dir: Path, records: list[str], card: Path | None, refe
     n_infer = 0
     det_stats = {"n_reference": 0, "n_detected": 0, "n_matched": 0}
     rules_per: dict[str, dict] = {}
-    for r in records:
+    for r in (each(records, len(records), "evaluate beats") if each else records):
         rec = load_mitdb_record(data_dir / r)
         peaks = detect_peaks(rec, reference_peaks)
         tol = int(round(MATCH_TOL_S * rec.fs_hz))
@@ -496,6 +497,9 @@ def register(sub) -> None:
     p.add_argument("--no-baseline", action="store_true", help="skip the rule-only baseline")
     p.add_argument("--rules", action="store_true", help="also score the rhythm rules (VT, brady, tachy, pause)")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    p.add_argument("--report", metavar="DIR",
+                   help="also write DIR/beats-report.html and .json: AAMI confusion matrices, per-record VEB/SVEB "
+                        "table, VEB and SVEB Se/+P by sex and age band (from the MITDB headers)")
     p.set_defaults(func=run)
 
 
@@ -519,7 +523,24 @@ def run(args: argparse.Namespace) -> int:
     card = Path(args.card)
     if not card.is_file():
         raise UserError(f"--card {card}: file not found")
-    log = (lambda m: print(m, file=sys.stderr)) if args.json else print
+    from edgemon.evaluate.progress import progress
+
+    bars: list = []
+
+    def each(items, total, desc):
+        bar = progress(items, total=total, desc=desc, quiet=args.json, item_label=str)
+        bars.append(bar)
+        try:
+            yield from bar
+        finally:
+            bars.remove(bar)
+
+    def log(m: str) -> None:
+        out_file = sys.stderr if args.json else sys.stdout
+        if bars:  # through the running bar, so a terminal bar is not torn by the line
+            bars[-1].write(m, file=out_file)
+        else:
+            print(m, file=out_file)
     trained_on = sorted(set(records) & set(split_records("DS1")))
     if trained_on:
         print(f"warning: records {' '.join(trained_on)} are DS1, the beat model's training data: "
@@ -529,11 +550,13 @@ def run(args: argparse.Namespace) -> int:
         from edgemon.detect.runtime import ModelIntegrityError, ModelRuntimeError
 
         out = evaluate_records(data_dir, records, card, args.reference_peaks,
-                               with_baseline=not args.no_baseline, rules=args.rules, log=log)
+                               with_baseline=not args.no_baseline, rules=args.rules, log=log, each=each)
     except (ModelCardError, ModelIntegrityError, ModelRuntimeError) as err:
         raise UserError(str(err)) from None
     except ImportError as err:
         raise UserError(f"evaluate beats: {err}") from None
+    if getattr(args, "report", None):
+        write_report(args, data_dir, out)
     if args.json:
         print(json.dumps(out))
     else:
@@ -573,3 +596,124 @@ def _print_table(out: dict) -> None:
                 v = sec[c]
                 extra = f" vs reference-beat rule: Se {v['se']} +P {v['ppv']}" if "se" in v else ""
                 print(f"  {side:9s} {c}: {v['n_detected']} detections ({v['detections_per_hour']}/h){extra}")
+
+
+# --------------------------------------------------------------------------- --report
+
+def _confusion6(section: dict) -> tuple[list[list[int]], list[str]]:
+    """The matched-beat matrix plus a "no beat" class: reference beats the detector missed
+    (last column) and detections matching no reference beat (last row)."""
+    c = section["confusion"]
+    cm = [list(r) + [m] for r, m in zip(c["matrix"], c["missed_by_detector"])]
+    cm.append(list(c["unmatched_detections_by_label"]) + [0])
+    return cm, list(CLASSES) + ["no beat"]
+
+
+def _per_record_rows(out: dict, side: str) -> list[dict]:
+    rows = []
+    for r, entry in out["per_record"].items():
+        if side not in entry:
+            continue
+        v, s = entry[side]["VEB"], entry[side]["SVEB"]
+        rows.append({"record": r, "veb_tp": v["tp"], "veb_fn": v["fn"], "veb_fp": v["fp"], "veb_se": v["se"],
+                     "veb_ppv": v["ppv"], "sveb_tp": s["tp"], "sveb_fn": s["fn"], "sveb_fp": s["fp"],
+                     "sveb_se": s["se"], "sveb_ppv": s["ppv"]})
+    return rows
+
+
+_RECORD_LABELS = {"veb_tp": "VEB TP", "veb_fn": "VEB FN", "veb_fp": "VEB FP", "veb_se": "VEB Se %",
+                  "veb_ppv": "VEB +P %", "sveb_tp": "SVEB TP", "sveb_fn": "SVEB FN", "sveb_fp": "SVEB FP",
+                  "sveb_se": "SVEB Se %", "sveb_ppv": "SVEB +P %"}
+
+
+def _rules_rows(rules: dict) -> list[dict]:
+    rows = []
+    for side in ("pipeline", "reference"):
+        if side not in rules:
+            continue
+        sec = rules[side]
+        for cond, v in sec.items():
+            if cond == "vt":
+                for truth, w in ((k, x) for k, x in v.items() if isinstance(x, dict)):
+                    rows.append({"beats": side, "condition": "vt", "truth": truth.replace("vs_", "").replace("_", " "),
+                                 **{k: w.get(k) for k in ("n_truth", "truth_found", "n_detected", "se", "ppv")},
+                                 "per_hour": v.get("detections_per_hour")})
+            else:
+                rows.append({"beats": side, "condition": cond, "truth": v.get("truth", ""),
+                             **{k: v.get(k) for k in ("n_truth", "truth_found", "n_detected", "se", "ppv")},
+                             "per_hour": v.get("detections_per_hour")})
+    return rows
+
+
+def write_report(args, data_dir: Path, out: dict):
+    """``--report DIR``: DIR/beats-report.html and .json from one run's results."""
+    from edgemon.evaluate.report import Report, subgroup_table
+    from edgemon.evaluate.report_common import add_subgroup_figure, command_line, write_report as write
+
+    cmd = ["edgemon", "evaluate", "beats"]
+    if args.data_dir:
+        cmd += ["--data-dir", args.data_dir]
+    if args.records:
+        cmd += ["--records", *args.records]
+    if Path(args.card).resolve() != DEFAULT_CARD.resolve():
+        cmd += ["--card", args.card]
+    for flag, on in (("--reference-peaks", args.reference_peaks), ("--no-baseline", args.no_baseline),
+                     ("--rules", args.rules)):
+        if on:
+            cmd.append(flag)
+    cmd += ["--report", str(args.report)]
+    name = out.get("model", {}).get("name", "beat model")
+    rep = Report(f"AAMI beat classes: {name} on MITDB ({len(out['records'])} records)",
+                 command=command_line(cmd), description=__doc__.split("\n\n", 1)[1].replace("``", ""))
+    q = out["qrs"]
+    metrics = {"records": len(out["records"]), "peaks": q["peaks"], "QRS Se %": q["se"], "QRS +P %": q["ppv"]}
+    if "VEB" in out:
+        metrics.update({"VEB Se %": out["VEB"]["se"], "VEB +P %": out["VEB"]["ppv"], "SVEB Se %": out["SVEB"]["se"],
+                        "SVEB +P %": out["SVEB"]["ppv"], "accuracy % (matched beats)": out["accuracy_pct"],
+                        "ms per beat (streaming)": out["model"]["ms_per_beat_stream"]})
+    if "baseline" in out:
+        b = out["baseline"]
+        metrics.update({"baseline VEB Se %": b["VEB"]["se"], "baseline VEB +P %": b["VEB"]["ppv"],
+                        "baseline SVEB Se %": b["SVEB"]["se"], "baseline SVEB +P %": b["SVEB"]["ppv"]})
+    rep.add_metrics(metrics, title="Totals", key="totals")
+    counting = ("Rows: reference AAMI class, columns: label given; 'no beat' column = reference beats the QRS "
+                "detector missed, 'no beat' row = detections matching no reference beat. Se/+P here are per "
+                "class; the VEB/SVEB figures follow AAMI (F labelled V is not a VEB false positive, Q labelled "
+                "S not an SVEB one).")
+    headers = {r: data_dir / f"{r}.hea" for r in out["per_record"]}
+    for side, label in (("model", name), ("baseline", "rule baseline")):
+        sec = out if side == "model" else out.get("baseline")
+        if sec is None or "VEB" not in sec:
+            continue
+        rep.section(f"{'Model' if side == 'model' else 'Rule baseline'}: {label}",
+                    out["baseline"]["rule"] if side == "baseline" else None)
+        cm, labels = _confusion6(sec)
+        rep.add_confusion(cm, labels, title=f"Confusion matrix ({label})", key=f"confusion_{side}", caption=counting)
+        rows = _per_record_rows(out, side)
+        rep.add_table(rows, title=f"Per record ({label})", key=f"per_record_{side}", labels=_RECORD_LABELS)
+        groups = {}
+        for cls in ("VEB", "SVEB"):
+            k = cls.lower()
+            counts = [{"record": r["record"], "tp": r[f"{k}_tp"], "fn": r[f"{k}_fn"], "fp": r[f"{k}_fp"]}
+                      for r in rows]
+            groups[cls] = subgroup_table(counts, headers)
+        add_subgroup_figure(rep, groups, title=f"Se and +P by sex and age band ({label})",
+                            key=f"subgroups_figure_{side}")
+        for cls in ("VEB", "SVEB"):
+            k = cls.lower()
+            rep.add_table(groups[cls], title=f"{cls} Se / +P by sex and age band ({label})",
+                          key=f"subgroups_{k}_{side}",
+                          columns=["group", "subgroup", "records", "tp", "fn", "fp", "sensitivity", "ppv"],
+                          labels={"sensitivity": "Se %", "ppv": "+P %"},
+                          caption="Gross counts over each group's records; age and sex from each record "
+                                  "header's first comment (records without one are 'unknown'). Few records per "
+                                  "group: read with care. The JSON lists each group's records.")
+    if "rules" in out:
+        r = out["rules"]
+        rep.section("Rhythm rules", f"Over {r['hours']} h; an episode is found when a detection overlaps it "
+                                    f"(slack {r['slack_s']} s). 'pipeline' runs the rules on the detector's beats "
+                                    "and the model's labels, 'reference' on the reference beats and labels.")
+        rep.add_table(_rules_rows(r), key="rules", labels={"n_truth": "episodes", "truth_found": "found",
+                                                           "n_detected": "detections", "se": "Se %",
+                                                           "ppv": "+P %", "per_hour": "detections / h"})
+    return write(rep, args.report, "beats-report")

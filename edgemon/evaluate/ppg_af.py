@@ -124,14 +124,17 @@ def match_beats(ref_s: np.ndarray, det_s: np.ndarray, tol_s: float = 0.15) -> tu
 
 
 def semi_synthetic(root: Path, names: list[str], model, fs_hz: float, n_seg: int, seg_min: float, seed: int,
-                   log) -> dict:
+                   log, collect: list | None = None, each=None) -> dict:
+    """Score the semi-synthetic part. ``each(items, total, desc)`` wraps the record loop (a
+    progress bar); with a ``collect`` list, each record's scored beats, reference, decisions and
+    probabilities are appended to it (for ``--report``)."""
     from edgemon.detect.tachogram import TachogramAfDetector
 
     rec_dir = root / "ltafdb" / "test"
     total = {"tp": 0, "fn": 0, "tn": 0, "fp": 0}
     ref_beats = matched = det_beats = 0
     rows = []
-    for ri, name in enumerate(names):
+    for ri, name in enumerate(each(names, len(names), "ppg-af semi-synthetic") if each else names):
         rng = np.random.default_rng(seed + ri)
         rec = load_beat_record(rec_dir / name)
         if rec.n_beats < 100:
@@ -144,6 +147,7 @@ def semi_synthetic(root: Path, names: list[str], model, fs_hz: float, n_seg: int
             starts = np.linspace(t_first, max(t_first, t_last - seg_s), n_seg) if n_seg > 1 else [t_first]
         rc = {"tp": 0, "fn": 0, "tn": 0, "fp": 0}
         t_rec = time.time()
+        kept: dict[str, list] = {"time_s": [], "is_af": [], "af": [], "probability": []}
         for s0 in starts:
             s1 = min(s0 + seg_s, t_last)
             sel = (rec.time_s >= s0 - 2.0) & (rec.time_s < s1)
@@ -161,11 +165,18 @@ def semi_synthetic(root: Path, names: list[str], model, fs_hz: float, n_seg: int
             ref_af = rec.is_af[in_seg]
             t_pulse = rec.time_s[in_seg] + PTT_S + SYSTOLIC_DELAY_S
             dec = np.zeros(ref_af.size, bool)
+            prob = np.zeros(ref_af.size)
             if dets:
                 cs = np.array([d.evidence["centre_start_s"] for d in dets])
                 af = np.array([bool(d.evidence["af"]) for d in dets])
                 idx = np.searchsorted(cs, t_pulse, side="right") - 1
                 dec = np.where(idx >= 0, af[np.clip(idx, 0, None)], False)
+                if collect is not None:
+                    pr = np.array([d.probability for d in dets])
+                    prob = np.where(idx >= 0, pr[np.clip(idx, 0, None)], 0.0)
+            if collect is not None:
+                for k, v in (("time_s", rec.time_s[in_seg]), ("is_af", ref_af), ("af", dec), ("probability", prob)):
+                    kept[k].append(v)
             c = counts(ref_af, dec)
             for k in rc:
                 rc[k] += c[k]
@@ -175,6 +186,9 @@ def semi_synthetic(root: Path, names: list[str], model, fs_hz: float, n_seg: int
         row = {"record": name, "beats": sum(rc.values()), "se": s["beat_sensitivity_pct"],
                "sp": s["beat_specificity_pct"], "seconds": round(time.time() - t_rec, 1)}
         rows.append(row)
+        if collect is not None:
+            collect.append({"record": name, "duration_s": float(t_last),
+                            **{k: np.concatenate(v) if v else np.zeros(0) for k, v in kept.items()}})
         log(f"  semi-synthetic {name:>5}: beats {row['beats']:>7} Se {row['se']} Sp {row['sp']} ({row['seconds']} s)")
     out = {"label": "semi-synthetic", "source": "ltafdb/test beat times -> synthetic PPG (see module docstring)",
            "ppg_fs_hz": fs_hz, "segments_per_record": n_seg, "segment_min": seg_min, "seed": seed,
@@ -201,7 +215,9 @@ def read_segments(ppg_dir: Path) -> list[dict]:
     return rows
 
 
-def real_ppg(root: Path, model, log) -> dict:
+def real_ppg(root: Path, model, log, collect: dict | None = None, each=None) -> dict:
+    """Score the real part. ``each`` wraps the record loop; a ``collect`` dict receives the
+    per-segment reference, probability, subject and rhythm (for ``--report``)."""
     import wfdb
 
     from edgemon.detect.tachogram import short_sequence_probability
@@ -213,8 +229,8 @@ def real_ppg(root: Path, model, log) -> dict:
     for s in segs:
         by_rec.setdefault(s["record"], []).append(s)
     ref, dec, subj, rhythm, few = [], [], [], [], 0
-    n_intervals = []
-    for rname, rows in by_rec.items():
+    n_intervals, probs = [], []
+    for rname, rows in (each(by_rec.items(), len(by_rec), "ppg-af real") if each else by_rec.items()):
         rec = wfdb.rdrecord(str(ppg_dir / rname))
         fs = float(rec.fs)
         x = rec.p_signal[:, 0]
@@ -232,6 +248,7 @@ def real_ppg(root: Path, model, log) -> dict:
                 p = short_sequence_probability(model, rr)
             ref.append(s["label"].strip().upper() == "AF")
             dec.append(p >= thr)
+            probs.append(p)
             subj.append(s["subject"])
             rhythm.append(s["rhythm"])
         log(f"  real ppg {rname}: {len(rows)} segments")
@@ -260,18 +277,41 @@ def real_ppg(root: Path, model, log) -> dict:
     out["patient_median_sensitivity_pct"] = float(np.median(ses)) if ses else None
     out["patient_median_specificity_pct"] = float(np.median(sps)) if sps else None
     out["per_patient"] = per_patient
+    if collect is not None:
+        collect.update(is_af=ref_a, af=dec_a, probability=np.array(probs, dtype=float), subject=subj_a,
+                       rhythm=rh_a, threshold=thr)
     return out
 
 
 def run(args) -> int:
     from edgemon.cli import UserError
     from edgemon.evaluate.common import default_data_root, list_records
+    from edgemon.evaluate.progress import progress
 
     root = Path(args.data_dir) if args.data_dir else default_data_root()
     if root is None or not root.is_dir():
         raise UserError("no data folder: pass --data-dir (the folder holding ltafdb/ and ppg_af/) or set EDGEMON_DATA")
     model = load_af_model(args.model, args.threads)
-    log = (lambda m: print(m, file=sys.stderr, flush=True))
+    bars: list = []
+
+    def each(items, total, desc):
+        bar = progress(items, total=total, desc=desc, quiet=args.json,
+                       item_label=lambda it: str(it[0] if isinstance(it, tuple) else it))
+        bars.append(bar)
+        try:
+            yield from bar
+        finally:
+            bars.remove(bar)
+
+    def log(m: str) -> None:
+        if bars:  # through the running bar, so a terminal bar is not torn by the line
+            bars[-1].write(m, file=sys.stderr)
+        else:
+            print(m, file=sys.stderr, flush=True)
+
+    reporting = bool(getattr(args, "report", None))
+    semi_rows: list | None = [] if reporting else None
+    real_data: dict | None = {} if reporting else None
     out = {"evaluation": "ppg-af", "data_dir": str(root),
            "model": {"name": model.name, "version": model.version, "sha256": model.sha256, "runtime": model.runtime}}
     t0 = time.time()
@@ -285,13 +325,15 @@ def run(args) -> int:
             raise UserError(f"--records: no .atr in {d} for {', '.join(missing)}")
         log(f"semi-synthetic PPG from {d} ({len(names)} records)")
         out["semi_synthetic"] = semi_synthetic(root, names, model, args.ppg_fs, args.segments, args.segment_min,
-                                               args.seed, log)
+                                               args.seed, log, collect=semi_rows, each=each)
     if args.part in ("real", "both"):
         if not (root / "ppg_af").is_dir():
             raise UserError(f"--data-dir {root}: no ppg_af folder for the real-PPG part")
         log("real PPG: ppg_af")
-        out["real"] = real_ppg(root, model, log)
+        out["real"] = real_ppg(root, model, log, collect=real_data, each=each)
     out["seconds"] = round(time.time() - t0, 1)
+    if reporting:
+        write_report(args, root, out, semi_rows or [], real_data or {})
     if args.json:
         print(json.dumps(out))
     else:
@@ -306,6 +348,118 @@ def run(args) -> int:
                   f"{r['segment_sensitivity_pct']} %  Sp {r['segment_specificity_pct']} %  PPV {r['segment_ppv_pct']} %"
                   f"  acc {r['segment_accuracy_pct']} %; called AF by rhythm {r['called_af_pct_by_rhythm']}")
     return 0
+
+
+# ---------------------------------------------------------------- --report
+def write_report(args, root: Path, out: dict, semi_rows: list[dict], real: dict):
+    """``--report DIR``: DIR/ppg-af-report.html and .json."""
+    from edgemon.evaluate.report import Report, curves
+    from edgemon.evaluate.report_common import (command_line, display_gap_s, merge_spans, spans_from_mask,
+                                                write_report as write)
+
+    cmd = ["edgemon", "evaluate", "ppg-af", "--data-dir", str(args.data_dir or root)]
+    if args.part != "both":
+        cmd += ["--part", args.part]
+    if args.records:
+        cmd += ["--records", *args.records]
+    if args.segments:
+        cmd += ["--segments", str(args.segments)]
+    if args.segment_min != 60.0:
+        cmd += ["--segment-min", f"{args.segment_min:g}"]
+    if args.ppg_fs != 100.0:
+        cmd += ["--ppg-fs", f"{args.ppg_fs:g}"]
+    if args.seed:
+        cmd += ["--seed", str(args.seed)]
+    if Path(args.model).resolve() != DEFAULT_CARD.resolve():
+        cmd += ["--model", args.model]
+    cmd += ["--report", str(args.report)]
+    m = out["model"]
+    rep = Report(f"AF from PPG: {m['name']} {m['version']}", command=command_line(cmd),
+                 description=__doc__.split("\n\n", 1)[1].replace("``", ""))
+    if "semi_synthetic" in out:
+        s = out["semi_synthetic"]
+        rep.section("Semi-synthetic PPG (ltafdb/test beat times)",
+                    "Per reference beat: each beat takes the decision of the model window whose centre covers "
+                    "its pulse; PPG peaks are matched to the synthetic systolic peaks within 150 ms.")
+        rep.add_metrics({"records": len(s["per_record"]), "beats": sum(s[k] for k in ("tp", "fn", "tn", "fp")),
+                         "threshold": s["threshold"], "Se % (beats)": s["beat_sensitivity_pct"],
+                         "Sp % (beats)": s["beat_specificity_pct"], "PPV % (beats)": s["beat_ppv_pct"],
+                         "accuracy % (beats)": s["beat_accuracy_pct"],
+                         "PPG peak Se %": s["ppg_peak_sensitivity_pct"], "PPG peak PPV %": s["ppg_peak_ppv_pct"],
+                         "PPG rate Hz": s["ppg_fs_hz"], "segment min": s["segment_min"], "seed": s["seed"]},
+                        title="Totals", key="semi_totals")
+        rows = [dict(r) for r in s["per_record"]]
+        by_name = {c["record"]: c for c in semi_rows}
+        timeline = []
+        for r in rows:
+            c = by_name.get(r["record"])
+            if c is None:
+                continue
+            try:
+                r["auc"] = curves(c["is_af"], c["probability"]).auc_roc
+            except ValueError:
+                r["auc"] = None
+            gap = display_gap_s(c["duration_s"])
+            timeline.append({"record": r["record"], "duration_s": c["duration_s"],
+                             "reference": merge_spans(spans_from_mask(c["time_s"], c["is_af"]), gap),
+                             "detected": merge_spans(spans_from_mask(c["time_s"], c["af"]), gap)})
+        rep.add_table(rows, title="Per record", key="semi_per_record",
+                      labels={"se": "Se %", "sp": "Sp %", "auc": "AUC", "seconds": "run s"},
+                      caption="AUC: the per-beat probability's ROC area within the record (none without both "
+                              "classes).")
+        rep.add_confusion([[s["tn"], s["fp"]], [s["fn"], s["tp"]]], ["non-AF", "AF"],
+                          title="Per-beat confusion", key="semi_confusion",
+                          caption="Rows: reference ('(AFIB' episodes), columns: decision.")
+        if semi_rows:
+            rep.add_roc(np.concatenate([c["is_af"] for c in semi_rows]),
+                        np.concatenate([c["probability"] for c in semi_rows]), operating_threshold=s["threshold"],
+                        title="ROC and precision-recall, per beat", key="semi_roc",
+                        caption="Per-beat AF probability of the window covering the beat's pulse (0 before the "
+                                "first window of a segment); the marked point is the card's 'af' threshold.")
+        rep.add_timeline(timeline, title="AF episodes per record", lanes=("reference", "detected"),
+                         key="semi_timelines",
+                         caption="Reference '(AFIB' runs against the beats called AF from the PPG. Spans closer "
+                                 "than about 1/1000 of the record are drawn joined.")
+    if "real" in out:
+        r = out["real"]
+        rep.section("Real PPG (ppg_af)", "One decision per 10-s segment from its 8-15 intervals, against the "
+                                         "'af:short' threshold; scored per segment and per patient.")
+        rep.add_metrics({"segments": r["segments"], "AF segments": r["af_segments"], "patients": r["patients"],
+                         "threshold (af:short)": r["threshold"], "Se % (segments)": r["segment_sensitivity_pct"],
+                         "Sp % (segments)": r["segment_specificity_pct"], "PPV % (segments)": r["segment_ppv_pct"],
+                         "accuracy % (segments)": r["segment_accuracy_pct"],
+                         "patient median Se %": r["patient_median_sensitivity_pct"],
+                         "patient median Sp %": r["patient_median_specificity_pct"],
+                         "segments with < 3 intervals": r["segments_lt3_intervals"],
+                         "median intervals per segment": r["median_intervals_per_segment"]},
+                        title="Totals", key="real_totals")
+        rep.add_confusion([[r["tn"], r["fp"]], [r["fn"], r["tp"]]], ["non-AF", "AF"],
+                          title="Per-segment confusion", key="real_confusion")
+        if real:
+            rep.add_roc(real["is_af"], real["probability"], operating_threshold=real["threshold"],
+                        title="ROC and precision-recall, per segment", key="real_roc",
+                        caption="Short-sequence AF probability per 10-s segment (0 for segments with fewer "
+                                "than 3 intervals); the marked point is the 'af:short' threshold.")
+        patients = [dict(p) for p in r["per_patient"]]
+        if real:
+            for p in patients:
+                sel = real["subject"] == p["subject"]
+                p["called_af"] = int(real["af"][sel].sum())
+                try:
+                    p["auc"] = curves(real["is_af"][sel], real["probability"][sel]).auc_roc
+                except ValueError:
+                    p["auc"] = None
+        rep.add_table(patients, title="Per patient", key="real_per_patient",
+                      labels={"af_segments": "AF segments", "se": "Se %", "sp": "Sp %", "called_af": "called AF",
+                              "auc": "AUC"},
+                      caption="Se/Sp of a patient without AF (or without non-AF) segments is empty; so is the AUC.")
+        by_rhythm = [{"rhythm": k, "called_af_pct": v} for k, v in r["called_af_pct_by_rhythm"].items()]
+        if real:
+            for row in by_rhythm:
+                row["segments"] = int(np.sum(real["rhythm"] == row["rhythm"]))
+        rep.add_table(by_rhythm, title="Share of segments called AF, by true rhythm", key="real_by_rhythm",
+                      labels={"called_af_pct": "called AF %"})
+    return write(rep, args.report, "ppg-af-report")
 
 
 def register(sub) -> None:
@@ -323,4 +477,7 @@ def register(sub) -> None:
     p.add_argument("--model", default=str(DEFAULT_CARD))
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout; progress on stderr")
+    p.add_argument("--report", metavar="DIR",
+                   help="also write DIR/ppg-af-report.html and .json: per-record and per-patient tables, "
+                        "confusion, ROC and precision-recall with the operating point, per-record timelines")
     p.set_defaults(func=run)

@@ -160,7 +160,10 @@ def read_ecg(path: Path, prefer: str | None = None) -> tuple[np.ndarray, float]:
 
 
 def evaluate_cinc(data_dir: Path, model, records: list[str] | None = None, with_baseline: bool = True,
-                  progress=None) -> dict:
+                  progress=None, collect: list | None = None, each=None) -> dict:
+    """Score a CinC folder. ``each(items, total, desc)`` wraps the record loop (a progress
+    bar; without it ``progress(msg)`` hears every 200 records); a ``collect`` list receives
+    one dict per recording (reference, decision, probabilities, baseline) for ``--report``."""
     from edgemon.detect.rhythm import decide, decision_weights, recording_probabilities
 
     rows = read_reference(data_dir)
@@ -174,7 +177,7 @@ def evaluate_cinc(data_dir: Path, model, records: list[str] | None = None, with_
         rows = [r for r in rows if r[0] in wanted]
     thr = decision_weights(model.card.decision_thresholds)
     y_true, y_pred, y_base = [], [], []
-    for i, (name, lab) in enumerate(rows):
+    for i, (name, lab) in enumerate(each(rows, len(rows), "evaluate rhythm") if each else rows):
         sig, fs = read_ecg(data_dir / name)
         p = recording_probabilities(model, prepare_ecg(sig, fs))
         y_true.append(CINC_LABELS[lab])
@@ -182,7 +185,13 @@ def evaluate_cinc(data_dir: Path, model, records: list[str] | None = None, with_
         if with_baseline:
             irr, nb = rr_irregularity(sig, fs)
             y_base.append(baseline_label(irr, nb))
-        if progress and (i + 1) % 200 == 0:
+        if collect is not None:
+            row = {"record": name, "reference": y_true[-1], "predicted": y_pred[-1],
+                   **{f"p_{c}": float(v) for c, v in zip(CLASSES, p)}, "af_margin": af_margin(p, thr)}
+            if with_baseline:
+                row.update(baseline=y_base[-1], irregularity=irr, beats=nb)
+            collect.append(row)
+        if progress and not each and (i + 1) % 200 == 0:
             progress(f"{i + 1}/{len(rows)} records")
     out = challenge_scores(y_true, y_pred)
     if with_baseline:
@@ -193,7 +202,23 @@ def evaluate_cinc(data_dir: Path, model, records: list[str] | None = None, with_
     return out
 
 
+def af_margin(probs: np.ndarray, weights: np.ndarray) -> float:
+    """log(p_af / t_af) - max over the other classes of log(p / t): > 0 exactly when
+    ``decide`` says AF, so it is the score whose ROC has the card's decision on it."""
+    z = np.log(np.maximum(np.asarray(probs, dtype=np.float64), 1e-12) / weights)
+    k = CLASSES.index("af")
+    return float(z[k] - np.max(np.delete(z, k)))
+
+
 # ------------------------------------------------------------------ mitdb
+def _label_spans(lab: np.ndarray, label: str, fs_hz: float) -> list[tuple[float, float]]:
+    """Runs of one rhythm label in a per-sample label array, in seconds."""
+    m = np.concatenate([[0], (lab == label).astype(np.int8), [0]])
+    starts = np.flatnonzero(np.diff(m) == 1)
+    ends = np.flatnonzero(np.diff(m) == -1)
+    return [(a / fs_hz, b / fs_hz) for a, b in zip(starts, ends)]
+
+
 def mitdb_rhythm_per_sample(ann, n: int) -> np.ndarray:
     """Rhythm label ('AFIB', 'VT', 'N', ...) at every sample from the .atr rhythm notes."""
     lab = np.full(n, "", dtype=object)
@@ -208,7 +233,7 @@ def mitdb_rhythm_per_sample(ann, n: int) -> np.ndarray:
 
 
 def evaluate_mitdb(data_dir: Path, model, records: list[str] | None = None, hop_s: float = 5.0,
-                   progress=None) -> dict:
+                   progress=None, each=None, collect: list | None = None) -> dict:
     """Per-window AF recall/specificity on mitdb: windows fully inside (AFIB are
     AF, windows with no (AFIB sample are non-AF; windows straddling a change are
     left out. VT windows are also reported on their own."""
@@ -219,7 +244,7 @@ def evaluate_mitdb(data_dir: Path, model, records: list[str] | None = None, hop_
     recs = list(records) if records else list(MITDB_RECORDS_AF_VT)
     per_record, tp, fn, tn, fp = {}, 0, 0, 0, 0
     vt_pred: dict[str, int] = {c: 0 for c in CLASSES}
-    for r in recs:
+    for r in (each(recs, len(recs), "evaluate rhythm --mitdb") if each else recs):
         sig, fs = read_ecg(data_dir / r, prefer="MLII")
         try:
             ann = wfdb.rdann(str(data_dir / r), "atr")
@@ -235,6 +260,7 @@ def evaluate_mitdb(data_dir: Path, model, records: list[str] | None = None, hop_
         for i in range(0, len(x), step):
             dets += clf.push(x[i:i + step], i)
         rtp = rfn = rtn = rfp = 0
+        scored_af, margins = [], []
         for d in dets:
             a = int(round(d.start_s * fs))
             b = min(int(round(d.end_s * fs)), len(lab))
@@ -247,11 +273,19 @@ def evaluate_mitdb(data_dir: Path, model, records: list[str] | None = None, hop_
             elif not is_af.any():
                 rtn += not said_af
                 rfp += said_af
+            if collect is not None and (is_af.all() or not is_af.any()):
+                scored_af.append(bool(is_af.all()))
+                margins.append(af_margin(np.array([d.evidence["probabilities"][c] for c in CLASSES]),
+                                         clf.thresholds))
             if (seg == "VT").all():
                 vt_pred[d.condition] += 1
         tp, fn, tn, fp = tp + rtp, fn + rfn, tn + rtn, fp + rfp
         per_record[r] = {"af_windows": rtp + rfn, "af_detected": rtp, "non_af_windows": rtn + rfp,
                          "false_af": rfp}
+        if collect is not None:
+            collect.append({"record": r, "duration_s": len(sig) / fs, "is_af": scored_af, "af_margin": margins,
+                            "reference": _label_spans(lab, "AFIB", fs), "vt": _label_spans(lab, "VT", fs),
+                            "detected": [(d.start_s, d.end_s) for d in dets if d.condition == "af"]})
         if progress:
             progress(f"mitdb {r}: AF {rtp}/{rtp + rfn}, false AF {rfp}/{rtn + rfp}")
     n_vt = sum(vt_pred.values())
@@ -280,6 +314,10 @@ def register(sub) -> None:
     p.add_argument("--mitdb", action="store_true", help="mitdb per-window AF check instead of CinC scoring")
     p.add_argument("--no-baseline", action="store_true", help="skip the RR-irregularity baseline")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    p.add_argument("--report", metavar="DIR",
+                   help="also write DIR/rhythm-report.html and .json (with --mitdb: rhythm-mitdb-report): "
+                        "confusion matrices, per-class F1, ROC of AF against the rest with the operating point, "
+                        "per-record tables")
     p.set_defaults(func=run)
 
 
@@ -291,6 +329,7 @@ def run(args) -> int:
     from edgemon.detect.card import ModelCardError
     from edgemon.detect.runtime import ModelIntegrityError, ModelRuntimeError, load_model
     from edgemon.evaluate.common import default_data_root
+    from edgemon.evaluate.progress import progress as progress_bar
 
     if args.data_dir:
         data_dir = Path(args.data_dir)
@@ -305,16 +344,34 @@ def run(args) -> int:
         model = load_model(args.model)
     except (ModelCardError, ModelIntegrityError, ModelRuntimeError) as err:
         raise UserError(str(err)) from None
+    bars: list = []
+
+    def each(items, total, desc):
+        bar = progress_bar(items, total=total, desc=desc, quiet=args.json,
+                           item_label=lambda it: str(it[0] if isinstance(it, tuple) else it))
+        bars.append(bar)
+        try:
+            yield from bar
+        finally:
+            bars.remove(bar)
 
     def progress(msg: str) -> None:
-        print(f"evaluate rhythm: {msg}", file=sys.stderr, flush=True)
+        line = f"evaluate rhythm: {msg}"
+        if bars:  # through the running bar, so a terminal bar is not torn by the line
+            bars[-1].write(line, file=sys.stderr)
+        else:
+            print(line, file=sys.stderr, flush=True)
 
+    collected: list | None = [] if getattr(args, "report", None) else None
     if args.mitdb:
-        res = evaluate_mitdb(data_dir, model, args.records, progress=progress)
+        res = evaluate_mitdb(data_dir, model, args.records, progress=progress, each=each, collect=collected)
     else:
-        res = evaluate_cinc(data_dir, model, args.records, with_baseline=not args.no_baseline, progress=progress)
+        res = evaluate_cinc(data_dir, model, args.records, with_baseline=not args.no_baseline, progress=progress,
+                            collect=collected, each=each)
     res = {"evaluation": "rhythm-mitdb" if args.mitdb else "rhythm", "data_dir": str(data_dir),
            "model": {"name": model.name, "version": model.version, "sha256": model.sha256}, **res}
+    if collected is not None:
+        write_report(args, data_dir, model, res, collected)
     if args.json:
         print(json.dumps(res))
         return 0
@@ -337,3 +394,131 @@ def run(args) -> int:
 
 def _pct(v) -> str:
     return "n/a" if v is None else f"{100 * v:.1f}%"
+
+
+# ------------------------------------------------------------------ --report
+def _where(folder: Path) -> str:
+    """'cinc2017/test' rather than just 'test' for a report title."""
+    folder = Path(folder).resolve()
+    return f"{folder.parent.name}/{folder.name}" if folder.name in ("test", "train") else folder.name
+
+
+CINC_SHORT = {v: k for k, v in CINC_LABELS.items()}   # "normal" -> "N", ...
+
+
+def _class_label(c: str) -> str:
+    return f"{CINC_SHORT.get(c, c)} ({c})"
+
+
+def _per_class_rows(res: dict) -> list[dict]:
+    cm = np.asarray(res["confusion_matrix"]["counts"])
+    rows = []
+    for i, c in enumerate(CLASSES):
+        ref, pred, hit = int(cm[i].sum()), int(cm[:, i].sum()), int(cm[i, i])
+        rows.append({"class": _class_label(c), "f1": res["per_class_f1"][c], "reference": ref, "predicted": pred,
+                     "correct": hit, "se": 100.0 * hit / ref if ref else None,
+                     "ppv": 100.0 * hit / pred if pred else None, "in_challenge_f1": c != "noise"})
+    return rows
+
+
+def write_report(args, data_dir: Path, model, res: dict, collected: list[dict]):
+    """``--report DIR``: DIR/rhythm-report.html (CinC) or rhythm-mitdb-report.html (--mitdb), with .json."""
+    from edgemon.detect.rhythm import decision_weights
+    from edgemon.evaluate.report import Report
+    from edgemon.evaluate.report_common import command_line, write_report as write
+
+    cmd = ["edgemon", "evaluate", "rhythm"] + (["--mitdb"] if args.mitdb else [])
+    if args.data_dir:
+        cmd += ["--data-dir", args.data_dir]
+    if Path(args.model).resolve() != DEFAULT_CARD.resolve():
+        cmd += ["--model", args.model]
+    if args.records:
+        cmd += ["--records", *args.records]
+    if args.no_baseline and not args.mitdb:
+        cmd += ["--no-baseline"]
+    cmd += ["--report", str(args.report)]
+    labels = [_class_label(c) for c in CLASSES]
+    if args.mitdb:
+        rep = Report(f"ECG rhythm model {model.name} {model.version} on mitdb (AF windows)",
+                     command=command_line(cmd), description=evaluate_mitdb.__doc__.replace("\n", " "))
+        per = [{"record": r, **v} for r, v in res["per_record"].items()]
+        for row in per:
+            row["af_recall_pct"] = 100.0 * row["af_detected"] / row["af_windows"] if row["af_windows"] else None
+            row["specificity_pct"] = (100.0 * (row["non_af_windows"] - row["false_af"]) / row["non_af_windows"]
+                                      if row["non_af_windows"] else None)
+        tp = sum(r["af_detected"] for r in per)
+        fn = sum(r["af_windows"] - r["af_detected"] for r in per)
+        fp = sum(r["false_af"] for r in per)
+        tn = sum(r["non_af_windows"] - r["false_af"] for r in per)
+        rep.add_metrics({"records": len(per), "AF windows": res["af_windows"], "non-AF windows": res["non_af_windows"],
+                         "AF recall %": None if res["af_recall"] is None else 100 * res["af_recall"],
+                         "AF specificity %": None if res["af_specificity"] is None else 100 * res["af_specificity"],
+                         "VT windows": res["vt_windows"]}, title="Totals", key="totals")
+        rep.add_confusion([[tn, fp], [fn, tp]], ["non-AF", "AF"], title="10-s windows: AF against the rest",
+                          key="confusion_af", caption="Windows straddling an (AFIB boundary are left out.")
+        rep.add_table(per, title="Per record", key="per_record",
+                      columns=["record", "af_windows", "af_detected", "af_recall_pct", "non_af_windows", "false_af",
+                               "specificity_pct"],
+                      labels={"af_windows": "AF windows", "af_detected": "AF detected", "af_recall_pct": "AF recall %",
+                              "non_af_windows": "non-AF windows", "false_af": "false AF",
+                              "specificity_pct": "specificity %"})
+        rep.add_table([{"predicted": _class_label(c), "windows": n} for c, n in res["vt_window_predictions"].items()],
+                      title="Windows inside (VT, by predicted class", key="vt_windows",
+                      caption="The model has no VT class; the VT rule covers it.")
+        rep.add_roc([a for c in collected for a in c["is_af"]], [m for c in collected for m in c["af_margin"]],
+                    operating_threshold=0.0, title="ROC and precision-recall: AF windows against non-AF windows",
+                    key="roc_af", caption="Score: log(p_af / t_af) minus the largest log(p / t) of the other "
+                                          "classes; above 0 exactly when the window is called AF (the marked "
+                                          "point).")
+        from edgemon.evaluate.report_common import merge_spans
+
+        rep.add_timeline([{"record": c["record"], "duration_s": c["duration_s"], "reference": c["reference"],
+                           "detected": merge_spans(c["detected"], 0.0), "VT": c["vt"]} for c in collected],
+                         title="AF episodes per record", lanes=("reference", "detected", "VT"), key="timelines",
+                         caption="Reference (AFIB episodes, the 10-s windows called AF (joined where they "
+                                 "overlap) and reference (VT episodes.")
+        return write(rep, args.report, "rhythm-mitdb-report")
+
+    rep = Report(f"ECG rhythm model {model.name} {model.version} on {_where(data_dir)}", command=command_line(cmd),
+                 description="One decision per recording: the mean of the 10-s window probabilities (a window "
+                             "every 5 s), then argmax of probability / the card's decision threshold. CinC 2017 "
+                             "scoring: F1 = mean F1 of normal, AF and other.")
+    metrics = {"recordings": res["n_records"], "F1 (mean N, A, O)": res["f1"], "F1 AF": res["f1_af"]}
+    metrics.update({f"F1 {_class_label(c)}": v for c, v in res["per_class_f1"].items()})
+    if "baseline" in res:
+        metrics.update({"baseline F1": res["baseline"]["f1"], "baseline F1 AF": res["baseline"]["f1_af"]})
+    rep.add_metrics(metrics, title="Totals", key="totals")
+    rep.section("Model")
+    rep.add_confusion(res["confusion_matrix"]["counts"], labels, title="Confusion matrix", key="confusion")
+    rep.add_table(_per_class_rows(res), title="Per class", key="per_class",
+                  labels={"f1": "F1", "se": "Se %", "ppv": "+P %", "in_challenge_f1": "in challenge F1"})
+    thr = decision_weights(model.card.decision_thresholds)
+    y_af = [r["reference"] == "af" for r in collected]
+    rep.add_roc(y_af, [r["af_margin"] for r in collected], operating_threshold=0.0,
+                title="ROC and precision-recall: AF against the rest", key="roc_af",
+                caption="Score: log(p_af / t_af) minus the largest log(p / t) of the other classes (t: the "
+                        "card's decision thresholds, " + ", ".join(f"{c} {t:.3f}" for c, t in zip(CLASSES, thr))
+                        + "). It is above 0 exactly when the recording is called AF, so the marked point "
+                          "(threshold 0) is the model's decision.")
+    if "baseline" in res:
+        b = res["baseline"]
+        rep.section("RR-irregularity baseline", b["method"] + ".")
+        rep.add_confusion(b["confusion_matrix"]["counts"], labels, title="Confusion matrix: baseline",
+                          key="confusion_baseline", caption="The baseline answers only normal or AF.")
+        rep.add_roc(y_af, [r["irregularity"] if r["beats"] >= BASELINE_MIN_BEATS else 0.0 for r in collected],
+                    operating_threshold=float(np.nextafter(BASELINE_THRESHOLD, np.inf)),
+                    title="ROC and precision-recall: baseline, AF against the rest", key="roc_af_baseline",
+                    caption=f"Score: {BASELINE_FEATURE} (0 with fewer than {BASELINE_MIN_BEATS} beats); "
+                            f"the marked point is its threshold ({BASELINE_THRESHOLD}).")
+    rep.section("Per recording", "Sortable: click 'correct' to bring the errors together.")
+    rows = []
+    for r in collected:
+        row = {"record": r["record"], "reference": CINC_SHORT[r["reference"]], "predicted": CINC_SHORT[r["predicted"]],
+               "correct": r["reference"] == r["predicted"]}
+        row.update({f"p_{c}": round(r[f"p_{c}"], 4) for c in CLASSES})
+        if "baseline" in r:
+            row.update(baseline=CINC_SHORT[r["baseline"]], irregularity=round(r["irregularity"], 4))
+        rows.append(row)
+    rep.add_table(rows, key="per_record",
+                  labels={"p_normal": "p N", "p_af": "p A", "p_other": "p O", "p_noise": "p ~"})
+    return write(rep, args.report, "rhythm-report")
