@@ -140,6 +140,23 @@ class _StripBuffer:
                                  units=self.units, channel=self.channel, beats=beats)
 
 
+class _PassOutput:
+    """One filter of the pipeline's shared ``SosBank`` pass, standing as ``Pipeline.filter``.
+
+    ``process(x)`` returns what the pass computed for the current chunk (the
+    pipeline runs the pass first); code that wraps ``Pipeline.filter`` to see
+    the filtered signal (the plot's tap) keeps working.
+    """
+
+    def __init__(self, bank: SosBank, index: int, fs_hz: float):
+        self.fs_hz = fs_hz
+        self.sos = bank.filters[index].sos
+        self.last = np.zeros(0)  # set by the pipeline after each pass
+
+    def process(self, x: np.ndarray) -> np.ndarray:
+        return self.last
+
+
 class Pipeline:
     """Synchronous stage chain for one channel of one device (see module doc)."""
 
@@ -173,7 +190,7 @@ class Pipeline:
             # QRS detector, ECG band-pass and quality monitor filter the same raw samples: one
             # pass for all five filters (same products per filter, so the same outputs)
             self._bank = SosBank([*self.qrs.filter_sos, ecg_filter.sos, *self.quality.filter_sos])
-            self.filter = self._bank.filters[2]
+            self._ecg_out = self.filter = _PassOutput(self._bank, 2, self.fs_hz)
             self.strip = _StripBuffer(self.fs_hz, start_time_s, "mV", channel)
             if self.models.rhythm is not None:
                 from edgemon.detect.rhythm import RhythmClassifier
@@ -220,7 +237,8 @@ class Pipeline:
             outs = self._bank.process(x)
             beats = self.qrs.push(x, valid, filtered=outs[:2])
             windows = self.quality.push(x, valid, beats, filtered=outs[3:])
-            xf = outs[2]
+            self._ecg_out.last = outs[2]
+            xf = self.filter.process(x)  # through the attribute, so a wrapper of it sees the signal
         else:
             if self.qrs is not None:
                 beats = self.qrs.push(x, valid)

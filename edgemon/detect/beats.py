@@ -29,11 +29,13 @@ vectors. Numpy only: no scipy, no TensorFlow on this path.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections import deque
 from typing import Protocol, Sequence
 
 import numpy as np
 
+from edgemon.dsp.history import History
 from edgemon.events import Beat
 from edgemon.sources.reference import AAMI_CLASS
 
@@ -61,6 +63,8 @@ AMP_FLOOR_MV = 0.1     # a template flatter than this is noise: do not blow it u
 CLIP = 4.0
 N_RR = 9
 N_FEATURES = 2 * N_WAVE + N_RR
+_MID = (WINDOW_SAMPLES // 2 - 1, WINDOW_SAMPLES // 2)  # the window's two middle order statistics
+assert WINDOW_SAMPLES % 2 == 0
 
 PREPROCESSING = {
     "feature_version": FEATURE_VERSION, "model_fs_hz": MODEL_FS_HZ, "pre_samples": PRE_SAMPLES,
@@ -83,9 +87,12 @@ def beat_vector(wave: np.ndarray, template: np.ndarray, pre_rr_s: float, post_rr
                 local_rr_s: float, long_rr_s: float, irregularity: float = 0.0) -> np.ndarray:
     """The model input for one beat: waveform/template at the model rate (WINDOW_SAMPLES each,
     median-removed) plus RR context -> float32 (N_FEATURES,)."""
-    scale = max(float(np.ptp(template)), AMP_FLOOR_MV)
-    b = wave.reshape(N_WAVE, DECIMATE).mean(axis=1) / scale
-    t = template.reshape(N_WAVE, DECIMATE).mean(axis=1) / scale
+    # Written as the bare ufuncs (not np.ptp / reshape().mean() / np.clip): this runs once per
+    # beat and the wrappers' overhead was most of its cost. Same operations, same values:
+    # ptp = max - min, the pair mean = (a + b) / 2, clip = min(max(x, lo), hi).
+    scale = max(float(np.maximum.reduce(template) - np.minimum.reduce(template)), AMP_FLOOR_MV)
+    both = np.array((wave, template))  # beat and template through the same three operations at once
+    b, t = (both[:, 0::DECIMATE] + both[:, 1::DECIMATE]) / DECIMATE / scale
     out = np.empty(N_FEATURES, dtype=np.float64)
     out[0:2 * N_WAVE:2] = b          # interleaved: the model reshapes to (N_WAVE, 2)
     out[1:2 * N_WAVE:2] = b - t
@@ -93,7 +100,38 @@ def beat_vector(wave: np.ndarray, template: np.ndarray, pre_rr_s: float, post_rr
     out[2 * N_WAVE:] = (pre_rr_s / local, post_rr_s / local, local / max(long_rr_s, 1e-3),
                         pre_rr_s, post_rr_s, local_rr_s, pre_rr_s / max(post_rr_s, 1e-3), scale,
                         irregularity)
-    return np.clip(out, -CLIP, CLIP).astype(np.float32)
+    np.maximum(out, -CLIP, out=out)
+    np.minimum(out, CLIP, out=out)
+    return out.astype(np.float32)
+
+
+def _numpy_mean(values) -> float:
+    """``float(np.mean(values))`` for a few floats, without building an array.
+
+    Reproduces numpy's float64 add.reduce order (pairwise_sum: a plain loop below
+    8 values; eight partial sums combined pairwise, then the tail, from 8 to 15),
+    so the features stay bit-identical to the array version (tests fuzz it).
+    """
+    n = len(values)
+    if n >= 16:
+        return float(np.mean(np.fromiter(values, dtype=np.float64, count=n)))
+    v = list(values)
+    if n < 8:
+        acc = 0.0
+        for x in v:
+            acc += x
+        return acc / n
+    acc = ((v[0] + v[1]) + (v[2] + v[3])) + ((v[4] + v[5]) + (v[6] + v[7]))
+    for x in v[8:]:
+        acc += x
+    return acc / n
+
+
+def _median_of_sorted(v: list[float]) -> float:
+    """``np.median`` of values already sorted (the middle one, or the mean of the middle two)."""
+    n = len(v)
+    h = n // 2
+    return v[h] if n % 2 else (v[h - 1] + v[h]) / 2
 
 
 class BeatFeatures:
@@ -114,15 +152,17 @@ class BeatFeatures:
         self._pre_n = int(np.ceil(PRE_SAMPLES * self.fs_hz / MODEL_FS_HZ)) + 1
         self._post_n = int(np.ceil((POST_SAMPLES - 1) * self.fs_hz / MODEL_FS_HZ)) + 2
         self._wait_n = int(np.ceil(RR_WAIT_S * self.fs_hz))
-        self._buf = np.zeros(0)
-        self._buf_start = 0      # stream index of _buf[0]
+        self._hist = History()   # the filtered signal still needed, from stream index _hist.start
         self._n_seen = 0
         self._pending: deque[Beat] = deque()
         self._last_sample: int | None = None
         self._prev_sample: int | None = None   # R sample of the last emitted beat
         self._rr_hist: deque[float] = deque(maxlen=RR_LOCAL_BEATS)
         self._rr_long: float | None = None
-        self._templates: deque[np.ndarray] = deque(maxlen=TEMPLATE_BEATS)
+        # the last TEMPLATE_BEATS waves, one per column (ring; the median does not care about order)
+        self._templates = np.zeros((WINDOW_SAMPLES, TEMPLATE_BEATS))
+        self._n_templates = 0
+        self._next_template = 0
 
     @property
     def n_seen(self) -> int:
@@ -130,7 +170,7 @@ class BeatFeatures:
 
     def push(self, x: np.ndarray, beats: Sequence[Beat] = ()) -> list[tuple[Beat, np.ndarray | None]]:
         x = np.asarray(x, dtype=np.float64).ravel()
-        self._buf = np.concatenate([self._buf, x]) if len(self._buf) else x.copy()
+        self._hist.append(x)
         self._n_seen += len(x)
         for b in beats:
             if abs(b.fs_hz - self.fs_hz) > 1e-6 * self.fs_hz:
@@ -170,22 +210,30 @@ class BeatFeatures:
         return out
 
     def _window(self, r: int) -> np.ndarray | None:
+        buf, buf_start = self._hist.values(), self._hist.start
         if self._exact:
-            idx = r + self._offsets.astype(np.int64) - self._buf_start
-            idx = np.clip(idx, 0, len(self._buf) - 1)   # beats at the very start: edge-pad
-            w = self._buf[idx]
+            a = r - PRE_SAMPLES - buf_start
+            if 0 <= a and a + WINDOW_SAMPLES <= len(buf):
+                w = buf[a:a + WINDOW_SAMPLES]
+            else:
+                idx = r + self._offsets.astype(np.int64) - buf_start
+                idx = np.clip(idx, 0, len(buf) - 1)   # beats at the very start: edge-pad
+                w = buf[idx]
         else:
-            pos = r + self._offsets - self._buf_start
-            w = np.interp(pos, np.arange(len(self._buf)), self._buf)
-        if not np.all(np.isfinite(w)):
+            pos = r + self._offsets - buf_start
+            w = np.interp(pos, np.arange(len(buf)), buf)
+        # one dot product is finite iff every sample is (unless it overflows: then check properly)
+        if not math.isfinite(float(w @ w)) and not np.isfinite(w).all():
             return None
-        return w - np.median(w)
+        # np.median(w) without its wrapper: the two middle order statistics, averaged
+        p = np.partition(w, _MID)
+        return w - (p[_MID[0]] + p[_MID[1]]) / 2
 
     def _vector(self, b: Beat, wave: np.ndarray, post_rr: float) -> np.ndarray:
         pre = (b.sample - self._prev_sample) / self.fs_hz if self._prev_sample is not None else None
         pre_c = min(pre, RR_MAX_S) if pre is not None else None
         if self._rr_hist:
-            local = float(np.mean(self._rr_hist))
+            local = _numpy_mean(self._rr_hist)
         elif pre_c is not None:
             local = pre_c
         else:   # first beat of the stream: its successor is the only rhythm known
@@ -193,12 +241,20 @@ class BeatFeatures:
         if pre_c is None:
             pre_c = local
         long = self._rr_long if self._rr_long is not None else local
-        template = np.median(np.stack(self._templates), axis=0) if self._templates else wave
+        template = self._template() if self._n_templates else wave
         irregularity = 0.0
         if len(self._rr_hist) >= 3:
-            rr = np.fromiter(self._rr_hist, dtype=np.float64)
-            irregularity = float(np.median(np.abs(np.diff(rr)))) / local
+            rr = list(self._rr_hist)
+            diffs = sorted(abs(rr[i + 1] - rr[i]) for i in range(len(rr) - 1))
+            irregularity = _median_of_sorted(diffs) / local
         return beat_vector(wave, template, pre_c, post_rr, local, long, irregularity)
+
+    def _template(self) -> np.ndarray:
+        """Per-sample median of the stored waves (== np.median(np.stack(waves), axis=0))."""
+        n = self._n_templates
+        s = np.sort(self._templates[:, :n], axis=1)
+        h = n // 2
+        return s[:, h].copy() if n % 2 else (s[:, h - 1] + s[:, h]) / 2
 
     def _advance(self, b: Beat, wave: np.ndarray | None) -> None:
         if self._prev_sample is not None:
@@ -210,17 +266,16 @@ class BeatFeatures:
                 self._rr_long += (rr - self._rr_long) / RR_LONG_BEATS
         self._prev_sample = b.sample
         if wave is not None:
-            self._templates.append(wave)
+            self._templates[:, self._next_template] = wave
+            self._next_template = (self._next_template + 1) % TEMPLATE_BEATS
+            self._n_templates = min(self._n_templates + 1, TEMPLATE_BEATS)
 
     def _trim(self) -> None:
         # keep what the oldest pending beat needs, and RR_WAIT_S of history for
         # beats the detector has not reported yet (its lag is well under that)
         first = min(self._pending[0].sample if self._pending else self._n_seen, self._n_seen - self._wait_n)
         keep_from = max(0, first - self._pre_n - 2)
-        drop = keep_from - self._buf_start
-        if drop > 0:
-            self._buf = self._buf[drop:].copy()
-            self._buf_start = keep_from
+        self._hist.trim(keep_from)
 
 
 def beat_features(x_filtered: np.ndarray, r_samples: Sequence[int], fs_hz: float) -> np.ndarray:
@@ -242,6 +297,17 @@ def decide(probabilities: np.ndarray, thresholds: dict[str, float] | None = None
     p = np.atleast_2d(np.asarray(probabilities, dtype=np.float64))
     thr = np.array([max((thresholds or {}).get(c, 0.5), 1e-6) for c in CLASSES])
     return np.argmax(p / thr, axis=1)
+
+
+_ROW_CALLS_UP_TO = 4
+_BEAT_FIELDS = tuple(f.name for f in dataclasses.fields(Beat) if f.init)
+
+
+def _labelled(b: Beat, label: str, probability: float) -> Beat:
+    """``dataclasses.replace(b, label=..., label_probability=...)``, without its per-call introspection."""
+    kw = {name: getattr(b, name) for name in _BEAT_FIELDS}
+    kw["label"], kw["label_probability"] = label, probability
+    return Beat(**kw)
 
 
 class BeatClassifier:
@@ -273,6 +339,7 @@ class BeatClassifier:
         self.model = model
         self.fs_hz = float(fs_hz)
         self.thresholds = dict(getattr(card, "decision_thresholds", {}) or {})
+        self._thr = np.array([max(self.thresholds.get(c, 0.5), 1e-6) for c in CLASSES])  # as in decide()
         self._features = BeatFeatures(fs_hz)
 
     def push(self, x_filtered_mv: np.ndarray, beats: Sequence[Beat] = ()) -> list[Beat]:
@@ -288,11 +355,17 @@ class BeatClassifier:
         have = [i for i, (_, v) in enumerate(rows) if v is not None]
         out = [b for b, _ in rows]
         if have:
-            probs = np.atleast_2d(self.model.predict(np.stack([rows[i][1] for i in have])))
-            idx = decide(probs, self.thresholds)
+            if len(have) <= _ROW_CALLS_UP_TO:
+                # a streaming push labels 1-3 beats: one row per call keeps the interpreter at batch 1
+                # (each change of batch size re-allocates its tensors, dearer than the extra calls);
+                # the int8 model scores each row on its own, so the probabilities are the same
+                probs = np.array([np.atleast_2d(self.model.predict(rows[i][1][None]))[0] for i in have])
+            else:
+                probs = np.atleast_2d(self.model.predict(np.stack([rows[i][1] for i in have])))
+            idx = np.argmax(np.asarray(probs, dtype=np.float64) / self._thr, axis=1)  # decide(), inlined
             for j, i in enumerate(have):
                 k = int(idx[j])
-                out[i] = dataclasses.replace(out[i], label=CLASSES[k], label_probability=float(probs[j, k]))
+                out[i] = _labelled(out[i], CLASSES[k], float(probs[j, k]))
         return out
 
 

@@ -36,9 +36,17 @@ def standardise_window(x: np.ndarray) -> np.ndarray:
     padded here (see ``pad_window``).
     """
     x = np.asarray(x, dtype=np.float64)
-    mean = x.mean(axis=-1, keepdims=True)
-    sd = np.maximum(x.std(axis=-1, keepdims=True), STD_FLOOR_MV)
-    return np.clip((x - mean) / sd, -CLIP_SD, CLIP_SD).astype(np.float32)
+    # x.mean / x.std / np.clip by numpy's own steps (sum / n; sqrt(sum((x - mean)**2) / n);
+    # min(max(z, lo), hi)) without the wrappers: the same values
+    n = x.shape[-1]
+    mean = np.add.reduce(x, axis=-1, keepdims=True) / n
+    dev = x - mean
+    dev *= dev
+    sd = np.maximum(np.sqrt(np.add.reduce(dev, axis=-1, keepdims=True) / n), STD_FLOOR_MV)
+    z = (x - mean) / sd
+    np.maximum(z, -CLIP_SD, out=z)
+    np.minimum(z, CLIP_SD, out=z)
+    return z.astype(np.float32)
 
 
 def pad_window(z: np.ndarray, n: int = WINDOW_SAMPLES) -> np.ndarray:
@@ -153,6 +161,12 @@ class RhythmClassifier:
         self._buf_start = int(start_sample)       # stream index of _buf[0]
         self._next_end = int(start_sample) + self.window_samples
 
+    @property
+    def next_window_end(self) -> int:
+        """Stream index one past the last sample of the next window to classify: a push that
+        does not reach it returns no Detection."""
+        return self._next_end
+
     def push(self, x_mv: np.ndarray, start_sample: int, valid: np.ndarray | None = None,
              sqi: float | np.ndarray | None = None) -> list:
         """Feed a chunk of 1-D ECG (mV, at fs_hz) beginning at stream index start_sample.
@@ -178,8 +192,10 @@ class RhythmClassifier:
             if v.shape != x.shape:
                 raise ValueError(f"RhythmClassifier.push: valid has shape {v.shape}, chunk {x.shape}")
             ok &= v
-        q = np.ones(n) if sqi is None else np.broadcast_to(np.clip(np.asarray(sqi, float), 0.0, 1.0), (n,))
-        q = np.where(ok, q, 0.0)
+        if sqi is None or np.ndim(sqi) == 0:  # one value for the chunk (np.clip of a scalar, cheaper)
+            q = np.where(ok, 1.0 if sqi is None else min(max(float(sqi), 0.0), 1.0), 0.0)
+        else:
+            q = np.where(ok, np.broadcast_to(np.clip(np.asarray(sqi, float), 0.0, 1.0), (n,)), 0.0)
         # Invalid samples would inject lead-off spikes into the filter state: hold them at 0 mV.
         x = np.where(ok, x, 0.0)
         y = self._filter.process(x) if self._filter is not None else x

@@ -17,7 +17,9 @@ Imports numpy only.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 
@@ -55,14 +57,18 @@ def window_features(rr_ms: np.ndarray, clip: float = FEATURE_CLIP) -> np.ndarray
     r = np.where(m, rr, med)
     rel = r / med
     mf = m.astype(np.float64)
-    ch0 = np.clip(rel - 1.0, -clip, clip) * mf
+    # np.clip(v, -clip, clip) written as the two ufuncs (same values, no wrapper); channels are
+    # written straight into the (n, W, 4) block that np.stack would build
+    out = np.empty(rr.shape + (4,))
+    out[..., 0] = np.minimum(np.maximum(rel - 1.0, -clip), clip) * mf
     d = np.zeros_like(rel)
-    d[:, 1:] = np.diff(rel, axis=1)
+    d[:, 1:] = rel[:, 1:] - rel[:, :-1]   # np.diff
     dm = np.zeros_like(mf)
     dm[:, 1:] = mf[:, 1:] * mf[:, :-1]
-    ch1 = np.clip(d, -clip, clip) * dm
-    ch2 = np.clip((r / 1000.0 - RR_CENTRE_S) / RR_SPAN_S, -clip, clip) * mf
-    return np.stack([ch0, ch1, ch2, mf], axis=-1).astype(np.float32)
+    out[..., 1] = np.minimum(np.maximum(d, -clip), clip) * dm
+    out[..., 2] = np.minimum(np.maximum((r / 1000.0 - RR_CENTRE_S) / RR_SPAN_S, -clip), clip) * mf
+    out[..., 3] = mf
+    return out.astype(np.float32)
 
 
 def centred_window(rr_ms: np.ndarray, window_beats: int = WINDOW_BEATS) -> np.ndarray:
@@ -120,16 +126,47 @@ class WindowBatch:
 
 def beats_to_arrays(beats: list[Beat], last_time_s: float | None) -> tuple[np.ndarray, np.ndarray]:
     """Beats -> (rr_ms, time_s). rr_ms from the beat when given, else from the previous beat's time."""
-    n = len(beats)
-    t = np.fromiter((b.time_s for b in beats), dtype=np.float64, count=n)
-    rr = np.fromiter((np.nan if b.rr_ms is None else b.rr_ms for b in beats), dtype=np.float64, count=n)
-    if n:
-        prev = np.empty(n)
-        prev[0] = np.nan if last_time_s is None else last_time_s
-        prev[1:] = t[:-1]
-        missing = ~np.isfinite(rr)
-        rr[missing] = (t[missing] - prev[missing]) * 1000.0
+    rr, t = beats_to_lists(beats, last_time_s)
+    return np.array(rr, dtype=np.float64), np.array(t, dtype=np.float64)
+
+
+def beats_to_lists(beats: list[Beat], last_time_s: float | None) -> tuple[list[float], list[float]]:
+    """``beats_to_arrays`` as lists of floats (a handful of beats per call: the same IEEE operations,
+    without array overhead)."""
+    t = [float(b.time_s) for b in beats]
+    rr = []
+    prev = np.nan if last_time_s is None else float(last_time_s)
+    for b, tb in zip(beats, t):
+        r = np.nan if b.rr_ms is None else float(b.rr_ms)
+        rr.append(r if math.isfinite(r) else (tb - prev) * 1000.0)
+        prev = tb
     return rr, t
+
+
+@lru_cache(maxsize=8)
+def _empty_batch(window_beats: int) -> WindowBatch:
+    """The batch of a push that completes no window (shared: its arrays are empty)."""
+    e = np.zeros(0)
+    ei = np.zeros(0, dtype=np.int64)
+    return WindowBatch(rr_ms=np.zeros((0, window_beats)), index=ei, centre_first=ei, centre_last=ei,
+                       start_s=e, end_s=e, centre_start_s=e, centre_end_s=e, sqi=e, n_beats=ei)
+
+
+def _nanmean_rows(a: np.ndarray) -> np.ndarray:
+    """``np.nanmean(a, axis=1)`` (NaN for all-NaN rows, no warning) by numpy's own steps:
+    NaNs replaced by 0, row sums, divided by the count of the rest."""
+    nan = np.isnan(a)
+    tot = np.where(nan, 0.0, a).sum(axis=1)
+    cnt = (~nan).sum(axis=1, dtype=np.intp)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.true_divide(tot, cnt)
+
+
+def _median_of_sorted(v: list[float]) -> float:
+    """``np.median`` of values already sorted (the middle one, or the mean of the middle two)."""
+    n = len(v)
+    h = n // 2
+    return v[h] if n % 2 else (v[h - 1] + v[h]) / 2
 
 
 class BeatWindower:
@@ -151,6 +188,8 @@ class BeatWindower:
         self._rr = np.zeros(0)
         self._t = np.zeros(0)
         self._sqi = np.zeros(0)
+        # pushes not yet joined onto the arrays above: joined only when a window is due
+        self._pending: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
         self._offset = 0      # global index of buffer element 0
         self._n = 0           # beats seen
         self._next = 0        # next window number
@@ -169,10 +208,12 @@ class BeatWindower:
         time_s = np.asarray(time_s, dtype=np.float64).ravel()
         if rr_ms.shape != time_s.shape:
             raise ValueError(f"rr_ms and time_s differ in length ({rr_ms.size} vs {time_s.size})")
-        sq = np.broadcast_to(np.asarray(sqi, dtype=np.float64), rr_ms.shape)
-        self._rr = np.concatenate([self._rr, rr_ms])
-        self._t = np.concatenate([self._t, time_s])
-        self._sqi = np.concatenate([self._sqi, sq])
+        if np.ndim(sqi) == 0:
+            sq = np.full(rr_ms.shape, float(sqi))
+        else:
+            sq = np.broadcast_to(np.asarray(sqi, dtype=np.float64), rr_ms.shape)
+        if rr_ms.size:  # copies: the caller may reuse its arrays before they are joined
+            self._pending.append((rr_ms.copy(), time_s.copy(), np.array(sq)))
         self._n += rr_ms.size
         if time_s.size:
             self._last_t = float(time_s[-1])
@@ -180,9 +221,20 @@ class BeatWindower:
         last_ready = (self._n - (self.window_beats - self.lead)) // self.hop_beats
         return self._emit(last_ready)
 
+    def push_values(self, rr_ms: list[float], time_s: list[float], sqi: float = 1.0) -> WindowBatch:
+        """``push_arrays`` for a few beats as lists of floats (taken over: do not reuse them)."""
+        if len(rr_ms) != len(time_s):
+            raise ValueError(f"rr_ms and time_s differ in length ({len(rr_ms)} vs {len(time_s)})")
+        if rr_ms:
+            self._pending.append((rr_ms, time_s, [float(sqi)] * len(rr_ms)))
+            self._n += len(rr_ms)
+            self._last_t = float(time_s[-1])
+        last_ready = (self._n - (self.window_beats - self.lead)) // self.hop_beats
+        return self._emit(last_ready)
+
     def push(self, beats: list[Beat], sqi: float = 1.0) -> WindowBatch:
-        rr, t = beats_to_arrays(beats, self._last_t)
-        return self.push_arrays(rr, t, sqi)
+        rr, t = beats_to_lists(beats, self._last_t)
+        return self.push_values(rr, t, sqi)
 
     def flush(self) -> WindowBatch:
         """Emit the windows whose centre holds beats not yet labelled, padding the future with masks."""
@@ -191,35 +243,36 @@ class BeatWindower:
 
     def _emit(self, last_j: int) -> WindowBatch:
         W, H, L = self.window_beats, self.hop_beats, self.lead
+        k = max(0, last_j + 1 - self._next)
+        if not k:  # nothing complete (most pushes); _next unchanged, so nothing to drop either
+            return _empty_batch(W)
+        if self._pending:  # arrays or lists of floats: joined as float64 either way
+            p = self._pending
+            self._rr = np.concatenate([self._rr, *(r for r, _, _ in p)], dtype=np.float64)
+            self._t = np.concatenate([self._t, *(t for _, t, _ in p)], dtype=np.float64)
+            self._sqi = np.concatenate([self._sqi, *(q for _, _, q in p)], dtype=np.float64)
+            self._pending = []
         js = np.arange(self._next, last_j + 1)
-        k = js.size
-        if k:
-            gidx = (js * H - L)[:, None] + np.arange(W)[None, :]
-            present = (gidx >= 0) & (gidx < self._n)
-            local = np.clip(gidx - self._offset, 0, max(self._rr.size - 1, 0))
-            rr = np.where(present, self._rr[local] if self._rr.size else np.nan, np.nan)
-            t = np.where(present, self._t[local] if self._t.size else np.nan, np.nan)
-            sq = np.where(present, self._sqi[local] if self._sqi.size else np.nan, np.nan)
-            n_present = (present & np.isfinite(rr)).sum(axis=1)  # beats with a usable interval
-            first_pos = np.argmax(present, axis=1)
-            last_pos = W - 1 - np.argmax(present[:, ::-1], axis=1)
-            rows = np.arange(k)
-            c0 = js * H
-            c1 = np.minimum(c0 + H, self._n) - 1
-            cpos0 = c0 - (js * H - L)
-            cpos1 = c1 - (js * H - L)
-            with np.errstate(invalid="ignore"):
-                sqi_mean = np.nanmean(np.where(present, sq, np.nan), axis=1)
-            batch = WindowBatch(rr_ms=rr, index=js, centre_first=c0, centre_last=c1,
-                                start_s=t[rows, first_pos], end_s=t[rows, last_pos],
-                                centre_start_s=t[rows, cpos0], centre_end_s=t[rows, cpos1],
-                                sqi=sqi_mean, n_beats=n_present)
-            self._next = last_j + 1
-        else:
-            e = np.zeros(0)
-            ei = np.zeros(0, dtype=np.int64)
-            batch = WindowBatch(rr_ms=np.zeros((0, W)), index=ei, centre_first=ei, centre_last=ei,
-                                start_s=e, end_s=e, centre_start_s=e, centre_end_s=e, sqi=e, n_beats=ei)
+        gidx = (js * H - L)[:, None] + np.arange(W)[None, :]
+        present = (gidx >= 0) & (gidx < self._n)
+        local = np.clip(gidx - self._offset, 0, max(self._rr.size - 1, 0))
+        rr = np.where(present, self._rr[local] if self._rr.size else np.nan, np.nan)
+        t = np.where(present, self._t[local] if self._t.size else np.nan, np.nan)
+        sq = np.where(present, self._sqi[local] if self._sqi.size else np.nan, np.nan)
+        n_present = (present & np.isfinite(rr)).sum(axis=1)  # beats with a usable interval
+        first_pos = np.argmax(present, axis=1)
+        last_pos = W - 1 - np.argmax(present[:, ::-1], axis=1)
+        rows = np.arange(k)
+        c0 = js * H
+        c1 = np.minimum(c0 + H, self._n) - 1
+        cpos0 = c0 - (js * H - L)
+        cpos1 = c1 - (js * H - L)
+        sqi_mean = _nanmean_rows(np.where(present, sq, np.nan))
+        batch = WindowBatch(rr_ms=rr, index=js, centre_first=c0, centre_last=c1,
+                            start_s=t[rows, first_pos], end_s=t[rows, last_pos],
+                            centre_start_s=t[rows, cpos0], centre_end_s=t[rows, cpos1],
+                            sqi=sqi_mean, n_beats=n_present)
+        self._next = last_j + 1
         # drop what no future window needs
         keep_from = max(self._next * H - L, 0)
         cut = keep_from - self._offset
@@ -234,14 +287,19 @@ def rr_evidence(rr_ms: np.ndarray) -> dict:
     r = rr_ms[np.isfinite(rr_ms)]
     if r.size == 0:
         return {"n_beats": 0}
-    d = np.diff(r)
+    # np.mean / np.std / np.median by their own steps (sum / n; sqrt(mean((r - mean)**2)); middle
+    # order statistics), without the wrappers: same values
+    n = r.size
+    mean = float(np.add.reduce(r) / n)
+    dev = r - mean
+    d = r[1:] - r[:-1]
     return {
-        "n_beats": int(r.size),
-        "hr_bpm": round(60000.0 / float(np.mean(r)), 1),
-        "rr_mean_ms": round(float(np.mean(r)), 1),
-        "rr_median_ms": round(float(np.median(r)), 1),
-        "rr_sd_ms": round(float(np.std(r)), 1),
-        "rmssd_ms": round(float(np.sqrt(np.mean(d ** 2))), 1) if d.size else 0.0,
+        "n_beats": int(n),
+        "hr_bpm": round(60000.0 / mean, 1),
+        "rr_mean_ms": round(mean, 1),
+        "rr_median_ms": round(_median_of_sorted(sorted(r.tolist())), 1),
+        "rr_sd_ms": round(math.sqrt(float(np.add.reduce(dev * dev) / n)), 1),
+        "rmssd_ms": round(math.sqrt(float(np.add.reduce(d * d) / d.size)), 1) if d.size else 0.0,
     }
 
 

@@ -26,6 +26,7 @@ the stream was chunked. Beats are assumed to come from one channel, in order.
 """
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections import deque
 from dataclasses import dataclass
 from typing import Sequence
@@ -65,6 +66,7 @@ class RhythmRules:
         self._sqi: deque[tuple[float, float, float]] = deque()  # (start_s, end_s, sqi) of recent windows
         self._clock_s: float | None = None
         self._times: deque[float] = deque()        # beat times within the sustained window (+ margin)
+        self._times_sorted = True                  # every time appended >= the one before (then bisect)
         self._rate_ep: _Episode | None = None
         self._v_run: list[Beat] = []
         self._vt_ep: _Episode | None = None
@@ -146,6 +148,8 @@ class RhythmRules:
         t = b.time_s
         out: list[Detection] = []
         self._last_beat_s = t
+        if self._times and t < self._times[-1]:
+            self._times_sorted = False
         self._times.append(t)
         while self._times and self._times[0] < t - self.sustained_s - 30.0:
             self._times.popleft()
@@ -156,24 +160,29 @@ class RhythmRules:
     def _rate(self, t: float) -> list[Detection]:
         # beats inside the last sustained_s, and one before it so the window's start is covered
         times = list(self._times)
-        k = 0
-        while k + 1 < len(times) and times[k + 1] <= t - self.sustained_s:
-            k += 1
+        if self._times_sorted:  # the last time <= t - sustained_s (the first one if none is)
+            k = max(0, bisect_right(times, t - self.sustained_s) - 1)
+        else:
+            k = 0
+            while k + 1 < len(times) and times[k + 1] <= t - self.sustained_s:
+                k += 1
         win = times[k:]
         out: list[Detection] = []
         if len(win) < 2 or win[0] > t - self.sustained_s:
             cond = None   # not yet sustained_s of history
         else:
-            rr = [b - a for a, b in zip(win, win[1:])]
-            mean_bpm = 60.0 * len(rr) / (win[-1] - win[0])
-            run = [60.0 * RATE_RUN_BEATS / sum(rr[i:i + RATE_RUN_BEATS])
-                   for i in range(0, max(1, len(rr) - RATE_RUN_BEATS + 1))]
+            mean_bpm = 60.0 * (len(win) - 1) / (win[-1] - win[0])
             cond = None
-            # a window holding a pause is the pause rule's business, not a slow rhythm
-            if mean_bpm < self.brady_bpm and max(run) < self.brady_bpm and max(rr) < self.pause_s:
-                cond = "bradycardia"
-            elif mean_bpm > self.tachy_bpm and min(run) > self.tachy_bpm:
-                cond = "tachycardia"
+            # the intervals and their 4-beat running means matter only when the window's mean
+            # rate is beyond a limit; a window holding a pause is the pause rule's business
+            if mean_bpm < self.brady_bpm:
+                rr = [b - a for a, b in zip(win, win[1:])]
+                if max(_run_bpm(rr)) < self.brady_bpm and max(rr) < self.pause_s:
+                    cond = "bradycardia"
+            elif mean_bpm > self.tachy_bpm:
+                rr = [b - a for a, b in zip(win, win[1:])]
+                if min(_run_bpm(rr)) > self.tachy_bpm:
+                    cond = "tachycardia"
             if cond is not None and self._bad_between(win[0], t):
                 cond = None
         ep = self._rate_ep
@@ -217,6 +226,12 @@ class RhythmRules:
             self._bad.popleft()
         while self._sqi and self._sqi[0][1] < horizon:
             self._sqi.popleft()
+
+
+def _run_bpm(rr: list[float]) -> list[float]:
+    """Rate (bpm) of every RATE_RUN_BEATS consecutive intervals."""
+    return [60.0 * RATE_RUN_BEATS / sum(rr[i:i + RATE_RUN_BEATS])
+            for i in range(0, max(1, len(rr) - RATE_RUN_BEATS + 1))]
 
 
 __all__ = ["RhythmRules"]

@@ -18,7 +18,7 @@ from edgemon.detect.rr_features import (
     N_FEATURES,
     BeatWindower,
     WindowBatch,
-    beats_to_arrays,
+    beats_to_lists,
     centred_window,
     rr_evidence,
     window_features,
@@ -64,8 +64,11 @@ class TachogramAfDetector:
         self.windower = BeatWindower(shape[0], hop_beats)
 
     def push(self, beats: list[Beat], sqi: float = 1.0) -> list[Detection]:
-        rr, t = beats_to_arrays(beats, self.windower.last_time_s)
-        return self.push_rr(rr, t, sqi)
+        # push_rr's steps on lists: a push carries a beat or two, arrays would cost more than the work
+        rr, t = beats_to_lists(beats, self.windower.last_time_s)
+        if sqi < self.min_sqi:
+            rr = [np.nan] * len(rr)
+        return self._detections(self.windower.push_values(rr, t, sqi))
 
     def push_rr(self, rr_ms: np.ndarray, time_s: np.ndarray, sqi: float = 1.0) -> list[Detection]:
         """Array form of push for replays of long beat files (same windows, no Beat objects)."""

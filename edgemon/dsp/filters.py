@@ -176,7 +176,9 @@ class SosFilter:
         self._partial = np.zeros((n_channels, block))     # inputs of the open block so far
         self._filled = 0                                  # how many of them
         self._last = np.zeros(n_channels)
-        self._xblk = np.zeros(block)                      # fixed buffer: same memory, same sums
+        # O @ state for the open block (constant until the block completes), so a block that
+        # spans several chunks costs one T product per chunk and nothing else of this size
+        self._os = np.zeros((n_channels, block))
 
     @property
     def zi(self) -> np.ndarray:
@@ -195,11 +197,15 @@ class SosFilter:
     def reset(self) -> None:
         self.state[:] = 0.0
         self._partial[:] = 0.0
+        self._os[:] = 0.0
         self._filled = 0
         self._last[:] = 0.0
 
     def process(self, x: np.ndarray) -> np.ndarray:
         x = np.asarray(x, dtype=float)
+        if x.ndim == 1 and len(self.state) == 1:  # the streaming case: no 2-D copies
+            y, self._filled = self._run(self._clean(x, 0), 0, self._filled)
+            return y
         one_d = x.ndim == 1
         x2 = x[:, None] if one_d else x
         if x2.shape[1] != self.state.shape[0]:
@@ -211,11 +217,11 @@ class SosFilter:
         return out[:, 0] if one_d else out
 
     def _clean(self, x: np.ndarray, ch: int) -> np.ndarray:
-        finite = np.isfinite(x)
-        if finite.all():
+        if np.isfinite(x).all():
             if len(x):
                 self._last[ch] = x[-1]
             return x
+        finite = np.isfinite(x)
         idx = np.where(finite, np.arange(len(x)), -1)
         np.maximum.accumulate(idx, out=idx)
         x = np.where(idx >= 0, x[np.maximum(idx, 0)], self._last[ch])
@@ -224,27 +230,89 @@ class SosFilter:
         return x
 
     def _run(self, x: np.ndarray, ch: int, filled: int) -> tuple[np.ndarray, int]:
-        L = self.block
-        y = np.empty(len(x))
-        buf, part = self._xblk, self._partial[ch]
-        s = self.state[ch]
-        pos = 0
-        while pos < len(x):
-            take = min(L - filled, len(x) - pos)
-            part[filled: filled + take] = x[pos: pos + take]
-            end = filled + take
-            buf[:end] = part[:end]
-            buf[end:] = 0.0
-            y_blk = self._T @ buf + self._O @ s
-            y[pos: pos + take] = y_blk[filled:end]
-            pos += take
-            if end == L:  # block complete: advance the state once, with fixed-shape products
-                s = self._P @ s + self._Q @ buf
-                filled = 0
-            else:
-                filled = end
-        self.state[ch] = s
+        (y,), filled = _run_blocks([self], ch, self._partial[ch], x, filled)
         return y, filled
+
+
+def _run_blocks(filters: list[SosFilter], ch: int, part: np.ndarray, x: np.ndarray,
+                filled: int) -> tuple[list[np.ndarray], int]:
+    """Advance filters (same block length) over the same cleaned input x, channel ch.
+
+    ``part`` holds the open block's inputs, zero beyond ``filled``: it is the
+    zero-padded block itself, always the same memory, so every output comes from
+    the same fixed-shape products whatever the chunking. Each filter's state and
+    cached ``O @ state`` are updated in place; returns their outputs and the new fill.
+    (``ndarray.dot`` is the same BLAS product as ``@`` with less call overhead.)
+    """
+    L = filters[0].block
+    n = len(x)
+    if filled + n < L:  # the chunk stays inside the open block
+        part[filled: filled + n] = x
+        return [f._T.dot(part)[filled: filled + n] + f._os[ch, filled: filled + n] for f in filters], filled + n
+    mats = [(f._T, f._O, f._P, f._Q) for f in filters]
+    ys = [np.empty(n) for _ in filters]
+    states = [f.state[ch] for f in filters]
+    oss = [f._os[ch] for f in filters]
+    add = np.add
+    pos = 0
+    while pos < n:
+        take = min(L - filled, n - pos)
+        end = filled + take
+        part[filled: end] = x[pos: pos + take]
+        for (T, _, _, _), y, os_ in zip(mats, ys, oss):
+            add(T.dot(part)[filled: end], os_[filled: end], out=y[pos: pos + take])
+        pos += take
+        if end == L:  # block complete: advance the states once, with fixed-shape products
+            for k, (_, O, P, Q) in enumerate(mats):
+                states[k] = P.dot(states[k]) + Q.dot(part)
+                oss[k] = O.dot(states[k])
+            part.fill(0.0)
+            filled = 0
+        else:
+            filled = end
+    for f, s_, os_ in zip(filters, states, oss):
+        f.state[ch] = s_
+        f._os[ch] = os_
+    return ys, filled
+
+
+class SosBank:
+    """Several single-channel ``SosFilter``s run over the same input in one pass.
+
+    ``process(x) -> [y_0, y_1, ...]``, each bit-identical to what its own
+    ``SosFilter(sos).process`` gives (same products on the same block buffer):
+    only the per-chunk work that does not depend on the filter (cleaning the
+    input, filling the block buffer, the block loop) is shared. All filters use
+    the same block length. ``filters[i]`` stay usable for ``sos`` and ``zi``.
+    """
+
+    def __init__(self, sos_list: list[np.ndarray], block: int = BLOCK):
+        if not sos_list:
+            raise ValueError("SosBank needs at least one filter")
+        self.filters = [SosFilter(sos, 1, block) for sos in sos_list]
+        self.block = block
+        # one shared open-block buffer: every filter's _partial is this memory
+        self._partial = self.filters[0]._partial
+        for f in self.filters[1:]:
+            f._partial = self._partial
+        self._filled = 0
+
+    def reset(self) -> None:
+        for f in self.filters:
+            f.reset()
+        self._filled = 0
+
+    def process(self, x: np.ndarray) -> list[np.ndarray]:
+        x = np.asarray(x, dtype=float)
+        if x.ndim != 1:
+            raise ValueError(f"SosBank takes a 1-D chunk, got shape {x.shape}")
+        first = self.filters[0]
+        x = first._clean(x, 0)
+        ys, self._filled = _run_blocks(self.filters, 0, self._partial[0], x, self._filled)
+        for f in self.filters:
+            f._filled = self._filled
+            f._last[0] = first._last[0]
+        return ys
 
 
 class EcgFilter(SosFilter):

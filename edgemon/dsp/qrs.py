@@ -24,7 +24,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from edgemon.dsp.filters import SosFilter, ecg_sos
+from edgemon.dsp.filters import SosBank, ecg_sos
+from edgemon.dsp.history import History
 from edgemon.events import Beat
 
 _LEARN_S = 2.0
@@ -54,11 +55,14 @@ class QrsDetector:
         self.start_time_s = start_time_s
         fs = self.fs_hz
         hi = min(15.0, 0.45 * fs)
-        self._bp = SosFilter(ecg_sos(fs, (5.0, hi), mains_hz=0))
-        self._loc = SosFilter(ecg_sos(fs, (0.5, min(40.0, 0.45 * fs)), mains_hz=0))
+        # detection band (5-15 Hz) and locator band (0.5-40 Hz) of the same input: one pass
+        self._filters = SosBank([ecg_sos(fs, (5.0, hi), mains_hz=0),
+                                 ecg_sos(fs, (0.5, min(40.0, 0.45 * fs)), mains_hz=0)])
+        self._bp, self._loc = self._filters.filters
         self._loc_delay = _group_delay_samples(self._loc.sos, 10.0, fs)
         self._mwi_len = max(1, int(round(_MWI_S * fs)))
         self._half = max(1, int(round(_PEAK_HALF_S * fs)))
+        self._window_offsets = np.arange(2 * self._half + 1)
         self._refractory = int(round(_REFRACTORY_S * fs))
         self._twave = int(round(_TWAVE_S * fs))
         # QRS region relative to an MWI peak: the integral peaks near the QRS end
@@ -69,10 +73,7 @@ class QrsDetector:
         self._n_in = 0
         self._deriv_tail = np.zeros(4)
         self._sq_tail = np.zeros(self._mwi_len - 1)
-        self._hist_start = 0
-        self._h_bp = np.zeros(0)
-        self._h_loc = np.zeros(0)
-        self._h_mwi = np.zeros(0)
+        self._hist = (History(), History(), History())  # band-passed, locator, MWI; same stream span
         self._next_eval = 1
         self._pending: list[_Candidate] = []  # found during learning
         self._learned = False
@@ -87,32 +88,57 @@ class QrsDetector:
         self._emitted_last_r: int | None = None
 
     # ------------------------------------------------------------------ public
-    def push(self, x_mV: np.ndarray, valid: np.ndarray | None = None) -> list[Beat]:
+    @property
+    def filter_sos(self) -> list[np.ndarray]:
+        """The detector's two filters (5-15 Hz detection band, 0.5-40 Hz locator), in the order
+        ``push(..., filtered=)`` expects their outputs."""
+        return [f.sos for f in self._filters.filters]
+
+    def push(self, x_mV: np.ndarray, valid: np.ndarray | None = None,
+             filtered: tuple[np.ndarray, np.ndarray] | None = None) -> list[Beat]:
+        """filtered: the outputs of ``filter_sos`` on this chunk, when the caller already ran
+        them (e.g. in one ``SosBank`` pass with its own filters); then give it on every push."""
         x = np.asarray(x_mV, dtype=float)
         if valid is None:
             valid = np.isfinite(x)
-        self._ingest(x, np.asarray(valid, dtype=bool))
+        self._ingest(x, np.asarray(valid, dtype=bool), filtered)
         return self._evaluate(final=False)
 
     def flush(self) -> list[Beat]:
         """End of stream: decide the candidates still waiting for look-ahead."""
         return self._evaluate(final=True)
 
+    # views of the kept history (stream indices from _hist_start on)
+    @property
+    def _hist_start(self) -> int:
+        return self._hist[0].start
+
+    @property
+    def _h_bp(self) -> np.ndarray:
+        return self._hist[0].values()
+
+    @property
+    def _h_loc(self) -> np.ndarray:
+        return self._hist[1].values()
+
+    @property
+    def _h_mwi(self) -> np.ndarray:
+        return self._hist[2].values()
+
     # ------------------------------------------------------------------ stages
-    def _ingest(self, x: np.ndarray, valid: np.ndarray) -> None:
-        bp = self._bp.process(x)
-        loc = self._loc.process(x)
+    def _ingest(self, x: np.ndarray, valid: np.ndarray, filtered=None) -> None:
+        bp, loc = self._filters.process(x) if filtered is None else filtered
         ext = np.concatenate([self._deriv_tail, bp])
         d = (2 * ext[4:] + ext[3:-1] - ext[1:-3] - 2 * ext[:-4]) * (self.fs_hz / 8.0)
         self._deriv_tail = ext[-4:]
         sq = d * d
-        sq[~valid] = 0.0
+        if not valid.all():
+            sq[~valid] = 0.0
         ext = np.concatenate([self._sq_tail, sq])
         mwi = moving_average(ext, self._mwi_len)
         self._sq_tail = ext[len(ext) - (self._mwi_len - 1):] if self._mwi_len > 1 else np.zeros(0)
-        self._h_bp = np.concatenate([self._h_bp, bp])
-        self._h_loc = np.concatenate([self._h_loc, loc])
-        self._h_mwi = np.concatenate([self._h_mwi, mwi])
+        for h, v in zip(self._hist, (bp, loc, mwi)):
+            h.append(v)
         self._n_in += len(x)
 
     def _evaluate(self, final: bool) -> list[Beat]:
@@ -135,22 +161,34 @@ class QrsDetector:
         h = self._half
         lo = max(first - h, self._hist_start)
         seg = self._h_mwi[lo - self._hist_start: end - self._hist_start]
-        padded = np.concatenate([np.full(h - (first - lo), -np.inf), seg,
-                                 np.full(max(0, last + h + 1 - end), -np.inf)])
-        win_max = np.lib.stride_tricks.sliding_window_view(padded, 2 * h + 1).max(axis=1)
-        centre = padded[h: h + len(win_max)]
-        prev = padded[h - 1: h - 1 + len(win_max)]
+        pad_left, pad_right = h - (first - lo), max(0, last + h + 1 - end)
+        if pad_left or pad_right:  # stream start, or flush: no samples beyond the edges
+            padded = np.concatenate([np.full(pad_left, -np.inf), seg, np.full(pad_right, -np.inf)])
+        else:
+            padded = seg
         n = last - first + 1
-        is_peak = (centre[:n] >= win_max[:n]) & (centre[:n] > prev[:n]) & (centre[:n] > 0)
-        return [self._make_candidate(first + int(i)) for i in np.flatnonzero(is_peak)]
+        centre = padded[h: h + n]
+        # A candidate is >= every value within +-h (so >= the next one), > the previous one and
+        # > 0. The MWI has about a dozen local maxima a second: test the +-h maximum only for
+        # them (a maximum is exact, so this is the same set as a sliding maximum gives).
+        local = np.flatnonzero((centre > padded[h - 1: h - 1 + n]) & (centre >= padded[h + 1: h + 1 + n])
+                               & (centre > 0))
+        if not len(local):
+            return []
+        peaks = local[centre[local] >= padded[local[:, None] + self._window_offsets].max(axis=1)]
+        return [self._make_candidate(first + i) for i in peaks.tolist()]
 
     def _make_candidate(self, j: int) -> _Candidate:
         a = max(j - self._qrs_back, self._hist_start)
         b = min(j + self._qrs_fwd + 1, self._n_in)
         o = self._hist_start
         loc = self._h_loc[a - o: b - o]
-        r = a + int(np.argmax(np.abs(loc - np.median(loc)))) - self._loc_delay
-        slope = float(np.max(np.abs(np.diff(self._h_bp[a - o: b - o])))) if b - a > 1 else 0.0
+        r = a + int(np.argmax(np.abs(loc - _median(loc)))) - self._loc_delay
+        if b - a > 1:
+            bp = self._h_bp[a - o: b - o]
+            slope = float(np.max(np.abs(bp[1:] - bp[:-1])))  # == np.diff
+        else:
+            slope = 0.0
         return _Candidate(j, float(self._h_mwi[j - o]), max(r, 0), slope)
 
     # ------------------------------------------------------------------ decisions
@@ -187,7 +225,9 @@ class QrsDetector:
         return thr1, 0.5 * thr1
 
     def _rr_avg(self) -> float:
-        return float(np.mean(self._rr[-8:])) if self._rr else self.fs_hz  # 60 bpm before any RR
+        # integer RRs: their float sum is exact, so this equals np.mean(self._rr[-8:])
+        rr = self._rr[-8:]
+        return sum(rr) / len(rr) if rr else self.fs_hz  # 60 bpm before any RR
 
     def _on_candidate(self, cand: _Candidate, beats: list[Beat]) -> None:
         if not self._learned:
@@ -253,11 +293,8 @@ class QrsDetector:
     def _trim_history(self) -> None:
         keep_from = self._n_in - self._hist_len
         if keep_from > self._hist_start:
-            cut = keep_from - self._hist_start
-            self._h_bp = self._h_bp[cut:]
-            self._h_loc = self._h_loc[cut:]
-            self._h_mwi = self._h_mwi[cut:]
-            self._hist_start = keep_from
+            for h in self._hist:
+                h.trim(keep_from)
 
 
 def moving_average(ext: np.ndarray, n: int) -> np.ndarray:
@@ -269,7 +306,21 @@ def moving_average(ext: np.ndarray, n: int) -> np.ndarray:
     """
     if len(ext) < n:
         return np.zeros(0)
-    return np.lib.stride_tricks.sliding_window_view(ext, n).sum(axis=1) / n
+    # the sliding_window_view of ext, built directly (its wrapper cost more than the sums)
+    ext = np.ascontiguousarray(ext, dtype=np.float64)
+    step = ext.strides[0]
+    windows = np.ndarray((len(ext) - n + 1, n), dtype=np.float64, buffer=ext, strides=(step, step))
+    return np.add.reduce(windows, axis=1) / n
+
+
+def _median(v: np.ndarray) -> float:
+    """``np.median`` of a short finite 1-D array without the wrapper (same order statistics)."""
+    n = len(v)
+    h = n // 2
+    if n % 2:
+        return np.partition(v, h)[h]
+    p = np.partition(v, (h - 1, h))
+    return (p[h - 1] + p[h]) / 2
 
 
 def _group_delay_samples(sos: np.ndarray, f_hz: float, fs_hz: float) -> int:

@@ -21,9 +21,12 @@ beats only, never on chunk boundaries.
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
-from edgemon.dsp.filters import SosFilter, butter_sos
+from edgemon.dsp.filters import SosBank, butter_sos
+from edgemon.dsp.history import History
 from edgemon.events import Beat, QualityWindow
 
 # Thresholds, ECG (mV) and PPG (relative). Chosen on NSTDB 119e* (clean vs noisy segments) and
@@ -51,31 +54,60 @@ class QualityMonitor:
         self._context = max(self.window, int(round(_BEAT_CONTEXT_S * fs_hz)))
         hf_corner = 40.0 if kind == "ecg" else 8.0
         self._has_hf = hf_corner < 0.45 * fs_hz
-        self._lp = SosFilter(butter_sos(2, hf_corner, fs_hz, "low")) if self._has_hf else None
-        self._baseline = SosFilter(butter_sos(2, 0.7, fs_hz, "low"))
+        # baseline (< 0.7 Hz) and, when the rate allows, the HF corner's low-pass: one pass
+        sos = [butter_sos(2, 0.7, fs_hz, "low")]
+        if self._has_hf:
+            sos.append(butter_sos(2, hf_corner, fs_hz, "low"))
+        self._filters = SosBank(sos)
         self._n = 0
         self._next_window = 0
-        self._start = 0  # stream index of the buffers' first sample
-        self._raw = np.zeros(0)
-        self._valid = np.zeros(0, dtype=bool)
-        self._hf = np.zeros(0)
-        self._base = np.zeros(0)
+        # raw, validity, high-frequency part, baseline: the same stream span
+        self._hist = (History(), History(dtype=bool), History(), History())
         self._beats: list[int] = []
+        self._segments: dict[int, np.ndarray | None] = {}  # beat sample -> normalised segment
         self._beat_amplitude: float | None = None  # QRS amplitude of the last window with beats
 
+    @property
+    def filter_sos(self) -> list[np.ndarray]:
+        """The monitor's filters (baseline low-pass, then the HF corner's low-pass when the rate
+        allows one), in the order ``push(..., filtered=)`` expects their outputs."""
+        return [f.sos for f in self._filters.filters]
+
     def push(self, x: np.ndarray, valid: np.ndarray | None = None,
-             beats: list[Beat] = ()) -> list[QualityWindow]:
+             beats: list[Beat] = (), filtered: list[np.ndarray] | None = None) -> list[QualityWindow]:
+        """filtered: the outputs of ``filter_sos`` on this chunk, when the caller already ran
+        them (e.g. in one ``SosBank`` pass with its own filters); then give it on every push."""
         x = np.asarray(x, dtype=float)
         valid = np.isfinite(x) if valid is None else (np.asarray(valid, dtype=bool) & np.isfinite(x))
-        lp = self._lp.process(x) if self._lp is not None else x
-        base = self._baseline.process(x)
-        self._raw = np.concatenate([self._raw, x])
-        self._valid = np.concatenate([self._valid, valid])
-        self._hf = np.concatenate([self._hf, x - lp])
-        self._base = np.concatenate([self._base, base])
+        outs = self._filters.process(x) if filtered is None else filtered
+        base = outs[0]
+        lp = outs[1] if self._has_hf else x
+        for h, v in zip(self._hist, (x, valid, x - lp, base)):
+            h.append(v)
         self._beats.extend(b.sample for b in beats)
         self._n += len(x)
         return self._emit(final=False)
+
+    # views of the kept buffers (stream indices from _start on)
+    @property
+    def _start(self) -> int:
+        return self._hist[0].start
+
+    @property
+    def _raw(self) -> np.ndarray:
+        return self._hist[0].values()
+
+    @property
+    def _valid(self) -> np.ndarray:
+        return self._hist[1].values()
+
+    @property
+    def _hf(self) -> np.ndarray:
+        return self._hist[2].values()
+
+    @property
+    def _base(self) -> np.ndarray:
+        return self._hist[3].values()
 
     def flush(self) -> list[QualityWindow]:
         return self._emit(final=True)
@@ -92,50 +124,56 @@ class QualityMonitor:
             self._next_window = b
         keep = self._next_window - self._context  # recent beats to compare with
         if keep > self._start:
-            cut = keep - self._start
-            self._raw, self._valid = self._raw[cut:], self._valid[cut:]
-            self._hf, self._base = self._hf[cut:], self._base[cut:]
-            self._start = keep
+            for h in self._hist:
+                h.trim(keep)
             self._beats = [s for s in self._beats if s >= keep]
+            self._segments = {s: r for s, r in self._segments.items() if s >= keep}
         return out
 
     def _score(self, a: int, b: int) -> QualityWindow:
         o = self._start
         x, valid = self._raw[a - o: b - o], self._valid[a - o: b - o]
-        features: dict = {"valid_fraction": float(valid.mean())}
+        n_valid = int(np.count_nonzero(valid))
+        features: dict = {"valid_fraction": n_valid / len(valid)}  # == valid.mean()
         reason, sqi = "ok", 1.0
         if features["valid_fraction"] < 1 - _INVALID_FRACTION:
             reason = "nan" if np.isnan(x).mean() > _INVALID_FRACTION else "lead_off"
             return self._window(a, b, 0.0, reason, features)
-        xv = x[valid]
-        ptp = float(np.ptp(xv))
+        xv = x if n_valid == len(valid) else x[valid]
+        x_max, x_min = float(xv.max()), float(xv.min())
+        ptp = x_max - x_min
         features["ptp"] = ptp
         flat = ptp < (_FLAT_PTP_MV if self.kind == "ecg" else 1e-6 * max(1.0, float(np.max(np.abs(xv)))))
         if flat:
             return self._window(a, b, 0.0, "flatline", features)
-        at_extreme = np.mean((xv >= xv.max() - 1e-9 * max(1.0, abs(xv.max()))) |
-                             (xv <= xv.min() + 1e-9 * max(1.0, abs(xv.min()))))
-        features["saturated_fraction"] = float(at_extreme)
+        at_extreme = int(np.count_nonzero((xv >= x_max - 1e-9 * max(1.0, abs(x_max))) |
+                                          (xv <= x_min + 1e-9 * max(1.0, abs(x_min))))) / len(xv)
+        features["saturated_fraction"] = at_extreme
         if at_extreme > _SATURATION_FRACTION:
             return self._window(a, b, 0.1, "saturation", features)
         if self._has_hf:
-            hf = self._hf[a - o: b - o][valid]
-            band = (x - self._base[a - o: b - o])[valid] - hf
+            hf = self._hf[a - o: b - o]
+            band = x - self._base[a - o: b - o]
+            if n_valid != len(valid):
+                hf, band = hf[valid], band[valid]
+            band = band - hf
             # robust HF level (QRS edges are brief, a median ignores them) against the beat amplitude
             # A window without beats (a pause) has no QRS to compare with: use the amplitude of the
             # last window that had beats, or a true pause/asystole would read as 'noise'.
-            amplitude = float(np.percentile(band, 99) - np.percentile(band, 1))
+            p1, p99 = _percentiles(band, (1, 99))
+            amplitude = p99 - p1
             has_beats = any(a <= s < b for s in self._beats)
             if has_beats:
                 self._beat_amplitude = amplitude
             elif self._beat_amplitude is not None:
                 amplitude = max(amplitude, self._beat_amplitude)
-            ratio = float(1.4826 * np.median(np.abs(hf)) / max(1e-9, amplitude))
+            ratio = float(1.4826 * _median(np.abs(hf)) / max(1e-9, amplitude))
             features["hf_ratio"] = ratio
             if ratio > _HF_RATIO_NOISE:
                 reason, sqi = "noise", 0.4 * _HF_RATIO_NOISE / ratio  # unusable: below 0.5
         if self.kind == "ecg":
-            swing = float(np.ptp(self._base[a - o: b - o]))
+            base = self._base[a - o: b - o]
+            swing = float(base.max() - base.min())
             features["baseline_ptp_mv"] = swing
             if reason == "ok" and swing > _BASELINE_PTP_MV:
                 reason, sqi = "motion", 0.3
@@ -157,24 +195,73 @@ class QualityMonitor:
         """
         half = int(0.1 * self.fs_hz)
         o = self._start
-        positions, segs = [], []
-        for s in self._beats:
-            if s - half >= o and s + half <= self._n and s < b:
-                seg = self._raw[s - half - o: s + half - o] - self._base[s - half - o: s + half - o]
-                if np.isfinite(seg).all():
-                    positions.append(s)
-                    segs.append(seg)
+        cache = self._segments
+        pos = [s for s in self._beats if s - half >= o and s + half <= self._n and s < b]
+        new = [s for s in pos if s not in cache]
+        if new:  # a beat sits in ~5 windows' context: normalise it once
+            self._normalise_segments(new, half)
+        positions = [s for s in pos if cache[s] is not None]
         in_window = [i for i, s in enumerate(positions) if s >= a]
-        if len(segs) < 3 or not in_window:
+        if len(positions) < 3 or not in_window:
             return None
-        m = np.array(segs)
-        m = m - m.mean(axis=1, keepdims=True)
-        norms = np.linalg.norm(m, axis=1)
-        m = m / np.where(norms > 0, norms, 1.0)[:, None]
+        m = np.array([cache[s] for s in positions])
         corr = m @ m.T
         np.fill_diagonal(corr, -1.0)
-        return float(np.median(corr[in_window].max(axis=1)))
+        return _median(corr[in_window].max(axis=1))
+
+    def _normalise_segments(self, beats: list[int], half: int) -> None:
+        """Cache each beat's +-half samples (baseline removed), zero-mean and unit-norm; None
+        when not finite. Row-wise operations only: a row's values do not depend on the others."""
+        o = self._start
+        idx = (np.array(beats) - (half + o))[:, None] + np.arange(2 * half)
+        segs = self._raw[idx] - self._base[idx]
+        finite = np.isfinite(segs).all(axis=1)
+        m = segs - segs.mean(axis=1, keepdims=True)
+        norms = np.sqrt(np.add.reduce(m * m, axis=1))  # == np.linalg.norm(m, axis=1)
+        m = m / np.where(norms > 0, norms, 1.0)[:, None]
+        for s, ok, row in zip(beats, finite.tolist(), m):
+            self._segments[s] = row if ok else None
 
     def _window(self, a: int, b: int, sqi: float, reason: str, features: dict) -> QualityWindow:
         return QualityWindow(start_sample=a, end_sample=b, fs_hz=self.fs_hz, sqi=float(sqi), reason=reason,
                              channel=self.channel, start_time_s=self.start_time_s, features=features)
+
+
+def _median(v: np.ndarray) -> float:
+    """``float(np.median(v))`` of a finite 1-D array, without the wrapper's overhead."""
+    n = len(v)
+    if n == 0 or not math.isfinite(float(np.add.reduce(v))):
+        return float(np.median(v))  # empty / NaN / overflow: numpy's own answer
+    h = n // 2
+    if n % 2:
+        return float(np.partition(v, h)[h])
+    p = np.partition(v, (h - 1, h))
+    return float((p[h - 1] + p[h]) / 2)
+
+
+def _percentiles(v: np.ndarray, qs: tuple[float, ...]) -> list[float]:
+    """``float(np.percentile(v, q))`` for each q (numpy's default 'linear' method), one partition.
+
+    Same order statistics and the same interpolation arithmetic as numpy's ``_lerp``
+    (``a + (b - a) * g``, or ``b - (b - a) * (1 - g)`` when g >= 0.5): bit-identical.
+    """
+    n = len(v)
+    if n == 0 or not math.isfinite(float(np.add.reduce(v))):
+        return [float(np.percentile(v, q)) for q in qs]
+    spots = []
+    for q in qs:
+        vi = (n - 1) * (q / 100)
+        lo = min(int(math.floor(vi)), n - 1)
+        spots.append((vi, lo))
+    kth = sorted({k for _, lo in spots for k in (lo, min(lo + 1, n - 1))})
+    p = np.partition(v, kth)
+    out = []
+    for vi, lo in spots:
+        if vi >= n - 1:
+            out.append(float(p[n - 1]))
+            continue
+        a, b = p[lo], p[lo + 1]
+        g = vi - lo
+        d = b - a
+        out.append(float(b - d * (1 - g) if g >= 0.5 else a + d * g))
+    return out

@@ -46,6 +46,13 @@ class Resampler:
         self._n_in = 0
         self.next_output_index = 0
 
+    def outputs_after(self, n_in: int) -> int:
+        """How many output samples (stream indices 0..k-1) ``n_in`` input samples determine
+        (what ``next_output_index`` will be once they have all been processed)."""
+        if self.identity:
+            return max(self.next_output_index, n_in)
+        return max(self.next_output_index, ((n_in - self.half_taps) * self.up - 1) // self.down + 1)
+
     def process(self, x: np.ndarray) -> np.ndarray:
         x = np.asarray(x, dtype=float)
         if self.identity:
@@ -74,9 +81,20 @@ class Resampler:
             return np.zeros(0)
         m = np.arange(m0, last_ok + 1)
         num = m * self.down
-        floor, phase = num // self.up, num % self.up
-        idx = floor[:, None] + self._taps[None, :] - self._buf_start
-        y = np.einsum("ij,ij->i", self._buf[idx], self._weights[phase])
+        if self.up == 1:
+            # integer decimation: output m's taps are buf[m*down + taps], a fixed stride apart, and
+            # every output uses the one weight row: a strided view instead of a gathered copy
+            # (the same rows, each summed the same way: same values)
+            buf = np.ascontiguousarray(self._buf)
+            item = buf.itemsize
+            first = int(num[0]) + int(self._taps[0]) - self._buf_start
+            rows = np.ndarray((len(num), len(self._taps)), dtype=buf.dtype, buffer=buf, offset=first * item,
+                              strides=(self.down * item, item))
+            y = np.einsum("ij,ij->i", rows, np.broadcast_to(self._weights[0], rows.shape))
+        else:
+            floor, phase = np.divmod(num, self.up)
+            idx = (floor - self._buf_start)[:, None] + self._taps
+            y = np.einsum("ij,ij->i", self._buf[idx], self._weights[phase])
         self.next_output_index = last_ok + 1
         keep_from = (self.next_output_index * self.down) // self.up - K + 1
         drop = keep_from - self._buf_start
