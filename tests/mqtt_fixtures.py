@@ -26,7 +26,8 @@ __all__ = ["mosquitto_bin", "broker_factory", "mosquitto", "tls_material", "make
            "alert_json", "wait_for", "CONF_DIR"]
 
 
-def wait_for(pred, timeout: float = 5.0, poll: float = 0.02) -> bool:
+def wait_for(pred, timeout: float = 15.0, poll: float = 0.02) -> bool:
+    """Poll until pred() holds; generous timeout because CI machines can be loaded (returns early)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if pred():

@@ -154,9 +154,16 @@ class LoadedModel:
         dt = self._in["dtype"]
         if dt == np.float32:
             return x
-        scale, zp = self._in["quantization"]
-        info = np.iinfo(dt)
-        return np.clip(np.round(x / scale) + zp, info.min, info.max).astype(dt)
+        q = self.__dict__.get("_q_in")
+        if q is None:  # per call np.iinfo and tuple unpacking cost more than the int8 model itself
+            scale, zp = self._in["quantization"]
+            info = np.iinfo(dt)
+            q = self._q_in = (np.float32(scale), zp, info.min, info.max, dt)
+        scale, zp, lo, hi, dt = q
+        y = np.round(x / scale)
+        y += zp
+        np.clip(y, lo, hi, out=y)
+        return y.astype(dt)
 
     def _dequantize(self, y: np.ndarray) -> np.ndarray:
         if self._out["dtype"] == np.float32:
