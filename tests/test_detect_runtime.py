@@ -105,6 +105,24 @@ def test_predict_single_and_batch_agree(model):
     np.testing.assert_array_equal(yb, ys)
 
 
+def test_batch_of_one_fast_path_matches_batch_and_checks_input(model):
+    rng = np.random.default_rng(1)
+    x = rng.uniform(-3, 3, (16, *model.window_shape)).astype(np.float32)
+    yb = model.predict(x)
+    for i in range(len(x)):  # (1, *window) float32: the per-beat streaming path
+        np.testing.assert_array_equal(model.predict(x[i:i + 1]), yb[i:i + 1])
+    with pytest.raises(ModelInputError, match="NaN"):
+        model.predict(np.full((1, *model.window_shape), np.nan, np.float32))
+
+
+def test_quantize_is_round_half_even_and_clipped(model):
+    scale, zp = model._in["quantization"]
+    halves = (np.arange(-300, 300) + 0.5).astype(np.float32) * np.float32(scale)
+    x = np.concatenate([halves, np.float32([1e6, -1e6, 0.0])]).astype(np.float32)
+    want = np.clip(np.round(x / np.float32(scale)) + zp, -128, 127).astype(np.int8)
+    np.testing.assert_array_equal(model._quantize(x), want)
+
+
 def test_check_rate(model, tmp_path):
     model.check_rate(None)
     model.check_rate(128.0)  # interval model: any rate
