@@ -340,6 +340,7 @@ class BeatClassifier:
         self.fs_hz = float(fs_hz)
         self.thresholds = dict(getattr(card, "decision_thresholds", {}) or {})
         self._thr = np.array([max(self.thresholds.get(c, 0.5), 1e-6) for c in CLASSES])  # as in decide()
+        self._thr_list = self._thr.tolist()
         self._features = BeatFeatures(fs_hz)
 
     def push(self, x_filtered_mv: np.ndarray, beats: Sequence[Beat] = ()) -> list[Beat]:
@@ -354,18 +355,25 @@ class BeatClassifier:
             return []
         have = [i for i, (_, v) in enumerate(rows) if v is not None]
         out = [b for b, _ in rows]
-        if have:
-            if len(have) <= _ROW_CALLS_UP_TO:
-                # a streaming push labels 1-3 beats: one row per call keeps the interpreter at batch 1
-                # (each change of batch size re-allocates its tensors, dearer than the extra calls);
-                # the int8 model scores each row on its own, so the probabilities are the same
-                probs = np.array([np.atleast_2d(self.model.predict(rows[i][1][None]))[0] for i in have])
-            else:
-                probs = np.atleast_2d(self.model.predict(np.stack([rows[i][1] for i in have])))
-            idx = np.argmax(np.asarray(probs, dtype=np.float64) / self._thr, axis=1)  # decide(), inlined
-            for j, i in enumerate(have):
-                k = int(idx[j])
-                out[i] = _labelled(out[i], CLASSES[k], float(probs[j, k]))
+        if not have:
+            return out
+        if len(have) <= _ROW_CALLS_UP_TO:
+            # a streaming push labels 1-3 beats: one row per call keeps the interpreter at batch 1
+            # (each change of batch size re-allocates its tensors, dearer than the extra calls);
+            # the int8 model scores each row on its own, so the probabilities are the same.
+            # decide() per row in plain floats: float64(p) / thr, first maximum, as np.argmax
+            thr = self._thr_list
+            for i in have:
+                p = np.ravel(self.model.predict(rows[i][1][None])).tolist()  # float32 -> exact floats
+                score = [v / t for v, t in zip(p, thr)]
+                k = score.index(max(score))
+                out[i] = _labelled(out[i], CLASSES[k], p[k])
+            return out
+        probs = np.atleast_2d(self.model.predict(np.stack([rows[i][1] for i in have])))
+        idx = np.argmax(np.asarray(probs, dtype=np.float64) / self._thr, axis=1)  # decide(), inlined
+        for j, i in enumerate(have):
+            k = int(idx[j])
+            out[i] = _labelled(out[i], CLASSES[k], float(probs[j, k]))
         return out
 
 
