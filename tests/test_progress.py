@@ -126,3 +126,14 @@ def test_evaluate_qrs_table_output_unchanged(samples_dir, monkeypatch, capsys):
     lines = cap.out.splitlines()
     assert len(lines) == 3 and lines[0].strip().startswith("nsr beats=") and lines[2].strip().startswith("TOTAL")
     assert "\r" not in cap.out and "\x1b" not in cap.out
+
+
+def test_bench_json_stdout_is_one_object_with_a_bar(monkeypatch, capsys):
+    monkeypatch.setenv("EDGEMON_PROGRESS", "bar")  # as if stderr were a terminal
+    assert main(["bench", "--json", "--hours", "0.05", "--no-nk2", "--no-daemon"]) == 0
+    cap = capsys.readouterr()
+    assert cap.out.count("\n") == 1
+    data = json.loads(cap.out)
+    assert data["realtime_factor"] > 0
+    # 3 minutes of signal: the bar advances per minute, with its ETA, on stderr only
+    assert "bench: pipeline with models" in cap.err and "3/3" in cap.err and "ETA" in cap.err

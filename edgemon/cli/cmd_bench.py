@@ -24,13 +24,18 @@ def register(sub) -> None:
 
 def run(args) -> int:
     from edgemon.daemon.bench import run_bench
+    from edgemon.evaluate.progress import progress as bar
 
     def progress(msg: str) -> None:
         print(f"bench: {msg}", file=sys.stderr, flush=True)
 
+    def track(items, total: int, desc: str):
+        # a bar with ETA on a terminal; under --json or off a TTY, a plain line now and then (stderr)
+        return bar(items, total=total, desc=f"bench: {desc}", quiet=args.json)
+
     res = run_bench(hours=args.hours, nk2=not args.no_nk2, daemon=not args.no_daemon,
                     soak_days=args.soak_days if args.soak else None, progress=progress,
-                    chunk_s=args.chunk_s, cpu=args.cpu)
+                    chunk_s=args.chunk_s, cpu=args.cpu, track=track)
     if args.json:
         print(json.dumps(res))
     else:

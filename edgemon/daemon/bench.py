@@ -35,6 +35,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Callable, Iterable
 
 import numpy as np
 
@@ -42,6 +43,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 SAMPLES = REPO_ROOT / "sample-signals"
 ECG_RECORDS = ("af", "nsr", "pvc", "noise")
 FS = 250.0
+Track = Callable[[Iterable, int, str], Iterable]  # (items, total, description) -> the same items
 
 
 def read_fmt16(base: Path) -> np.ndarray:
@@ -95,16 +97,25 @@ def _pipeline(models: bool):
     return LivePipeline(cfg, load_models(cfg) if models else Models(), live=False)
 
 
-def pipeline_rate(x: np.ndarray, models: bool = True, chunk_s: float = 1.0) -> dict:
+def _no_track(items, total: int, desc: str):
+    return items
+
+
+def pipeline_rate(x: np.ndarray, models: bool = True, chunk_s: float = 1.0, track: Track = _no_track,
+                  desc: str = "pipeline") -> dict:
     p = _pipeline(models)
     # the input is built before the clock starts, as neurokit2's input array is in nk2_rate: the
     # clock times the pipeline, not the making of the test signal (~2 % of the time otherwise)
     chunks = list(_chunks(x, 1_700_000_000.0, chunk_s))
     first = chunks[0]
     n_events = len(p.push_chunk(first))  # builds the pipeline (imports, model interpreters): start-up, not throughput
+    # progress advances once per minute of signal, so the bar costs nothing measurable
+    per = max(1, int(round(60.0 / chunk_s)))
+    blocks = [chunks[i:i + per] for i in range(1, len(chunks), per)]
     t0, c0 = time.perf_counter(), time.process_time()
-    for c in chunks[1:]:
-        n_events += len(p.push_chunk(c))
+    for block in track(blocks, len(blocks), desc):
+        for c in block:
+            n_events += len(p.push_chunk(c))
     n_events += len(p.flush())
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     sig_s = (x.size - first.n_samples) / FS
@@ -127,22 +138,20 @@ def rss_mb() -> float:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2 ** 20
 
 
-def soak(days: float, progress=None) -> dict:
+def soak(days: float, track: Track = _no_track) -> dict:
     """``days`` of signal through one pipeline; RSS per simulated hour."""
     hour = bench_signal(1.0)
     p = _pipeline(True)
     samples = []
     t0 = time.perf_counter()
     n_hours = int(round(days * 24))
-    for h in range(n_hours):
+    for h in track(range(n_hours), n_hours, f"soak ({days:g} days, by simulated hour)"):
         for c in _chunks(hour, 1_700_000_000.0, 1.0):
             c = type(c)(samples=c.samples, fs_hz=c.fs_hz, channel_names=c.channel_names,
                         channel_kinds=c.channel_kinds, start_sample=c.start_sample + h * hour.size,
                         start_time_s=c.start_time_s, valid=c.valid, units=c.units, source=c.source)
             p.push_chunk(c)
         samples.append(round(rss_mb(), 2))
-        if progress:
-            progress(h + 1, n_hours, samples[-1])
     wall = time.perf_counter() - t0
     return {"soak_days": days, "soak_wall_s": round(wall, 1), "soak_realtime_factor": round(n_hours * 3600 / wall, 1),
             "soak_rss_mb_first_hour": samples[0], "soak_rss_mb_last": samples[-1],
@@ -256,7 +265,10 @@ def daemon_probe(feed_s: float = 600.0, timeout_s: float = 120.0) -> dict:
 
 
 def run_bench(hours: float = 1.0, nk2: bool = True, daemon: bool = True, soak_days: float | None = None,
-              progress=None, daemon_feed_s: float = 600.0, chunk_s: float = 1.0, cpu: int | None = None) -> dict:
+              progress=None, daemon_feed_s: float = 600.0, chunk_s: float = 1.0, cpu: int | None = None,
+              track: Track = _no_track) -> dict:
+    """progress(msg): one line per stage; track(items, total, desc) -> items: wraps the long loops
+    (a progress bar from the CLI; the identity by default)."""
     pinned = _pin_one_core(cpu)
     say = progress or (lambda msg: None)
     res: dict = {"signal_hours": hours, "fs_hz": FS, "records": list(ECG_RECORDS), "cpu_count_used": 1,
@@ -264,12 +276,12 @@ def run_bench(hours: float = 1.0, nk2: bool = True, daemon: bool = True, soak_da
     x = bench_signal(hours)
     res["loadavg_at_start"] = os.getloadavg()[0]
     say(f"pipeline with models on {hours} h of ECG ...")
-    r = pipeline_rate(x, models=True, chunk_s=chunk_s)
+    r = pipeline_rate(x, models=True, chunk_s=chunk_s, track=track, desc="pipeline with models (minutes of signal)")
     res["realtime_factor"] = round(r["wall"], 1)
     res["realtime_factor_cpu"] = round(r["cpu"], 1)
     res["events"] = r["events"]
     say("pipeline without models ...")
-    r = pipeline_rate(x, models=False, chunk_s=chunk_s)
+    r = pipeline_rate(x, models=False, chunk_s=chunk_s, track=track, desc="DSP only (minutes of signal)")
     res["realtime_factor_dsp_only"] = round(r["wall"], 1)
     res["realtime_factor_dsp_only_cpu"] = round(r["cpu"], 1)
     if nk2:
@@ -285,7 +297,7 @@ def run_bench(hours: float = 1.0, nk2: bool = True, daemon: bool = True, soak_da
         res.update(daemon_probe(feed_s=daemon_feed_s))
     if soak_days:
         say(f"soak: {soak_days} days ...")
-        res.update(soak(soak_days, progress=lambda h, n, r: say(f"soak hour {h}/{n}: rss {r} MB")))
+        res.update(soak(soak_days, track=track))
     res["loadavg_at_end"] = os.getloadavg()[0]
     res["targets"] = {
         "realtime_factor>=2000": res["realtime_factor"] >= 2000,
