@@ -82,3 +82,130 @@ def test_beat_path_on_one_mitdb_af_record(data_root):
     r = score([run], ["af"])["per_condition"]["af"]
     assert r["episodes"] >= 1 and r["episodes_missed"] == 0 and r["alerts"] >= 1
     json.dumps(r)
+
+
+# ------------------------------------------------------------------ --report (sample signals, no real data)
+
+def _data_root(tmp_path, samples_dir):
+    """A data root the command accepts: the af and pvc samples (rhythm notes in .atr: AF episodes,
+    VT runs) as ltafdb/test and mitdb records."""
+    import shutil
+
+    root = tmp_path / "data"
+    for sub in ("ltafdb/test", "mitdb"):
+        (root / sub).mkdir(parents=True)
+        for name in ("af", "pvc"):
+            for ext in (".hea", ".dat", ".atr"):
+                shutil.copy(samples_dir / f"{name}{ext}", root / sub / f"{name}{ext}")
+    return root
+
+
+def _items(folder):
+    rep = json.loads((folder / "alerts-report.json").read_text())
+    return {it["key"]: it for it in rep["items"]}
+
+
+def _run(capsys, argv):
+    from edgemon.cli import main
+
+    assert main(argv) == 0
+    cap = capsys.readouterr()
+    return json.loads(cap.out), cap.err
+
+
+def _strip_seconds(obj):
+    if isinstance(obj, dict):
+        return {k: _strip_seconds(v) for k, v in obj.items() if k != "seconds"}
+    return obj
+
+
+def test_report_on_sample_signals(tmp_path, capsys, samples_dir):
+    root = _data_root(tmp_path, samples_dir)
+    argv = ["evaluate", "alerts", "--data-dir", str(root), "--sets", "ltafdb_test", "mitdb_signal",
+            "--records", "af", "pvc", "--json"]
+    plain, _ = _run(capsys, argv)
+    folder = tmp_path / "rep"
+    out, err = _run(capsys, argv + ["--report", str(folder)])
+    assert _strip_seconds(out) == _strip_seconds(plain)  # --report leaves the stdout JSON as it was
+    html_file = folder / "alerts-report.html"
+    assert html_file.is_file() and (folder / "alerts-report.json").is_file()
+    assert f"report written: {html_file}" in err
+    html = html_file.read_text()
+    assert "<svg" in html and "Made by:" in html and "--report" in html and "timeline-0-reference" in html
+    items = _items(folder)
+    assert {"run", "ltafdb_test_summary", "ltafdb_test_per_condition", "mitdb_signal_summary",
+            "mitdb_signal_per_condition", "per_record", "timeline_ltafdb_test_af", "timeline_mitdb_signal_af",
+            "timeline_mitdb_signal_vt"} <= set(items)
+    sig = out["mitdb_signal"]["per_condition"]
+    m = items["mitdb_signal_summary"]["metrics"]
+    assert m["AF false alerts / day"] == sig["af"]["false_alerts_per_day"]
+    assert m["VT episodes missed"] == f"{sig['vt']['episodes_missed']} of {sig['vt']['episodes']}"
+    assert {r["condition"] for r in items["mitdb_signal_per_condition"]["rows"]} == set(sig)
+    rows = {(r["set"], r["record"]): r for r in items["per_record"]["rows"]}
+    assert set(rows) == {(s, n) for s in ("ltafdb_test", "mitdb_signal") for n in ("af", "pvc")}
+    assert rows[("mitdb_signal", "pvc")]["vt_episodes"] == 2 and "vt_alerts" not in rows[("ltafdb_test", "pvc")]
+    for key in ("ltafdb_test", "mitdb_signal"):  # per-record sums are the set's totals
+        af = out[key]["per_condition"]["af"]
+        for col, total in (("af_alerts", "alerts"), ("af_false", "false_alerts"), ("af_missed", "episodes_missed")):
+            assert sum(r[col] for r in rows.values() if r["set"] == key) == af[total]
+    for name, cond, rec in (("ltafdb_test", "af", "af"), ("mitdb_signal", "af", "af"), ("mitdb_signal", "vt", "pvc")):
+        tl = {r["record"]: r for r in items[f"timeline_{name}_{cond}"]["rows"]}
+        assert set(tl) == {"af", "pvc"}
+        row = tl[rec]
+        assert len(row["reference"]) == 2 and row["detected"] and row["alerts"]
+        # the alerts drawn are the scored ones, and they overlap the reference
+        assert len(row["alerts"]) == rows[(name, rec)][f"{cond}_alerts"]
+        assert any(a < e and s < b for a, b in row["alerts"] for s, e in row["reference"])
+    assert "noise_stress_runs" not in items
+
+
+def test_report_noise_stress(tmp_path, capsys, samples_dir, monkeypatch):
+    """The noise-stress part on a 450-s record (one noisy segment at 300-420 s) and white noise as bw/ma."""
+    import wfdb
+
+    import edgemon.evaluate.alerts as alerts
+
+    root = tmp_path / "data"
+    for sub in ("mitdb", "nstdb"):
+        (root / sub).mkdir(parents=True)
+    rec, ann = wfdb.rdrecord(str(samples_dir / "nsr")), wfdb.rdann(str(samples_dir / "nsr"), "atr")
+    n = len(rec.p_signal)
+    x = np.tile(rec.p_signal[:, :1], (3, 1))
+    for folder, name in ((root / "mitdb", "nsr3"), (root / "nstdb", "118e06")):
+        wfdb.wrsamp(name, fs=rec.fs, units=["mV"], sig_name=["MLII"], p_signal=x, fmt=["16"], write_dir=str(folder))
+    keep = [i for i, s in enumerate(ann.symbol) if s != "+"]
+    wfdb.wrann("nsr3", "atr", np.concatenate([ann.sample[keep] + k * n for k in range(3)]),
+               symbol=[ann.symbol[i] for i in keep] * 3, write_dir=str(root / "mitdb"), fs=rec.fs)
+    rng = np.random.default_rng(0)
+    for kind in ("bw", "ma"):
+        wfdb.wrsamp(kind, fs=rec.fs, units=["mV"], sig_name=["noise1"], p_signal=rng.normal(0, 0.2, (60 * 250, 1)),
+                    fmt=["16"], write_dir=str(root / "nstdb"))
+    monkeypatch.setattr(alerts, "NSTDB_HELD_OUT", ["118e06"])
+    folder = tmp_path / "rep"
+    out, _ = _run(capsys, ["evaluate", "alerts", "--data-dir", str(root), "--sets", "noise_stress",
+                           "--noise-records", "nsr3", "--json", "--report", str(folder)])
+    assert (folder / "alerts-report.html").is_file()
+    items = _items(folder)
+    runs = items["noise_stress_runs"]["rows"]
+    assert [r["run"] for r in runs] == list(out["noise_stress"])
+    per = items["noise_stress_per_record"]["rows"]
+    assert [r["record"] for r in per] == ["118e06", "nsr3", "nsr3+bw6", "nsr3+bw0", "nsr3+ma6", "nsr3+ma0"]
+    for r in per:  # one record per run here: the record's numbers are the run's
+        o = out["noise_stress"][r["run"]]
+        assert (r["rhythm_alerts"], r["technical_alerts"]) == (o["rhythm_alerts"], o["technical_alerts"])
+    tl = items["timeline_noise_stress"]["rows"]
+    assert len(tl) == 6 and all(r["reference"] == [[300.0, 420.0]] for r in tl)
+    assert sum(len(r["detected"]) for r in tl) == sum(o["technical_alerts"] for o in out["noise_stress"].values())
+    assert sum(len(r["alerts"]) for r in tl) == sum(o["rhythm_alerts"] for o in out["noise_stress"].values())
+
+
+def test_report_unwritable_folder(tmp_path, capsys, samples_dir):
+    from edgemon.cli import main
+
+    root = _data_root(tmp_path, samples_dir)
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    assert main(["evaluate", "alerts", "--data-dir", str(root), "--sets", "ltafdb_test", "--records", "af",
+                 "--json", "--report", str(blocker / "sub")]) == 2
+    err = capsys.readouterr().err
+    assert f"--report {blocker / 'sub'}" in err and "Traceback" not in err

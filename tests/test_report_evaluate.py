@@ -1,4 +1,4 @@
-"""`edgemon evaluate af|ppg-af|rhythm|beats --report DIR`: each writes an HTML page and its JSON twin,
+"""`edgemon evaluate af|ppg-af|rhythm|beats|alerts --report DIR`: each writes an HTML page and its JSON twin,
 and --report leaves the --json object on stdout as it was. Tiny synthetic records and the sample signals."""
 from __future__ import annotations
 
@@ -213,7 +213,7 @@ def test_beats_report_with_subgroups(tmp_path, capsys, samples_dir):
     assert per["pvc"]["veb_tp"] == out["per_record"]["pvc"]["model"]["VEB"]["tp"]
 
 
-@pytest.mark.parametrize("cmd", ["af", "ppg-af", "rhythm", "beats"])
+@pytest.mark.parametrize("cmd", ["af", "ppg-af", "rhythm", "beats", "alerts"])
 def test_every_evaluate_command_offers_report(cmd, capsys):
     with pytest.raises(SystemExit):
         main(["evaluate", cmd, "--help"])

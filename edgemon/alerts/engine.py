@@ -328,7 +328,7 @@ class AlertEngine:
 
     def _detection(self, d: Detection, strip_provider: StripProvider | None) -> None:
         p = self.policy
-        if not _is_positive(d, p.min_probability):
+        if not is_positive(d, p.min_probability):
             return
         if d.condition == "noise":
             # A detector that calls a window noise is a quality verdict, not a rhythm.
@@ -347,7 +347,7 @@ class AlertEngine:
                                              > p.max_bad_fraction):
             self.stats["detections_inhibited_by_quality"] += 1
             return
-        a, b = _labelled_span(d)
+        a, b = labelled_span(d)
         self._observe(d.condition, d.start_s, d.end_s, a, b, d, strip_provider=strip_provider, sqi=d.sqi)
 
     def _bad_fraction(self, a: float, b: float) -> float:
@@ -406,7 +406,7 @@ class AlertEngine:
             ep.strip = self._strip(det, strip_provider)
 
     def _strip(self, det: Detection, provider: StripProvider) -> Strip | None:
-        a, b = _labelled_span(det)
+        a, b = labelled_span(det)
         length = self.policy.strip_s
         end = min((a + b) / 2.0 + length / 2.0, det.end_s)  # nothing later than the data seen so far
         try:
@@ -544,7 +544,7 @@ class AlertEngine:
         return sorted(out, key=lambda m: -PRIORITY_RANK[m.priority])
 
 
-def _is_positive(d: Detection, min_probability: float) -> bool:
+def is_positive(d: Detection, min_probability: float) -> bool:
     """The detector's own yes/no when it states one, else probability >= min_probability.
 
     Detectors with a tuned threshold other than 0.5 say their decision in
@@ -561,7 +561,7 @@ def _is_positive(d: Detection, min_probability: float) -> bool:
     return d.probability >= min_probability
 
 
-def _labelled_span(d: Detection) -> tuple[float, float]:
+def labelled_span(d: Detection) -> tuple[float, float]:
     """The part of a detection's span its decision labels.
 
     A sliding-window detector may say which part of its window the decision is

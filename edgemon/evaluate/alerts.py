@@ -72,6 +72,9 @@ class RecordRun:
     seconds: float = 0.0
     noisy: list[tuple[float, float]] = field(default_factory=list)
     lead: str = ""
+    end_s: float = 0.0  # stream time of the record's end (its timeline's length)
+    # positive detection spans per condition, kept only for --report (the engine's own yes/no)
+    detected: dict[str, list[tuple[float, float]]] = field(default_factory=dict)
 
 
 # ------------------------------------------------------------------------------ running the pipeline
@@ -80,6 +83,24 @@ def _alerts(events) -> list:
     from edgemon.alerts.payload import AlertPayload
 
     return [e for e in events if isinstance(e, AlertPayload)]
+
+
+def _keep_detections(events, policy, into: dict | None) -> None:
+    """Add the spans of the detections the engine takes as positive evidence to ``into``
+    ({condition: [(start_s, end_s), ...]}), joining each to the previous one it overlaps."""
+    if into is None:
+        return
+    from edgemon.alerts.engine import is_positive, labelled_span
+    from edgemon.events import Detection
+
+    for d in events:
+        if isinstance(d, Detection) and is_positive(d, policy.min_probability):
+            a, b = labelled_span(d)
+            spans = into.setdefault(d.condition, [])
+            if spans and a <= spans[-1][1] and b >= spans[-1][0]:
+                spans[-1] = (min(a, spans[-1][0]), max(b, spans[-1][1]))
+            else:
+                spans.append((a, b))
 
 
 def _drain(engine, t_end: float, policy, step_s: float) -> list:
@@ -117,8 +138,9 @@ def replay(detections, t_start: float, t_end: float, policy, name: str, step_s: 
     return out + _drain(eng, t, policy, step_s)
 
 
-def run_beat_record(path: Path, cfg, models, step_s: float) -> RecordRun:
-    """Reference beat times -> Pipeline.push_beats every step_s of stream time -> alerts."""
+def run_beat_record(path: Path, cfg, models, step_s: float, keep_detections: bool = False) -> RecordRun:
+    """Reference beat times -> Pipeline.push_beats every step_s of stream time -> alerts
+    (and, with ``keep_detections``, the positive detection spans, for --report)."""
     from edgemon.daemon.pipeline import Pipeline
     from edgemon.evaluate.af import load_beat_record
     from edgemon.events import Beat
@@ -131,19 +153,28 @@ def run_beat_record(path: Path, cfg, models, step_s: float) -> RecordRun:
     beats = [Beat(int(s), rec.fs_hz, "rr", float(rr) if np.isfinite(rr) else None)
              for s, rr in zip(rec.sample, rec.rr_ms)]
     t_first, t_last = float(rec.time_s[0]), float(rec.time_s[-1])
+    detected: dict | None = {} if keep_detections else None
     msgs, i, t = [], 0, t_first
     while i < len(beats):
         j = int(np.searchsorted(rec.time_s, t, side="right"))
-        msgs += _alerts(pipe.push_beats(beats[i:j], now_s=t))
+        events = pipe.push_beats(beats[i:j], now_s=t)
+        _keep_detections(events, cfg.alerts, detected)
+        msgs += _alerts(events)
         i, t = j, t + step_s
-    msgs += _alerts(pipe.flush())
+    events = pipe.flush()
+    _keep_detections(events, cfg.alerts, detected)
+    msgs += _alerts(events)
     msgs += _drain(pipe.engine, t, cfg.alerts, step_s)
     return RecordRun(path.name, (t_last - t_first) / 3600.0, msgs, reference_episodes(path, t_first, t_last),
-                     round(time.time() - t0, 1))
+                     round(time.time() - t0, 1), end_s=t_last, detected=detected or {})
 
 
-def run_signal(x: np.ndarray, fs_hz: float, cfg, models, chunk_s: float = 1.0) -> list:
-    """One ECG lead (mV) -> Pipeline.push_chunk per chunk -> alert messages (drained at the end)."""
+def run_signal(x: np.ndarray, fs_hz: float, cfg, models, chunk_s: float = 1.0,
+               detected: dict | None = None) -> list:
+    """One ECG lead (mV) -> Pipeline.push_chunk per chunk -> alert messages (drained at the end).
+
+    With a ``detected`` dict, the positive detection spans are added to it per condition.
+    """
     from edgemon.daemon.pipeline import Pipeline
     from edgemon.events import Chunk
 
@@ -152,8 +183,12 @@ def run_signal(x: np.ndarray, fs_hz: float, cfg, models, chunk_s: float = 1.0) -
     msgs = []
     for k in range(0, len(x), n):
         chunk = Chunk(np.ascontiguousarray(x[k:k + n, None]), fs_hz, (LEAD,), ("ecg",), start_sample=k)
-        msgs += _alerts(pipe.push_chunk(chunk))
-    msgs += _alerts(pipe.flush())
+        events = pipe.push_chunk(chunk)
+        _keep_detections(events, cfg.alerts, detected)
+        msgs += _alerts(events)
+    events = pipe.flush()
+    _keep_detections(events, cfg.alerts, detected)
+    msgs += _alerts(events)
     return msgs + _drain(pipe.engine, len(x) / fs_hz, cfg.alerts, chunk_s)
 
 
@@ -171,13 +206,14 @@ def read_lead(path: Path, lead: str = LEAD) -> tuple[np.ndarray, float, str]:
     return rec.p_signal[:, rec.sig_name.index(name)].astype(np.float64), float(rec.fs), name
 
 
-def run_signal_record(path: Path, cfg, models) -> RecordRun:
+def run_signal_record(path: Path, cfg, models, keep_detections: bool = False) -> RecordRun:
     t0 = time.time()
     x, fs, lead = read_lead(path)
-    msgs = run_signal(x, fs, cfg, models)
+    detected: dict | None = {} if keep_detections else None
+    msgs = run_signal(x, fs, cfg, models, detected=detected)
     t_end = len(x) / fs
     return RecordRun(path.name, t_end / 3600.0, msgs, reference_episodes(path, 0.0, t_end),
-                     round(time.time() - t0, 1), lead=lead)
+                     round(time.time() - t0, 1), lead=lead, end_s=t_end, detected=detected or {})
 
 
 # ------------------------------------------------------------------------------ scoring
@@ -341,7 +377,9 @@ def noisy_segments(n_samples: int, fs_hz: float, clean_first_s: float = 300.0,
     return out
 
 
-def run_noise_stress(root: Path, cfg, models, log, base_records=None) -> dict:
+def run_noise_stress(root: Path, cfg, models, log, base_records=None, collect: list | None = None) -> dict:
+    """Scores per run (nstdb 118e at each SNR, mitdb clean, mitdb + noise); with a ``collect``
+    list, each (run, RecordRun) is appended to it (for --report)."""
     from edgemon.sources.reference import read_reference
 
     out: dict = {}
@@ -352,7 +390,7 @@ def run_noise_stress(root: Path, cfg, models, log, base_records=None) -> dict:
         msgs = run_signal(x, fs, cfg, models)
         snr = name[4:].replace("_", "-")
         groups[f"nstdb_118e/{int(snr)}dB"].append(
-            RecordRun(name, len(x) / fs / 3600.0, msgs, noisy=noisy_segments(len(x), fs)))
+            RecordRun(name, len(x) / fs / 3600.0, msgs, noisy=noisy_segments(len(x), fs), end_s=len(x) / fs))
         print(f"noise_stress {name}: {_brief(msgs)} ({time.time() - t0:.1f} s)", file=log, flush=True)
     noise = {k: read_lead(root / "nstdb" / k, "noise1")[0] for k in NOISE_KINDS}
     for rec in base_records or NOISE_BASE_RECORDS:
@@ -360,7 +398,8 @@ def run_noise_stress(root: Path, cfg, models, log, base_records=None) -> dict:
         r_samples = read_reference(root / "mitdb" / rec).beat_samples
         # The same records without noise: alerts they raise anyway are not the noise's doing.
         msgs = run_signal(x, fs, cfg, models)
-        groups["mitdb_clean"].append(RecordRun(rec, len(x) / fs / 3600.0, msgs, noisy=noisy_segments(len(x), fs)))
+        groups["mitdb_clean"].append(RecordRun(rec, len(x) / fs / 3600.0, msgs, noisy=noisy_segments(len(x), fs),
+                                               end_s=len(x) / fs))
         print(f"noise_stress {rec} clean: {_brief(msgs)}", file=log, flush=True)
         for kind in NOISE_KINDS:
             for snr in NOISE_SNR_DB:
@@ -368,11 +407,14 @@ def run_noise_stress(root: Path, cfg, models, log, base_records=None) -> dict:
                 y = add_noise(x, noise[kind], r_samples, fs, snr)
                 msgs = run_signal(y, fs, cfg, models)
                 groups[f"mitdb+{kind}/{int(snr)}dB"].append(
-                    RecordRun(f"{rec}+{kind}{int(snr)}", len(y) / fs / 3600.0, msgs, noisy=noisy_segments(len(y), fs)))
+                    RecordRun(f"{rec}+{kind}{int(snr)}", len(y) / fs / 3600.0, msgs, noisy=noisy_segments(len(y), fs),
+                              end_s=len(y) / fs))
                 print(f"noise_stress {rec}+{kind} {snr:+.0f} dB: {_brief(msgs)} ({time.time() - t0:.1f} s)",
                       file=log, flush=True)
     for key, runs in groups.items():
         out[key] = score_noise(runs)
+        if collect is not None:
+            collect += [(key, r) for r in runs]
     return out
 
 
@@ -417,6 +459,8 @@ def run(args) -> int:
     cfg = load_config(args.config) if args.config else DeviceConfig()
     log = sys.stderr if args.json else sys.stdout
     models, errors = _load(cfg)
+    report = getattr(args, "report", None)
+    collected: dict[str, list] | None = {} if report else None  # set -> RecordRuns (noise: (run, RecordRun))
     out: dict = {"evaluation": "alerts", "data_dir": str(root), "step_s": args.step_s,
                  "models": {r: f"{m.name} {m.version} sha256 {m.sha256[:12]}" for r in ("rhythm", "beats", "tachogram")
                             if (m := getattr(models, r)) is not None},
@@ -430,15 +474,17 @@ def run(args) -> int:
                                 f"({errors.get('tachogram', 'not configured')})")
             folder = root / BEAT_SETS[name]
             recs = args.records or (MITDB_AF_RECORDS if name == "mitdb_af" else list_records(folder))
-            runner = lambda p: run_beat_record(p, cfg, Models(tachogram=models.tachogram), args.step_s)  # noqa: E731
+            runner = lambda p: run_beat_record(p, cfg, Models(tachogram=models.tachogram), args.step_s,  # noqa: E731
+                                               keep_detections=collected is not None)
             scored = ["af"]  # no beat morphology on this path: VT cannot be detected, so it is not scored
         elif name == "mitdb_signal":
             folder = root / "mitdb"
             recs = args.records or list_records(folder)
-            runner = lambda p: run_signal_record(p, cfg, models)  # noqa: E731
+            runner = lambda p: run_signal_record(p, cfg, models, keep_detections=collected is not None)  # noqa: E731
             scored = ["af", "vt"]
         else:
-            out[name] = run_noise_stress(root, cfg, models, log, args.noise_records)
+            noise_runs: list | None = None if collected is None else collected.setdefault(name, [])
+            out[name] = run_noise_stress(root, cfg, models, log, args.noise_records, collect=noise_runs)
             continue
         missing = [r for r in recs if not (folder / f"{r}.atr").is_file()]
         if missing:
@@ -460,7 +506,11 @@ def run(args) -> int:
                               "reference_episodes": {c: sum(e - s >= MIN_EPISODE_S[c] for s, e in v)
                                                      for c, v in r.reference.items()}} for r in runs]
         out[name] = res
+        if collected is not None:
+            collected[name] = runs
     out["seconds"] = round(time.time() - t_all, 1)
+    if collected is not None:
+        write_report(args, root, out, collected)
     if args.json:
         print(json.dumps(out))
     else:
@@ -486,6 +536,210 @@ def _print_table(out: dict, sets) -> None:
     print(f"{out['seconds']} s")
 
 
+# ------------------------------------------------------------------------------ --report
+
+SET_NOTES = {
+    "ltafdb_test": "ltafdb/test on the beat-time path: reference beat times -> tachogram AF model and rhythm rules "
+                   "-> alert engine. No beat morphology, so only AF is scored.",
+    "mitdb_af": "The mitdb AF records on the beat-time path (a cross-database check). Only AF is scored.",
+    "mitdb_signal": "mitdb on the signal path (MLII, or the first lead where there is none; 1-s chunks): QRS, "
+                    "quality, rhythm CNN, tachogram, beat model, rules -> alert engine. AF and VT are scored.",
+    "ltafdb_train": "ltafdb/train on the beat-time path: the only set on which alert-policy choices may be "
+                    "compared. Only AF is scored.",
+}
+CONDITION_COLUMNS = ("condition", "alerts", "messages", "alerts_per_day", "true_alerts", "false_alerts",
+                     "false_alerts_per_day", "alert_ppv", "episode_min_s", "episodes", "episodes_found",
+                     "episodes_missed", "episodes_inside_open_alert", "median_onset_delay_s", "alerts_per_episode")
+CONDITION_LABELS = {"alerts_per_day": "alerts / day", "true_alerts": "true", "false_alerts": "false",
+                    "false_alerts_per_day": "false / day", "alert_ppv": "alert PPV", "episode_min_s": "episode >= s",
+                    "episodes_found": "found", "episodes_missed": "missed",
+                    "episodes_inside_open_alert": "inside an open alert",
+                    "median_onset_delay_s": "median onset delay s", "alerts_per_episode": "alerts / episode"}
+NOISE_COLUMNS = ("run", "record", "records", "hours", "noise_hours", "rhythm_alerts",
+                 "rhythm_alerts_overlapping_noise", "rhythm_alerts_per_noise_hour", "technical_alerts",
+                 "technical_alerts_outside_noise", "noisy_segments", "noisy_segments_flagged",
+                 "noisy_segments_flagged_pct", "alerts_by_condition")
+NOISE_LABELS = {"noise_hours": "noise h", "rhythm_alerts": "rhythm alerts",
+                "rhythm_alerts_overlapping_noise": "rhythm alerts in noise",
+                "rhythm_alerts_per_noise_hour": "rhythm alerts in noise / noise h",
+                "technical_alerts": "technical alerts",
+                "technical_alerts_outside_noise": "technical alerts outside noise",
+                "noisy_segments": "noisy segments", "noisy_segments_flagged": "segments flagged",
+                "noisy_segments_flagged_pct": "flagged %", "alerts_by_condition": "alerts by condition"}
+TECHNICAL = ("lead_off", "signal_quality")
+
+
+def _label(condition: str) -> str:
+    return condition.upper() if condition in REF_RHYTHMS else condition
+
+
+def _counts_text(counts: dict) -> str:
+    return ", ".join(f"{c} {n}" for c, n in sorted(counts.items())) or "none"
+
+
+def _scored(res: dict) -> list[str]:
+    """The conditions of one set's result that have a reference (the others are only counted)."""
+    return [c for c, r in res.get("per_condition", {}).items() if "episodes" in r]
+
+
+def _duration(r: RecordRun) -> float:
+    return r.end_s or r.hours * 3600.0
+
+
+def report_record_rows(name: str, runs: list[RecordRun], scored: list[str]) -> list[dict]:
+    """One row per record of a set: alerts fired, and per scored condition true/false alerts and episodes."""
+    rows = []
+    for r in runs:
+        per = score([r], conditions=scored)["per_condition"]
+        row: dict = {"record": r.name, "set": name, "hours": _r(r.hours, 2)}
+        if r.lead:
+            row["lead"] = r.lead
+        row["alerts"] = sum(v["alerts"] for v in per.values())
+        for c in scored:
+            pc = per.get(c, {})
+            row.update({f"{c}_alerts": pc.get("alerts"), f"{c}_true": pc.get("true_alerts"),
+                        f"{c}_false": pc.get("false_alerts"), f"{c}_episodes": pc.get("episodes"),
+                        f"{c}_missed": pc.get("episodes_missed"), f"{c}_delay_s": pc.get("median_onset_delay_s")})
+        row["other_alerts"] = _counts_text({c: v["alerts"] for c, v in per.items() if c not in scored and v["alerts"]})
+        rows.append(row)
+    return rows
+
+
+def report_timeline_rows(runs: list[RecordRun], condition: str) -> list[dict]:
+    """Per record: reference episodes of a condition, the positive detections (both joined below
+    the drawing's resolution) and the notified alerts' spans (onset -> resolved, from ``alert_spans``)."""
+    from edgemon.evaluate.report_common import display_gap_s, merge_spans
+
+    rows = []
+    for r in runs:
+        duration = _duration(r)
+        gap = display_gap_s(duration)
+        rows.append({"record": r.name, "duration_s": duration,
+                     "reference": merge_spans(r.reference.get(condition, []), gap),
+                     "detected": merge_spans(r.detected.get(condition, []), gap),
+                     "alerts": [(a["onset"], a["end"]) for a in alert_spans(r.messages).get(condition, [])]})
+    return rows
+
+
+def report_noise_rows(collected: list[tuple[str, RecordRun]]) -> tuple[list[dict], list[dict]]:
+    """(per-record table rows, timeline rows) of the noise-stress runs."""
+    rows, timeline = [], []
+    for key, r in collected:
+        sc = score_noise([r])
+        rows.append({"run": key, "record": r.name, **{k: sc[k] for k in NOISE_COLUMNS[3:-1]},
+                     "alerts_by_condition": _counts_text(sc["alerts_by_condition"])})
+        spans = alert_spans(r.messages)
+        timeline.append({"record": f"{r.name} clean" if key == "mitdb_clean" else r.name, "duration_s": _duration(r),
+                         "reference": r.noisy,
+                         "detected": [(a["onset"], a["end"]) for c in TECHNICAL for a in spans.get(c, [])],
+                         "alerts": [(a["onset"], a["end"]) for al in spans.values() for a in al
+                                    if a["type"] == "physiological"]})
+    return rows, timeline
+
+
+def write_report(args, root: Path, out: dict, collected: dict[str, list]):
+    """``--report DIR``: DIR/alerts-report.html and .json from one run's results and its records."""
+    from edgemon.evaluate.report import Report
+    from edgemon.evaluate.report_common import command_line, write_report as write
+
+    cmd = ["edgemon", "evaluate", "alerts", "--data-dir", str(args.data_dir or root)]
+    if list(args.sets) != ALL_SETS[:4]:
+        cmd += ["--sets", *args.sets]
+    if args.records:
+        cmd += ["--records", *args.records]
+    if args.noise_records and "noise_stress" in args.sets:
+        cmd += ["--noise-records", *args.noise_records]
+    if args.config:
+        cmd += ["--config", args.config]
+    if args.step_s != 5.0:
+        cmd += ["--step-s", f"{args.step_s:g}"]
+    cmd += ["--report", str(args.report)]
+    rep = Report(f"Alerts on whole recordings: {', '.join(args.sets)}", command=command_line(cmd),
+                 description="Whole recordings through the daemon's own Pipeline and the alert engine "
+                             f"({'the [alerts] policy of ' + args.config if args.config else 'the default policy'}). "
+                             "Scoring: " + out["protocol"])
+    rep.add_metrics({"data folder": out["data_dir"], "sets": " ".join(args.sets),
+                     **{f"{role} model": m for role, m in out["models"].items()},
+                     "beat-time push interval s": out["step_s"], "run time s": out["seconds"]},
+                    title="Run", key="run")
+    if out["model_errors"]:
+        rep.add_text("Models not loaded: " + "; ".join(f"{k}: {v}" for k, v in out["model_errors"].items()))
+
+    sets = [n for n in args.sets if n != "noise_stress" and n in collected]
+    record_rows: list[dict] = []
+    timelines: list[tuple[str, str, list[dict]]] = []
+    for name in sets:
+        res, runs = out[name], collected[name]
+        scored = _scored(res)
+        rep.section(name, f"{res['records']} records, {res['hours']} h. {SET_NOTES.get(name, '')}")
+        metrics: dict = {"records": res["records"], "hours": res["hours"]}
+        for c in scored:
+            r, C = res["per_condition"][c], _label(c)
+            metrics.update({f"{C} alerts": r["alerts"], f"{C} false alerts / day": r["false_alerts_per_day"],
+                            f"{C} alert PPV": r["alert_ppv"],
+                            f"{C} episodes missed": f"{r['episodes_missed']} of {r['episodes']}",
+                            f"{C} median onset delay s": r["median_onset_delay_s"],
+                            f"{C} alerts per episode": r["alerts_per_episode"]})
+        rep.add_metrics(metrics, title=f"{name}: summary", key=f"{name}_summary")
+        cond_rows = [{"condition": c, **{k: v for k, v in r.items() if k != "note"}}
+                     for c, r in res["per_condition"].items()]
+        rep.add_table(cond_rows, key=f"{name}_per_condition", title=f"{name}: per condition",
+                      columns=[k for k in CONDITION_COLUMNS if any(k in r for r in cond_rows)],
+                      labels=CONDITION_LABELS,
+                      caption="Conditions without a reference on this set are counted, not scored (no true/false).")
+        for c in scored:
+            if res["per_condition"][c].get("note"):
+                rep.add_text(f"{_label(c)}: {res['per_condition'][c]['note']}")
+        record_rows += report_record_rows(name, runs, scored)
+        timelines += [(name, c, report_timeline_rows(runs, c)) for c in scored]
+
+    if record_rows:
+        scored_all = list(dict.fromkeys(c for n in sets for c in _scored(out[n])))
+        labels = {"other_alerts": "other alerts (not scored)"}
+        for c in scored_all:
+            C = _label(c)
+            labels.update({f"{c}_alerts": f"{C} alerts", f"{c}_true": f"{C} true", f"{c}_false": f"{C} false",
+                           f"{c}_episodes": f"{C} episodes", f"{c}_missed": f"{C} missed",
+                           f"{c}_delay_s": f"{C} median delay s"})
+        cols = ["record", "set", "hours", "lead", "alerts"] + [
+            f"{c}_{k}" for c in scored_all for k in ("alerts", "true", "false", "episodes", "missed", "delay_s")]
+        rep.section("Per record", "Alerts fired (notified episodes, all conditions) and, per scored condition, "
+                                  "true and false alerts, reference episodes (AF >= 60 s, any VT), those missed "
+                                  "and the median onset delay of those found. '–': not scored on that set.")
+        rep.add_table(record_rows, key="per_record", labels=labels,
+                      columns=[k for k in cols + ["other_alerts"] if any(k in r for r in record_rows)])
+    if timelines:
+        rep.section("Timelines", "Per record: every reference episode of the condition (any length), the spans "
+                                 "of the detections the alert engine took as positive (before quality "
+                                 "inhibition), both joined where closer than about 1/1000 of the record, and each "
+                                 "notified alert from onset to resolved (what was scored). The JSON holds the "
+                                 "drawn spans, in seconds from the record start.")
+        for name, c, rows in timelines:
+            rep.add_timeline(rows, title=f"{name}: {_label(c)} episodes, detections and alerts",
+                             key=f"timeline_{name}_{c}")
+
+    noise = collected.get("noise_stress")
+    if noise is not None and "noise_stress" in out:
+        rep.section("Noise stress", "nstdb 118e24..118e_6 (held out from the quality thresholds) and mitdb "
+                                    "records without arrhythmia with nstdb bw and ma noise added at 6 and 0 dB in "
+                                    "nstdb's schedule (clean 300 s, then 120 s noisy / 120 s clean), next to the "
+                                    "same records without noise. Every rhythm (physiological) alert is false "
+                                    "there; technical alerts (signal_quality, lead_off) should cover the noisy "
+                                    "segments and nothing else.")
+        runs = [{"run": k, **{c: v for c, v in r.items() if c != "alerts_by_condition"},
+                 "alerts_by_condition": _counts_text(r["alerts_by_condition"])} for k, r in out["noise_stress"].items()]
+        rep.add_table(runs, key="noise_stress_runs", title="Per run", labels=NOISE_LABELS,
+                      columns=[k for k in NOISE_COLUMNS if k != "record"])
+        rows, timeline = report_noise_rows(noise)
+        rep.add_table(rows, key="noise_stress_per_record", title="Per record", labels=NOISE_LABELS,
+                      columns=[k for k in NOISE_COLUMNS if k != "records"])
+        rep.add_timeline(timeline, title="Noise stress: noisy segments, technical and rhythm alerts",
+                         key="timeline_noise_stress",
+                         caption="reference: the noisy segments; detected: technical alerts (signal_quality, "
+                                 "lead_off) from onset to resolved; alerts: rhythm (physiological) alerts, all false.")
+    return write(rep, args.report, "alerts-report")
+
+
 def register(sub) -> None:
     p = sub.add_parser("alerts", help="alert burden and episode detection over whole recordings",
                        description="Run whole recordings through the pipeline and the alert engine and score "
@@ -503,4 +757,8 @@ def register(sub) -> None:
     p.add_argument("--step-s", type=float, default=5.0,
                    help="beat-time path: push interval in stream seconds (default 5)")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout; progress on stderr")
+    p.add_argument("--report", metavar="DIR",
+                   help="also write DIR/alerts-report.html and .json: per-set and per-condition scores, a "
+                        "per-record table, per-record timelines of reference episodes against positive "
+                        "detections and alerts, and the noise-stress runs per record")
     p.set_defaults(func=run)

@@ -523,24 +523,10 @@ def run(args: argparse.Namespace) -> int:
     card = Path(args.card)
     if not card.is_file():
         raise UserError(f"--card {card}: file not found")
-    from edgemon.evaluate.progress import progress
+    from edgemon.evaluate.progress import BarStack
 
-    bars: list = []
-
-    def each(items, total, desc):
-        bar = progress(items, total=total, desc=desc, quiet=args.json, item_label=str)
-        bars.append(bar)
-        try:
-            yield from bar
-        finally:
-            bars.remove(bar)
-
-    def log(m: str) -> None:
-        out_file = sys.stderr if args.json else sys.stdout
-        if bars:  # through the running bar, so a terminal bar is not torn by the line
-            bars[-1].write(m, file=out_file)
-        else:
-            print(m, file=out_file)
+    bars = BarStack(quiet=args.json, log_file=sys.stderr if args.json else sys.stdout, item_label=str)
+    each, log = bars.each, bars.log
     trained_on = sorted(set(records) & set(split_records("DS1")))
     if trained_on:
         print(f"warning: records {' '.join(trained_on)} are DS1, the beat model's training data: "

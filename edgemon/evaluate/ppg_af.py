@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import csv
 import json
-import sys
 import time
 from pathlib import Path
 
@@ -286,28 +285,14 @@ def real_ppg(root: Path, model, log, collect: dict | None = None, each=None) -> 
 def run(args) -> int:
     from edgemon.cli import UserError
     from edgemon.evaluate.common import default_data_root, list_records
-    from edgemon.evaluate.progress import progress
+    from edgemon.evaluate.progress import BarStack, first_item_label
 
     root = Path(args.data_dir) if args.data_dir else default_data_root()
     if root is None or not root.is_dir():
         raise UserError("no data folder: pass --data-dir (the folder holding ltafdb/ and ppg_af/) or set EDGEMON_DATA")
     model = load_af_model(args.model, args.threads)
-    bars: list = []
-
-    def each(items, total, desc):
-        bar = progress(items, total=total, desc=desc, quiet=args.json,
-                       item_label=lambda it: str(it[0] if isinstance(it, tuple) else it))
-        bars.append(bar)
-        try:
-            yield from bar
-        finally:
-            bars.remove(bar)
-
-    def log(m: str) -> None:
-        if bars:  # through the running bar, so a terminal bar is not torn by the line
-            bars[-1].write(m, file=sys.stderr)
-        else:
-            print(m, file=sys.stderr, flush=True)
+    bars = BarStack(quiet=args.json, item_label=first_item_label)
+    each, log = bars.each, bars.log
 
     reporting = bool(getattr(args, "report", None))
     semi_rows: list | None = [] if reporting else None

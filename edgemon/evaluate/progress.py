@@ -180,6 +180,44 @@ def progress(iterable: Iterable[T], total: int | None = None, desc: str = "", *,
     return Progress(iterable, total, desc, quiet=quiet, **kwargs)
 
 
+class BarStack:
+    """Nested progress bars of one command plus a logger that writes through the innermost one.
+
+    ``each(items, total, desc)`` is the loop wrapper the evaluate functions take;
+    ``log(msg)`` prints a line (to ``log_file``, stderr by default) without tearing a
+    running terminal bar. ``quiet``: the command prints --json (no bar, plain log lines).
+    """
+
+    def __init__(self, quiet: bool, log_file: TextIO | None = None, prefix: str = "",
+                 item_label: Callable[[object], str] | None = None):
+        self.quiet = quiet
+        self.log_file = log_file
+        self.prefix = prefix
+        self.item_label = item_label
+        self._bars: list[Progress] = []
+
+    def each(self, items: Iterable[T], total: int | None, desc: str) -> Iterator[T]:
+        bar = progress(items, total=total, desc=desc, quiet=self.quiet, item_label=self.item_label)
+        self._bars.append(bar)
+        try:
+            yield from bar
+        finally:
+            self._bars.remove(bar)
+
+    def log(self, msg: str) -> None:
+        line = self.prefix + msg
+        out = self.log_file if self.log_file is not None else sys.stderr
+        if self._bars:
+            self._bars[-1].write(line, file=out)
+        else:
+            print(line, file=out, flush=True)
+
+
+def first_item_label(item) -> str:
+    """Item label for loops over (name, ...) tuples or plain names."""
+    return str(item[0] if isinstance(item, tuple) else item)
+
+
 def _isatty(stream) -> bool:
     try:
         return bool(stream.isatty())

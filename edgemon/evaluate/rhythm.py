@@ -323,13 +323,12 @@ def register(sub) -> None:
 
 def run(args) -> int:
     import json
-    import sys
 
     from edgemon.cli import UserError
     from edgemon.detect.card import ModelCardError
     from edgemon.detect.runtime import ModelIntegrityError, ModelRuntimeError, load_model
     from edgemon.evaluate.common import default_data_root
-    from edgemon.evaluate.progress import progress as progress_bar
+    from edgemon.evaluate.progress import BarStack, first_item_label
 
     if args.data_dir:
         data_dir = Path(args.data_dir)
@@ -344,23 +343,8 @@ def run(args) -> int:
         model = load_model(args.model)
     except (ModelCardError, ModelIntegrityError, ModelRuntimeError) as err:
         raise UserError(str(err)) from None
-    bars: list = []
-
-    def each(items, total, desc):
-        bar = progress_bar(items, total=total, desc=desc, quiet=args.json,
-                           item_label=lambda it: str(it[0] if isinstance(it, tuple) else it))
-        bars.append(bar)
-        try:
-            yield from bar
-        finally:
-            bars.remove(bar)
-
-    def progress(msg: str) -> None:
-        line = f"evaluate rhythm: {msg}"
-        if bars:  # through the running bar, so a terminal bar is not torn by the line
-            bars[-1].write(line, file=sys.stderr)
-        else:
-            print(line, file=sys.stderr, flush=True)
+    bars = BarStack(quiet=args.json, prefix="evaluate rhythm: ", item_label=first_item_label)
+    each, progress = bars.each, bars.log
 
     collected: list | None = [] if getattr(args, "report", None) else None
     if args.mitdb:
