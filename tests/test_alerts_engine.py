@@ -411,3 +411,17 @@ def test_detection_stops_waiting_when_quality_never_comes():
     assert [m.condition for m in eng.tick(20.0)] == ["vt"]
     beat_path = AlertEngine(policy30())  # no quality stream at all: no wait
     assert [m.condition for m in beat_path.push([det("vt", 8, 10)], [], 10.0)] == ["vt"]
+
+
+def test_usable_window_inside_artefact_is_not_clean_signal():
+    eng = AlertEngine(policy30(quality_recovery_s=4.0))
+    # motion artefact with one window judged ok (as on nstdb 118e06): a VT run inside it is not believed
+    qs = [qw(t, t + 2, "ok" if t == 6 else "motion") for t in range(0, 12, 2)]
+    assert eng.push([det("vt", 6.5, 7.5)], qs, 12.0) == []
+    assert eng.stats["detections_inhibited_by_quality"] == 1
+    # after quality_recovery_s (4 s) of usable signal, a run is believed at once
+    out = eng.push([det("vt", 16.5, 17.5)], [qw(t, t + 2) for t in range(12, 18, 2)], 18.0)
+    assert [m.condition for m in out] == ["vt"]
+    # off (the default): the run inside the artefact is believed
+    off = AlertEngine(policy30())
+    assert [m.condition for m in off.push([det("vt", 6.5, 7.5)], qs, 12.0)] == ["vt"]

@@ -343,11 +343,12 @@ class AlertEngine:
             log.warning("alert condition %r from %s is not in the alert vocabulary: sent as low priority "
                         "without codes", d.condition, d.source)
         info = condition_info(d.condition)
-        if info.type == "physiological" and (d.sqi < p.sqi_min or self._bad_fraction(d.start_s, d.end_s)
-                                             > p.max_bad_fraction):
+        a, b = labelled_span(d)
+        if info.type == "physiological" and (
+                d.sqi < p.sqi_min or self._bad_fraction(d.start_s, d.end_s) > p.max_bad_fraction
+                or (p.quality_recovery_s > 0 and self._bad.covered(a - p.quality_recovery_s, a) > _EPS)):
             self.stats["detections_inhibited_by_quality"] += 1
             return
-        a, b = labelled_span(d)
         self._observe(d.condition, d.start_s, d.end_s, a, b, d, strip_provider=strip_provider, sqi=d.sqi)
 
     def _bad_fraction(self, a: float, b: float) -> float:
