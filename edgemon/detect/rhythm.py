@@ -221,7 +221,7 @@ class RhythmClassifier:
                     probability=float(p[int(c)]),
                     start_s=self.start_time_s + s / self.fs_hz,
                     end_s=self.start_time_s + e / self.fs_hz,
-                    sqi=float(self._buf_sqi[r:r + W].mean()),
+                    sqi=float(np.add.reduce(self._buf_sqi[r:r + W]) / W),  # == .mean()
                     source=card.name,
                     model_version=card.version,
                     model_sha256=card.sha256,

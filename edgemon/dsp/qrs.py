@@ -175,7 +175,7 @@ class QrsDetector:
                                & (centre > 0))
         if not len(local):
             return []
-        peaks = local[centre[local] >= padded[local[:, None] + self._window_offsets].max(axis=1)]
+        peaks = local[centre[local] >= np.maximum.reduce(padded[local[:, None] + self._window_offsets], axis=1)]
         return [self._make_candidate(first + i) for i in peaks.tolist()]
 
     def _make_candidate(self, j: int) -> _Candidate:
@@ -186,7 +186,7 @@ class QrsDetector:
         r = a + int(np.argmax(np.abs(loc - _median(loc)))) - self._loc_delay
         if b - a > 1:
             bp = self._h_bp[a - o: b - o]
-            slope = float(np.max(np.abs(bp[1:] - bp[:-1])))  # == np.diff
+            slope = float(np.maximum.reduce(np.abs(bp[1:] - bp[:-1])))  # == np.max(np.abs(np.diff(bp)))
         else:
             slope = 0.0
         return _Candidate(j, float(self._h_mwi[j - o]), max(r, 0), slope)

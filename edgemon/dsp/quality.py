@@ -140,7 +140,7 @@ class QualityMonitor:
             reason = "nan" if np.isnan(x).mean() > _INVALID_FRACTION else "lead_off"
             return self._window(a, b, 0.0, reason, features)
         xv = x if n_valid == len(valid) else x[valid]
-        x_max, x_min = float(xv.max()), float(xv.min())
+        x_max, x_min = float(_MAX(xv)), float(_MIN(xv))
         ptp = x_max - x_min
         features["ptp"] = ptp
         flat = ptp < (_FLAT_PTP_MV if self.kind == "ecg" else 1e-6 * max(1.0, float(np.max(np.abs(xv)))))
@@ -173,7 +173,7 @@ class QualityMonitor:
                 reason, sqi = "noise", 0.4 * _HF_RATIO_NOISE / ratio  # unusable: below 0.5
         if self.kind == "ecg":
             base = self._base[a - o: b - o]
-            swing = float(base.max() - base.min())
+            swing = float(_MAX(base) - _MIN(base))
             features["baseline_ptp_mv"] = swing
             if reason == "ok" and swing > _BASELINE_PTP_MV:
                 reason, sqi = "motion", 0.3
@@ -206,8 +206,9 @@ class QualityMonitor:
             return None
         m = np.array([cache[s] for s in positions])
         corr = m @ m.T
-        np.fill_diagonal(corr, -1.0)
-        return _median(corr[in_window].max(axis=1))
+        k = np.arange(len(positions))
+        corr[k, k] = -1.0  # np.fill_diagonal, without its wrapper
+        return _median(_MAX(corr[in_window], axis=1))
 
     def _normalise_segments(self, beats: list[int], half: int) -> None:
         """Cache each beat's +-half samples (baseline removed), zero-mean and unit-norm; None
@@ -216,7 +217,7 @@ class QualityMonitor:
         idx = (np.array(beats) - (half + o))[:, None] + np.arange(2 * half)
         segs = self._raw[idx] - self._base[idx]
         finite = np.isfinite(segs).all(axis=1)
-        m = segs - segs.mean(axis=1, keepdims=True)
+        m = segs - np.add.reduce(segs, axis=1, keepdims=True) / segs.shape[1]  # == segs.mean(axis=1)
         norms = np.sqrt(np.add.reduce(m * m, axis=1))  # == np.linalg.norm(m, axis=1)
         m = m / np.where(norms > 0, norms, 1.0)[:, None]
         for s, ok, row in zip(beats, finite.tolist(), m):
@@ -225,6 +226,10 @@ class QualityMonitor:
     def _window(self, a: int, b: int, sqi: float, reason: str, features: dict) -> QualityWindow:
         return QualityWindow(start_sample=a, end_sample=b, fs_hz=self.fs_hz, sqi=float(sqi), reason=reason,
                              channel=self.channel, start_time_s=self.start_time_s, features=features)
+
+
+# ndarray.max/min without the method wrappers (the same reductions)
+_MAX, _MIN = np.maximum.reduce, np.minimum.reduce
 
 
 def _median(v: np.ndarray) -> float:
