@@ -230,50 +230,45 @@ class SosFilter:
         return x
 
     def _run(self, x: np.ndarray, ch: int, filled: int) -> tuple[np.ndarray, int]:
-        (y,), filled = _run_blocks([self], ch, self._partial[ch], x, filled)
-        return y, filled
+        y, filled = _run_blocks(self._T, self._os[ch][None], [(self._O, self._P, self._Q)], [self.state[ch]],
+                                self._partial[ch], x, filled)
+        return y[0], filled
 
 
-def _run_blocks(filters: list[SosFilter], ch: int, part: np.ndarray, x: np.ndarray,
-                filled: int) -> tuple[list[np.ndarray], int]:
-    """Advance filters (same block length) over the same cleaned input x, channel ch.
+def _run_blocks(T_all: np.ndarray, os_all: np.ndarray, mats: list[tuple[np.ndarray, np.ndarray, np.ndarray]],
+                states: list[np.ndarray], part: np.ndarray, x: np.ndarray, filled: int) -> tuple[np.ndarray, int]:
+    """Advance K filters (same block length L) over the same cleaned input x.
 
-    ``part`` holds the open block's inputs, zero beyond ``filled``: it is the
-    zero-padded block itself, always the same memory, so every output comes from
-    the same fixed-shape products whatever the chunking. Each filter's state and
-    cached ``O @ state`` are updated in place; returns their outputs and the new fill.
+    ``T_all``: their input->output block matrices stacked, (K*L, L); ``os_all`` (K, L): each
+    one's cached ``O @ state`` for the open block; ``mats``: each one's (O, P, Q); ``states``:
+    each one's state vector. ``os_all`` and ``states`` are views into the filters and are
+    updated in place. ``part`` holds the open block's inputs, zero beyond ``filled``: it is
+    the zero-padded block itself, always the same memory, so every output comes from the
+    same fixed-shape products whatever the chunking (a row of the stacked product equals
+    that filter's own ``T @ part``: gemv computes each row on its own; tests check it).
+    Returns the outputs (K, len(x)) and the new fill.
     (``ndarray.dot`` is the same BLAS product as ``@`` with less call overhead.)
     """
-    L = filters[0].block
+    K, L = os_all.shape
     n = len(x)
-    if filled + n < L:  # the chunk stays inside the open block
-        part[filled: filled + n] = x
-        return [f._T.dot(part)[filled: filled + n] + f._os[ch, filled: filled + n] for f in filters], filled + n
-    mats = [(f._T, f._O, f._P, f._Q) for f in filters]
-    ys = [np.empty(n) for _ in filters]
-    states = [f.state[ch] for f in filters]
-    oss = [f._os[ch] for f in filters]
+    y = np.empty((K, n))
     add = np.add
     pos = 0
     while pos < n:
         take = min(L - filled, n - pos)
         end = filled + take
         part[filled: end] = x[pos: pos + take]
-        for (T, _, _, _), y, os_ in zip(mats, ys, oss):
-            add(T.dot(part)[filled: end], os_[filled: end], out=y[pos: pos + take])
+        add(T_all.dot(part).reshape(K, L)[:, filled: end], os_all[:, filled: end], out=y[:, pos: pos + take])
         pos += take
         if end == L:  # block complete: advance the states once, with fixed-shape products
-            for k, (_, O, P, Q) in enumerate(mats):
-                states[k] = P.dot(states[k]) + Q.dot(part)
-                oss[k] = O.dot(states[k])
+            for k, ((O, P, Q), st) in enumerate(zip(mats, states)):
+                st[:] = P.dot(st) + Q.dot(part)
+                os_all[k] = O.dot(st)
             part.fill(0.0)
             filled = 0
         else:
             filled = end
-    for f, s_, os_ in zip(filters, states, oss):
-        f.state[ch] = s_
-        f._os[ch] = os_
-    return ys, filled
+    return y, filled
 
 
 class SosBank:
@@ -281,9 +276,11 @@ class SosBank:
 
     ``process(x) -> [y_0, y_1, ...]``, each bit-identical to what its own
     ``SosFilter(sos).process`` gives (same products on the same block buffer):
-    only the per-chunk work that does not depend on the filter (cleaning the
-    input, filling the block buffer, the block loop) is shared. All filters use
-    the same block length. ``filters[i]`` stay usable for ``sos`` and ``zi``.
+    the per-chunk work that does not depend on the filter (cleaning the input,
+    filling the block buffer, the block loop) is shared, and the block products
+    of all filters are one product of their stacked matrices (each row computed
+    as in the filter's own product). All filters use the same block length.
+    ``filters[i]`` stay usable for ``sos`` and ``zi``.
     """
 
     def __init__(self, sos_list: list[np.ndarray], block: int = BLOCK):
@@ -295,6 +292,13 @@ class SosBank:
         self._partial = self.filters[0]._partial
         for f in self.filters[1:]:
             f._partial = self._partial
+        # their block matrices stacked, so one product per pass serves every filter; each
+        # filter's cached O @ state is a row of one (K, L) array (its own _os is a view of it)
+        self._T_all = np.ascontiguousarray(np.vstack([f._T for f in self.filters]))
+        self._os_all = np.zeros((len(self.filters), block))
+        for k, f in enumerate(self.filters):
+            f._os = self._os_all[k:k + 1]
+        self._mats = [(f._O, f._P, f._Q) for f in self.filters]
         self._filled = 0
 
     def reset(self) -> None:
@@ -308,11 +312,12 @@ class SosBank:
             raise ValueError(f"SosBank takes a 1-D chunk, got shape {x.shape}")
         first = self.filters[0]
         x = first._clean(x, 0)
-        ys, self._filled = _run_blocks(self.filters, 0, self._partial[0], x, self._filled)
+        y, self._filled = _run_blocks(self._T_all, self._os_all, self._mats, [f.state[0] for f in self.filters],
+                                      self._partial[0], x, self._filled)
         for f in self.filters:
             f._filled = self._filled
             f._last[0] = first._last[0]
-        return ys
+        return list(y)
 
 
 class EcgFilter(SosFilter):
