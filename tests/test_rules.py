@@ -45,7 +45,8 @@ def run(rules, beats, quality=(), chunk_s=1.0, end_s=None):
 
 
 def conds(dets):
-    return [d.condition for d in dets]
+    """The episodes: the conditions of the onset detections (not their continuations)."""
+    return [d.condition for d in dets if not d.evidence.get("continuing")]
 
 
 def test_normal_sinus_rhythm_fires_nothing():
@@ -92,6 +93,25 @@ def test_bradycardia_sustained():
     dets = run(RhythmRules(), beats_at(t), windows(0, 90))
     assert conds(dets) == ["bradycardia"]
     assert 40 <= dets[0].end_s <= 45
+
+
+def test_ongoing_episodes_are_refreshed_so_they_do_not_resolve_while_they_last():
+    # 2 min of bradycardia: one onset, then a continuation every refresh_s (5 s) up to its end
+    t = regular(0, 30, 70) + regular(30, 150, 35) + regular(150, 180, 70)
+    dets = [d for d in run(RhythmRules(), beats_at(t), windows(0, 180)) if d.condition == "bradycardia"]
+    assert [d.evidence["continuing"] for d in dets[:2]] == [False, True]
+    spans = [(d.start_s, d.end_s) for d in dets]
+    assert all(b[0] == a[1] for a, b in zip(spans, spans[1:]))          # contiguous, no overlap
+    assert all(5.0 <= e - s <= 7.0 for s, e in spans[1:])
+    assert spans[-1][1] >= 145.0 and len(dets) >= 20
+    # a 20-s VT run: refreshed likewise, each continuation covering only its own V beats
+    t = regular(0, 10, 75) + regular(10, 30, 150) + regular(30, 40, 75)
+    n_v = len(regular(10, 30, 150))
+    lab = ["N"] * len(regular(0, 10, 75)) + ["V"] * n_v + ["N"] * 20
+    vt = run(RhythmRules(), beats_at(t, label=lab[:len(t)]), windows(0, 40))
+    assert conds(vt) == ["vt"] and len(vt) == 4
+    assert vt[0].start_s == pytest.approx(10.0) and 29.6 - 5.0 <= vt[-1].end_s <= 29.6  # last beat 29.6 s
+    assert all(d.evidence["continuing"] for d in vt[1:])
 
 
 def test_brief_slow_stretch_is_not_bradycardia():

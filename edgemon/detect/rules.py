@@ -2,8 +2,11 @@
 
 Takes the beat stream (``Beat``, labelled by ``BeatClassifier`` for VT; rate
 rules need only beat times) and the ``QualityWindow``s of the same channel;
-gives ``Detection``s with ``source="rule:<name>"``, each emitted once when an
-episode is confirmed (not once per beat):
+gives ``Detection``s with ``source="rule:<name>"``, one when an episode is
+confirmed (not one per beat) and, while a rate or VT episode lasts, one more
+every ``refresh_s`` (5 s) covering the time since the last (evidence
+``continuing: true``), so the alert engine sees an ongoing episode as ongoing
+instead of resolving it while it still lasts:
 
 * ``pause``: no beat for >= ``pause_s`` (3 s) while the signal is good.
   ``asystole`` instead when the gap reaches ``asystole_s`` (5 s; Holter
@@ -41,23 +44,25 @@ class _Episode:
     condition: str
     start_s: float
     probability: float = 1.0
+    emitted_until_s: float = 0.0  # end of the span the last Detection of this episode covered
 
 
 class RhythmRules:
     def __init__(self, pause_s: float = 3.0, brady_bpm: float = 40.0, tachy_bpm: float = 150.0,
                  sustained_s: float = 10.0, asystole_s: float = 5.0, vt_beats: int = 3,
-                 vt_bpm: float = 100.0, min_sqi: float = 0.5):
+                 vt_bpm: float = 100.0, min_sqi: float = 0.5, refresh_s: float = 5.0):
         if not 0 < pause_s <= asystole_s:
             raise ValueError(f"RhythmRules: need 0 < pause_s <= asystole_s, got {pause_s}, {asystole_s}")
         if not 0 < brady_bpm < tachy_bpm:
             raise ValueError(f"RhythmRules: need 0 < brady_bpm < tachy_bpm, got {brady_bpm}, {tachy_bpm}")
-        if sustained_s <= 0 or vt_beats < 2 or vt_bpm <= 0:
-            raise ValueError("RhythmRules: sustained_s, vt_bpm must be positive and vt_beats >= 2")
+        if sustained_s <= 0 or vt_beats < 2 or vt_bpm <= 0 or refresh_s <= 0:
+            raise ValueError("RhythmRules: sustained_s, vt_bpm, refresh_s must be positive and vt_beats >= 2")
         self.pause_s, self.asystole_s = float(pause_s), float(asystole_s)
         self.brady_bpm, self.tachy_bpm = float(brady_bpm), float(tachy_bpm)
         self.sustained_s = float(sustained_s)
         self.vt_beats, self.vt_bpm = int(vt_beats), float(vt_bpm)
         self.min_sqi = float(min_sqi)
+        self.refresh_s = float(refresh_s)
         self._last_beat_s: float | None = None
         self._open_done: set[str] = set()          # conditions already reported for the open gap
         self._closed: list[tuple[float, float, set]] = []   # finished gaps awaiting their quality
@@ -187,14 +192,22 @@ class RhythmRules:
                 cond = None
         ep = self._rate_ep
         if ep is not None and ep.condition != cond:
-            self._rate_ep = None
-        if cond is not None and self._rate_ep is None:
-            start = t - self.sustained_s
-            self._rate_ep = _Episode(cond, start)
-            out.append(Detection(condition=cond, probability=1.0, start_s=start, end_s=t,
-                                 sqi=self._mean_sqi(start, t), source=f"rule:{cond}",
-                                 evidence={"mean_bpm": round(mean_bpm, 1), "window_s": self.sustained_s,
-                                           "limit_bpm": self.brady_bpm if cond == "bradycardia" else self.tachy_bpm}))
+            self._rate_ep = ep = None
+        if cond is None:
+            return out
+        if ep is None:
+            start, continuing = t - self.sustained_s, False
+            self._rate_ep = ep = _Episode(cond, start)
+        elif t - ep.emitted_until_s >= self.refresh_s:
+            start, continuing = ep.emitted_until_s, True
+        else:
+            return out
+        ep.emitted_until_s = t
+        out.append(Detection(condition=cond, probability=1.0, start_s=start, end_s=t,
+                             sqi=self._mean_sqi(start, t), source=f"rule:{cond}",
+                             evidence={"mean_bpm": round(mean_bpm, 1), "window_s": self.sustained_s,
+                                       "limit_bpm": self.brady_bpm if cond == "bradycardia" else self.tachy_bpm,
+                                       "continuing": continuing}))
         return out
 
     def _vt(self, b: Beat) -> list[Detection]:
@@ -204,21 +217,26 @@ class RhythmRules:
             return []
         self._v_run.append(b)
         run = self._v_run
-        if self._vt_ep is not None or len(run) < self.vt_beats:
+        ep = self._vt_ep
+        if len(run) < self.vt_beats or (ep is not None and b.time_s - ep.emitted_until_s < self.refresh_s):
             return []
         span = run[-1].time_s - run[-self.vt_beats].time_s
         bpm = 60.0 * (self.vt_beats - 1) / span if span > 0 else float("inf")
         if bpm <= self.vt_bpm:
             return []
-        start, end = run[0].time_s, run[-1].time_s
+        end = run[-1].time_s
+        start = run[0].time_s if ep is None else ep.emitted_until_s
         if self._bad_between(start, end):
             return []
-        probs = [x.label_probability for x in run if x.label_probability is not None]
+        probs = [x.label_probability for x in run if x.label_probability is not None and x.time_s >= start]
         p = float(sum(probs) / len(probs)) if probs else 1.0
-        self._vt_ep = _Episode("vt", start, p)
+        if ep is None:
+            self._vt_ep = ep = _Episode("vt", start, p)
+        ep.emitted_until_s = end
         return [Detection(condition="vt", probability=p, start_s=start, end_s=end, sqi=self._mean_sqi(start, end),
                           source="rule:vt", evidence={"n_v_beats": len(run), "rate_bpm": round(bpm, 1),
-                                                      "min_beats": self.vt_beats, "min_bpm": self.vt_bpm})]
+                                                      "min_beats": self.vt_beats, "min_bpm": self.vt_bpm,
+                                                      "continuing": ep.start_s != start})]
 
     def _prune(self) -> None:
         horizon = (self._clock_s or 0.0) - max(self.asystole_s, self.sustained_s) - 60.0

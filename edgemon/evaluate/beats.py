@@ -386,6 +386,20 @@ def _episode_score(truth: list[tuple[float, float]], found: list[tuple[float, fl
             "detections_true": true_found, "se": _pct(hit, len(truth)), "ppv": _pct(true_found, len(found))}
 
 
+def rule_episodes(detections, condition: str) -> list[tuple[float, float]]:
+    """(start_s, end_s) per episode of one rule condition: an onset detection, extended by the
+    continuations the rules emit while it lasts (evidence ``continuing``)."""
+    out: list[tuple[float, float]] = []
+    for d in detections:
+        if d.condition != condition:
+            continue
+        if d.evidence.get("continuing") and out:
+            out[-1] = (out[-1][0], max(out[-1][1], d.end_s))
+        else:
+            out.append((d.start_s, d.end_s))
+    return out
+
+
 def score_rules_record(rec: MitdbRecord, peaks: np.ndarray | None = None, labels: list[str | None] | None = None,
                        quality=()) -> dict:
     """Rules on one record. Truth: "(VT" episodes and reference V runs for VT; for the rate
@@ -395,7 +409,7 @@ def score_rules_record(rec: MitdbRecord, peaks: np.ndarray | None = None, labels
     ref_t = rec.ref_samples / rec.fs_hz
     ref_lab = [c or None for c in rec.ref_aami]
     ref_det = run_rules(ref_t, ref_lab, rec.fs_hz)
-    spans = lambda ds, c: [(d.start_s, d.end_s) for d in ds if d.condition == c]  # noqa: E731
+    spans = lambda ds, c: rule_episodes(ds, c)  # noqa: E731
     vt_truth = _rhythm_spans(rec, "(VT")
     runs = _v_runs(ref_t, ref_lab)
     hours = len(rec.x_raw) / rec.fs_hz / 3600.0
