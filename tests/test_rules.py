@@ -162,3 +162,10 @@ def test_bad_parameters_are_refused():
         RhythmRules(brady_bpm=160, tachy_bpm=150)
     with pytest.raises(ValueError, match="asystole_s"):
         RhythmRules(pause_s=6, asystole_s=5)
+
+
+def test_long_ventricular_rhythm_keeps_bounded_state():
+    rules = RhythmRules()
+    t = regular(0, 1800, 60)  # 30 min of slow (idioventricular) V beats: never VT, never grows
+    assert run(rules, beats_at(t, label="V"), windows(0, 1800), chunk_s=10.0) == []
+    assert len(rules._v_run) <= 256 and rules._v_count == len(t)

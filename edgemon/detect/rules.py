@@ -37,6 +37,7 @@ from typing import Sequence
 from edgemon.events import Beat, Detection, QualityWindow
 
 RATE_RUN_BEATS = 4  # beats in the short running mean used to require "sustained"
+_V_RUN_KEEP = 256   # V beats of one run kept before it turns into VT (its start and mean probability)
 
 
 @dataclass
@@ -73,7 +74,8 @@ class RhythmRules:
         self._times: deque[float] = deque()        # beat times within the sustained window (+ margin)
         self._times_sorted = True                  # every time appended >= the one before (then bisect)
         self._rate_ep: _Episode | None = None
-        self._v_run: list[Beat] = []
+        self._v_run: list[Beat] = []                 # the current run of V beats (its recent part)
+        self._v_count = 0                            # V beats in the current run
         self._vt_ep: _Episode | None = None
 
     # ------------------------------------------------------------------ public
@@ -212,10 +214,13 @@ class RhythmRules:
 
     def _vt(self, b: Beat) -> list[Detection]:
         if b.label != "V":
-            self._v_run = []
+            self._v_run, self._v_count = [], 0
             self._vt_ep = None
             return []
         self._v_run.append(b)
+        self._v_count += 1
+        if len(self._v_run) > _V_RUN_KEEP:  # hours of slow ventricular rhythm must not grow memory
+            del self._v_run[:-_V_RUN_KEEP]
         run = self._v_run
         ep = self._vt_ep
         if len(run) < self.vt_beats or (ep is not None and b.time_s - ep.emitted_until_s < self.refresh_s):
@@ -224,8 +229,9 @@ class RhythmRules:
         bpm = 60.0 * (self.vt_beats - 1) / span if span > 0 else float("inf")
         if bpm <= self.vt_bpm:
             return []
+        continuing = ep is not None
         end = run[-1].time_s
-        start = run[0].time_s if ep is None else ep.emitted_until_s
+        start = ep.emitted_until_s if continuing else run[0].time_s
         if self._bad_between(start, end):
             return []
         probs = [x.label_probability for x in run if x.label_probability is not None and x.time_s >= start]
@@ -233,10 +239,12 @@ class RhythmRules:
         if ep is None:
             self._vt_ep = ep = _Episode("vt", start, p)
         ep.emitted_until_s = end
+        # keep what the rate test and the next continuation need, not a long run's every beat
+        self._v_run = run[-self.vt_beats:]
         return [Detection(condition="vt", probability=p, start_s=start, end_s=end, sqi=self._mean_sqi(start, end),
-                          source="rule:vt", evidence={"n_v_beats": len(run), "rate_bpm": round(bpm, 1),
+                          source="rule:vt", evidence={"n_v_beats": self._v_count, "rate_bpm": round(bpm, 1),
                                                       "min_beats": self.vt_beats, "min_bpm": self.vt_bpm,
-                                                      "continuing": ep.start_s != start})]
+                                                      "continuing": continuing})]
 
     def _prune(self) -> None:
         horizon = (self._clock_s or 0.0) - max(self.asystole_s, self.sustained_s) - 60.0
