@@ -178,17 +178,10 @@ class _Tally:
 
 def resolve_records_dir(data_dir: str | None) -> Path:
     from edgemon.cli import UserError
-    from edgemon.evaluate.common import default_data_root
+    from edgemon.evaluate.common import data_dir_arg
 
-    if data_dir is None:
-        root = default_data_root()
-        if root is None:
-            raise UserError("no data folder: pass --data-dir (e.g. ../shared/data/ltafdb/test) or set EDGEMON_DATA")
-        d = root / "ltafdb" / "test"
-    else:
-        d = Path(data_dir)
-    if not d.is_dir():
-        raise UserError(f"--data-dir {d}: not a folder")
+    d = data_dir_arg(data_dir, "ltafdb/test",
+                     "no data folder: pass --data-dir (e.g. ../shared/data/ltafdb/test) or set EDGEMON_DATA")
     if not (d / "RECORDS").is_file() and not any(d.glob("*.hea")):
         if (d / "ltafdb" / "test").is_dir():  # a data root was given
             return d / "ltafdb" / "test"

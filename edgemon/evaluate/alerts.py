@@ -427,14 +427,10 @@ def _brief(msgs) -> str:
 
 def _resolve_root(data_dir: str | None) -> Path:
     from edgemon.cli import UserError
-    from edgemon.evaluate.common import default_data_root
+    from edgemon.evaluate.common import data_dir_arg
 
-    root = Path(data_dir) if data_dir else default_data_root()
-    if root is None:
-        raise UserError("no data folder: pass --data-dir (the folder holding ltafdb/, mitdb/, nstdb/) "
-                        "or set EDGEMON_DATA")
-    if not root.is_dir():
-        raise UserError(f"--data-dir {root}: not a folder")
+    root = data_dir_arg(data_dir, "", "no data folder: pass --data-dir (the folder holding ltafdb/, mitdb/, "
+                                      "nstdb/) or set EDGEMON_DATA")
     if not any((root / s).is_dir() for s in ("ltafdb", "mitdb", "nstdb")):
         raise UserError(f"--data-dir {root}: expected the data root with ltafdb/, mitdb/ and nstdb/ folders")
     return root

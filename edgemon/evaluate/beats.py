@@ -519,17 +519,9 @@ def register(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from edgemon.cli import UserError
-    from edgemon.evaluate.common import default_data_root
+    from edgemon.evaluate.common import data_dir_arg
 
-    if args.data_dir:
-        data_dir = Path(args.data_dir)
-    else:
-        root = default_data_root()
-        if root is None:
-            raise UserError("no --data-dir given and no data root found (set EDGEMON_DATA)")
-        data_dir = root / "mitdb"
-    if not data_dir.is_dir():
-        raise UserError(f"--data-dir {data_dir}: not a folder")
+    data_dir = data_dir_arg(args.data_dir, "mitdb", "no --data-dir given and no data root found (set EDGEMON_DATA)")
     records = args.records or split_records("DS2")
     missing = [r for r in records if not (data_dir / f"{r}.hea").is_file()]
     if missing:

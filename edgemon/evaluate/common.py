@@ -17,6 +17,26 @@ def default_data_root() -> Path | None:
     return p if p.is_dir() else None
 
 
+def data_dir_arg(data_dir: str | Path | None, default_sub: str, missing_hint: str) -> Path:
+    """The folder of ``--data-dir``, or ``default_sub`` of the data root when it is not given.
+
+    Raises ``UserError`` with ``missing_hint`` when there is no data root, or naming the
+    folder when it is not one.
+    """
+    from edgemon.cli import UserError
+
+    if data_dir:
+        d = Path(data_dir)
+    else:
+        root = default_data_root()
+        if root is None:
+            raise UserError(missing_hint)
+        d = root / default_sub
+    if not d.is_dir():
+        raise UserError(f"--data-dir {d}: not a folder")
+    return d
+
+
 def list_records(data_dir: str | Path) -> list[str]:
     """Record names of a WFDB folder: its RECORDS file, else every .hea stem."""
     d = Path(data_dir)

@@ -327,18 +327,11 @@ def run(args) -> int:
     from edgemon.cli import UserError
     from edgemon.detect.card import ModelCardError
     from edgemon.detect.runtime import ModelIntegrityError, ModelRuntimeError, load_model
-    from edgemon.evaluate.common import default_data_root
+    from edgemon.evaluate.common import data_dir_arg
     from edgemon.evaluate.progress import BarStack, first_item_label
 
-    if args.data_dir:
-        data_dir = Path(args.data_dir)
-    else:
-        root = default_data_root()
-        if root is None:
-            raise UserError("no --data-dir given and no data root found (set EDGEMON_DATA)")
-        data_dir = root / ("mitdb" if args.mitdb else "cinc2017/test")
-    if not data_dir.is_dir():
-        raise UserError(f"--data-dir {data_dir}: not a folder")
+    data_dir = data_dir_arg(args.data_dir, "mitdb" if args.mitdb else "cinc2017/test",
+                            "no --data-dir given and no data root found (set EDGEMON_DATA)")
     try:
         model = load_model(args.model)
     except (ModelCardError, ModelIntegrityError, ModelRuntimeError) as err:
