@@ -31,7 +31,7 @@ def test_defaults_are_documented_in_docs():
      "repeat_interval_s.medium (5.0) must be >= group_wait_s.medium (10.0)"),
     ({"repeat_interval_s": {"high": 0, "medium": 600, "low": 3600},
       "group_wait_s": {"high": 0, "medium": 0, "low": 0}}, "repeat_interval_s.high must be > 0"),
-    ({"af_onset_s": 90}, "af_window_s (60.0) must be >= af_onset_s (90.0)"),
+    ({"af_onset_s": 100}, "af_window_s (90.0) must be >= af_onset_s (100.0)"),
     ({"onset_s": {"vt": 5}}, "vt fires on first detection"),
     ({"onset_s": {"af": 5}}, "af_onset_s"),
     ({"onset_s": {"pvcs": 5}}, "unknown physiological condition"),
