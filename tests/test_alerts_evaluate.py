@@ -209,3 +209,23 @@ def test_report_unwritable_folder(tmp_path, capsys, samples_dir):
                  "--json", "--report", str(blocker / "sub")]) == 2
     err = capsys.readouterr().err
     assert f"--report {blocker / 'sub'}" in err and "Traceback" not in err
+
+
+def test_vt_episodes_meeting_rule_definition(tmp_path):
+    """Reference "(VT" runs are kept only when >= 3 V beats exceed 100 bpm (the VT rule's definition)."""
+    import wfdb
+
+    from edgemon.evaluate.alerts import vt_episodes_meeting_rule
+
+    fs = 250
+    # fast run: V beats 0.5 s apart (120 bpm); slow run: 0.7 s apart (~86 bpm); fusion run: V V F at 120 bpm
+    times = [1.0, 2.0, 3.0, 3.5, 4.0, 5.0, 6.0, 6.7, 7.4, 8.4, 9.4, 9.9, 10.4, 11.4]
+    syms = ["N", "N", "V", "V", "V", "N", "V", "V", "V", "N", "V", "V", "F", "N"]
+    wfdb.wrann("rec", "atr", np.array([int(t * fs) for t in times]), syms, write_dir=str(tmp_path), fs=fs)
+    eps = [(3.0, 4.0), (6.0, 7.4), (9.4, 10.4)]
+    assert vt_episodes_meeting_rule(tmp_path / "rec", eps) == [(3.0, 4.0)]
+    assert vt_episodes_meeting_rule(tmp_path / "rec", eps, min_bpm=80.0) == [(3.0, 4.0), (6.0, 7.4)]
+    run = RecordRun("rec", 1.0, [], {"vt": eps}, vt_by_rule=[(3.0, 4.0)])
+    r = score([run], ["vt"])["per_condition"]["vt"]
+    assert (r["episodes"], r["episodes_missed"]) == (3, 3)
+    assert (r["episodes_meeting_rule_definition"], r["missed_meeting_rule_definition"]) == (1, 1)

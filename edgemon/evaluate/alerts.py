@@ -30,7 +30,11 @@ first notification time - episode start, for episodes whose first overlapping
 alert starts at or after the episode (an episode that begins inside an alert
 still open from an earlier one is counted in episodes_inside_open_alert);
 alerts_per_episode = notified alerts overlapping each found episode. After the
-last sample the engine runs on until open alerts resolve.
+last sample the engine runs on until open alerts resolve. For VT on the signal
+path, episodes_meeting_rule_definition / missed_meeting_rule_definition score
+the same alerts against the reference VT episodes that hold >= 3 consecutive V
+beats above 100 bpm by the reference beats (the VT rule's definition; MITDB
+also marks slower ventricular runs and runs with a fusion beat as VT).
 """
 from __future__ import annotations
 
@@ -75,6 +79,8 @@ class RecordRun:
     end_s: float = 0.0  # stream time of the record's end (its timeline's length)
     # positive detection spans per condition, kept only for --report (the engine's own yes/no)
     detected: dict[str, list[tuple[float, float]]] = field(default_factory=dict)
+    # reference VT episodes that meet the VT rule's own definition (see vt_episodes_meeting_rule)
+    vt_by_rule: list[tuple[float, float]] = field(default_factory=list)
 
 
 # ------------------------------------------------------------------------------ running the pipeline
@@ -212,8 +218,9 @@ def run_signal_record(path: Path, cfg, models, keep_detections: bool = False) ->
     detected: dict | None = {} if keep_detections else None
     msgs = run_signal(x, fs, cfg, models, detected=detected)
     t_end = len(x) / fs
-    return RecordRun(path.name, t_end / 3600.0, msgs, reference_episodes(path, 0.0, t_end),
-                     round(time.time() - t0, 1), lead=lead, end_s=t_end, detected=detected or {})
+    ref = reference_episodes(path, 0.0, t_end)
+    return RecordRun(path.name, t_end / 3600.0, msgs, ref, round(time.time() - t0, 1), lead=lead, end_s=t_end,
+                     detected=detected or {}, vt_by_rule=vt_episodes_meeting_rule(path, ref.get("vt", [])))
 
 
 # ------------------------------------------------------------------------------ scoring
@@ -279,6 +286,12 @@ def score_condition(runs: list[RecordRun], condition: str) -> dict:
             "median_onset_delay_s": _r(float(np.median(delays))) if delays else None,
             "alerts_per_episode": _r(float(np.mean(per_episode)), 2) if per_episode else None,
         })
+    if condition == "vt" and scored:
+        # the same alerts against the episodes the VT rule is defined to find (>= 3 V beats > 100 bpm)
+        by_rule = [(r, ep) for r in runs for ep in r.vt_by_rule]
+        missed = sum(not any(_overlaps(a["onset"], a["end"], *ep) for a in alert_spans(r.messages).get("vt", []))
+                     for r, ep in by_rule)
+        res.update({"episodes_meeting_rule_definition": len(by_rule), "missed_meeting_rule_definition": missed})
     return res
 
 
@@ -337,6 +350,31 @@ def reference_episodes(path: Path, t_first: float, t_last: float) -> dict[str, l
                 a, b = max(s / ref.fs_hz, t_first), min(e / ref.fs_hz, t_last)
                 if b > a:
                     out[cond].append((a, b))
+    return out
+
+
+def vt_episodes_meeting_rule(path: Path, episodes: list[tuple[float, float]], min_beats: int = 3,
+                             min_bpm: float = 100.0) -> list[tuple[float, float]]:
+    """The reference VT episodes that the VT rule's definition covers, judged on the reference beats:
+    `min_beats` consecutive AAMI V beats inside the episode whose rate over those beats exceeds
+    `min_bpm` (the rule's defaults, detect.rules.RhythmRules). MITDB also marks "(VT" on slower
+    ventricular runs and on runs with a fusion beat, which the rule by design does not report."""
+    from edgemon.sources.reference import AAMI_CLASS, read_reference
+
+    if not episodes:
+        return []
+    ref = read_reference(path)
+    t = np.asarray(ref.beat_samples, dtype=np.float64) / ref.fs_hz
+    is_v = np.array([AAMI_CLASS.get(sym) == "V" for sym in ref.beat_symbols], dtype=bool)
+    out = []
+    for a, b in episodes:
+        idx = np.flatnonzero((t >= a - 0.05) & (t <= b + 0.05))
+        for k in range(len(idx) - min_beats + 1):
+            run = idx[k:k + min_beats]
+            span = t[run[-1]] - t[run[0]]
+            if is_v[run].all() and span > 0 and 60.0 * (min_beats - 1) / span > min_bpm:
+                out.append((a, b))
+                break
     return out
 
 
@@ -545,12 +583,15 @@ SET_NOTES = {
 }
 CONDITION_COLUMNS = ("condition", "alerts", "messages", "alerts_per_day", "true_alerts", "false_alerts",
                      "false_alerts_per_day", "alert_ppv", "episode_min_s", "episodes", "episodes_found",
-                     "episodes_missed", "episodes_inside_open_alert", "median_onset_delay_s", "alerts_per_episode")
+                     "episodes_missed", "episodes_inside_open_alert", "median_onset_delay_s", "alerts_per_episode",
+                     "episodes_meeting_rule_definition", "missed_meeting_rule_definition")
 CONDITION_LABELS = {"alerts_per_day": "alerts / day", "true_alerts": "true", "false_alerts": "false",
                     "false_alerts_per_day": "false / day", "alert_ppv": "alert PPV", "episode_min_s": "episode >= s",
                     "episodes_found": "found", "episodes_missed": "missed",
                     "episodes_inside_open_alert": "inside an open alert",
-                    "median_onset_delay_s": "median onset delay s", "alerts_per_episode": "alerts / episode"}
+                    "median_onset_delay_s": "median onset delay s", "alerts_per_episode": "alerts / episode",
+                    "episodes_meeting_rule_definition": "episodes >= 3 V > 100 bpm",
+                    "missed_meeting_rule_definition": "of those missed"}
 NOISE_COLUMNS = ("run", "record", "records", "hours", "noise_hours", "rhythm_alerts",
                  "rhythm_alerts_overlapping_noise", "rhythm_alerts_per_noise_hour", "technical_alerts",
                  "technical_alerts_outside_noise", "noisy_segments", "noisy_segments_flagged",
