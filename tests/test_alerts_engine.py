@@ -422,6 +422,18 @@ def test_usable_window_inside_artefact_is_not_clean_signal():
     # after quality_recovery_s (4 s) of usable signal, a run is believed at once
     out = eng.push([det("vt", 16.5, 17.5)], [qw(t, t + 2) for t in range(12, 18, 2)], 18.0)
     assert [m.condition for m in out] == ["vt"]
-    # off (the default): the run inside the artefact is believed
-    off = AlertEngine(policy30())
+    # off (and quality_context_s off too): the run inside the artefact is believed
+    off = AlertEngine(policy30(quality_context_s=0.0))
     assert [m.condition for m in off.push([det("vt", 6.5, 7.5)], qs, 12.0)] == ["vt"]
+
+
+def test_rhythm_detection_after_mostly_unusable_signal_is_not_believed():
+    # the default quality_context_s (10 s, at most half unusable): the same run inside artefact is
+    # dropped, while one bad window before a run in clean signal does not stop it
+    eng = AlertEngine(policy30())
+    qs = [qw(t, t + 2, "ok" if t == 6 else "motion") for t in range(0, 12, 2)]
+    assert eng.push([det("vt", 6.5, 7.5)], qs, 12.0) == []
+    assert eng.stats["detections_inhibited_by_quality"] == 1
+    eng = AlertEngine(policy30())
+    qs = [qw(t, t + 2, "motion" if t == 2 else "ok") for t in range(0, 12, 2)]
+    assert [m.condition for m in eng.push([det("vt", 8.5, 9.5)], qs, 12.0)] == ["vt"]

@@ -84,6 +84,25 @@ def test_beat_path_on_one_mitdb_af_record(data_root):
     json.dumps(r)
 
 
+
+def test_noise_spikes_inside_artefact_raise_no_vt_on_nstdb_119e06(data_root):
+    """nstdb 119e06 (development set): with the default quality_context_s no VT alert comes from runs of
+    electrode-motion spikes in windows judged usable; with it off, they do (3 in this record)."""
+    from edgemon.config import DeviceConfig
+    from edgemon.daemon.pipeline import load_models
+    from edgemon.evaluate.alerts import alert_spans, run_signal_record
+
+    cfg = DeviceConfig()
+    models = load_models(cfg)
+    if models.beats is None:
+        pytest.skip(f"beat model not available: {models.errors}")
+    run = run_signal_record(data_root / "nstdb" / "119e06", cfg, models)
+    spans = alert_spans(run.messages)
+    assert "vt" not in spans and len(spans["signal_quality"]) >= 5
+    cfg_off = DeviceConfig.model_validate({"alerts": {"quality_context_s": 0}})
+    assert len(alert_spans(run_signal_record(data_root / "nstdb" / "119e06", cfg_off, models).messages)["vt"]) >= 1
+
+
 # ------------------------------------------------------------------ --report (sample signals, no real data)
 
 def _data_root(tmp_path, samples_dir):

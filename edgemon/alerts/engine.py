@@ -346,7 +346,9 @@ class AlertEngine:
         a, b = labelled_span(d)
         if info.type == "physiological" and (
                 d.sqi < p.sqi_min or self._bad_fraction(d.start_s, d.end_s) > p.max_bad_fraction
-                or (p.quality_recovery_s > 0 and self._bad.covered(a - p.quality_recovery_s, a) > _EPS)):
+                or (p.quality_recovery_s > 0 and self._bad.covered(a - p.quality_recovery_s, a) > _EPS)
+                or (p.quality_context_s > 0 and self._bad.covered(a - p.quality_context_s, a)
+                    > p.quality_context_max_bad * p.quality_context_s)):
             self.stats["detections_inhibited_by_quality"] += 1
             return
         self._observe(d.condition, d.start_s, d.end_s, a, b, d, strip_provider=strip_provider, sqi=d.sqi)

@@ -21,6 +21,9 @@ median_onset_delay_s and alerts_per_episode, through the daemon's own
   raised in the noisy segments.
 * ``ltafdb_train`` (only when asked): the beat-time path on the training
   records, the only set on which alert-policy choices may be compared.
+* ``nstdb_dev`` (only when asked): the signal path on nstdb 119e* (record 119
+  has no AF or VT, so every rhythm alert is false): the noise set on which
+  quality and alert-policy choices may be compared; 118e* stays held out.
 
 Scoring: an alert is one notified episode (one alert_id with a "new"
 message), its span [onset, resolved]; it is true when the span overlaps a
@@ -55,6 +58,7 @@ MIN_EPISODE_S = {"af": AF_MIN_EPISODE_S, "vt": 0.0}
 ONSET_TOLERANCE_S = 10.0
 MITDB_AF_RECORDS = ["201", "202", "203", "210", "217", "219", "221", "222"]
 NSTDB_HELD_OUT = ["118e24", "118e18", "118e12", "118e06", "118e00", "118e_6"]
+NSTDB_DEV = ["119e24", "119e18", "119e12", "119e06", "119e00", "119e_6"]  # development: policy choices
 # mitdb records whose rhythm notes are all "(N", not paced, <= 3 V beats; 100 and 103 are left
 # out because the quality thresholds were chosen on them (docs/dsp.md).
 NOISE_BASE_RECORDS = ["101", "111", "112", "113", "115", "117", "121", "122", "123", "212"]
@@ -62,7 +66,7 @@ NOISE_SNR_DB = (6.0, 0.0)
 NOISE_KINDS = ("bw", "ma")
 LEAD = "MLII"
 BEAT_SETS = {"ltafdb_test": "ltafdb/test", "mitdb_af": "mitdb", "ltafdb_train": "ltafdb/train"}
-ALL_SETS = ["ltafdb_test", "mitdb_af", "mitdb_signal", "noise_stress", "ltafdb_train"]
+ALL_SETS = ["ltafdb_test", "mitdb_af", "mitdb_signal", "noise_stress", "ltafdb_train", "nstdb_dev"]
 
 
 @dataclass
@@ -511,9 +515,9 @@ def run(args) -> int:
             runner = lambda p: run_beat_record(p, cfg, Models(tachogram=models.tachogram), args.step_s,  # noqa: E731
                                                keep_detections=collected is not None)
             scored = ["af"]  # no beat morphology on this path: VT cannot be detected, so it is not scored
-        elif name == "mitdb_signal":
-            folder = root / "mitdb"
-            recs = args.records or list_records(folder)
+        elif name in ("mitdb_signal", "nstdb_dev"):
+            folder = root / ("mitdb" if name == "mitdb_signal" else "nstdb")
+            recs = args.records or (list_records(folder) if name == "mitdb_signal" else NSTDB_DEV)
             runner = lambda p: run_signal_record(p, cfg, models, keep_detections=collected is not None)  # noqa: E731
             scored = ["af", "vt"]
         else:
@@ -580,6 +584,8 @@ SET_NOTES = {
                     "quality, rhythm CNN, tachogram, beat model, rules -> alert engine. AF and VT are scored.",
     "ltafdb_train": "ltafdb/train on the beat-time path: the only set on which alert-policy choices may be "
                     "compared. Only AF is scored.",
+    "nstdb_dev": "nstdb 119e24..119e_6 on the signal path (record 119, no AF or VT, with electrode-motion noise): "
+                 "development data for quality and alert-policy choices; every rhythm alert here is false.",
 }
 CONDITION_COLUMNS = ("condition", "alerts", "messages", "alerts_per_day", "true_alerts", "false_alerts",
                      "false_alerts_per_day", "alert_ppv", "episode_min_s", "episodes", "episodes_found",
@@ -785,7 +791,7 @@ def register(sub) -> None:
     p.add_argument("--data-dir", default=None, help="data root holding ltafdb/, mitdb/, nstdb/ "
                                                     "(default: EDGEMON_DATA or ../shared/data)")
     p.add_argument("--sets", nargs="+", default=ALL_SETS[:4], choices=ALL_SETS,
-                   help="which runs (default: all but ltafdb_train, which is for choosing a policy)")
+                   help="which runs (default: all but ltafdb_train and nstdb_dev, which are for choosing a policy)")
     p.add_argument("--records", nargs="+", default=None, help="record names for ltafdb/mitdb sets")
     p.add_argument("--noise-records", nargs="+", default=None,
                    help=f"mitdb records to add noise to (default: {' '.join(NOISE_BASE_RECORDS)})")
