@@ -139,3 +139,35 @@ def test_low_sqi_beats_give_no_detection(model):
     det = TachogramAfDetector(model)
     beats = _beats(_rr_af(200, rng))
     assert det.push(beats, sqi=0.1) + det.flush() == []
+
+
+@pytest.mark.parametrize("mode, agrees", [("all", [True, False, False]), ("majority", [True, True, False]),
+                                          ("any", [True, True, True])])
+def test_ecg_af_fusion_modes(mode, agrees):
+    """On ECG a beat-timing AF window counts only as far as the overlapping rhythm-CNN windows agree
+    (detect.af_fusion): 2 of 2, 1 of 2 and 1 of 3 of them classed AF, in that order."""
+    from edgemon.config import DeviceConfig
+    from edgemon.daemon.pipeline import Pipeline, load_models
+    from edgemon.events import Detection
+
+    cfg = DeviceConfig.model_validate({"detect": {"af_fusion": mode}})
+    models = load_models(cfg, roles=("rhythm", "tachogram"))
+    if models.rhythm is None or models.tachogram is None:
+        pytest.skip(f"models not available: {models.errors}")
+    pipe = Pipeline(cfg, 250.0, "ecg", "MLII", models=models, alerts=False)
+    rhythm_name, tach_name = models.rhythm.card.name, models.tachogram.card.name
+
+    def rhythm(a, cond):
+        return Detection(cond, 0.9, a, a + 10.0, 1.0, rhythm_name)
+
+    def tach(a):
+        return Detection("af", 0.9, a - 20.0, a + 30.0, 1.0, tach_name,
+                         evidence={"af": True, "centre_start_s": a, "centre_end_s": a + 8.0})
+
+    got = []
+    for k, windows in enumerate([("af", "af"), ("af", "normal"), ("af", "other", "normal")]):
+        t0 = 1000.0 * k
+        dets = [rhythm(t0 - 1.0 + 0.5 * i, c) for i, c in enumerate(windows)] + [tach(t0)]
+        fused = pipe._fuse_af(dets)
+        got.append(fused[-1].evidence["af"])
+    assert got == agrees

@@ -218,6 +218,7 @@ class Pipeline:
         self.engine = None
         self._pending_technical: list[tuple[str, str]] = list(self.models.errors.items())
         self._rhythm_af: deque[tuple[float, float, bool]] = deque()  # recent rhythm-CNN windows
+        self._af_fusion = det.af_fusion
         if alerts:
             from edgemon import __version__
             from edgemon.alerts.engine import AlertEngine
@@ -304,9 +305,11 @@ class Pipeline:
         The beat-timing CNN cannot tell frequent ectopy from AF (its false positives
         on ltafdb/test are atrial premature beats and bigeminy); the rhythm CNN sees
         the P waves but decides on 10 s at a time. A beat-timing AF window counts
-        only if a rhythm window overlapping its centre beats was classed AF; the
-        rhythm CNN's own AF windows are kept for display but do not count alone.
-        Chosen a priori (both at their own tuned thresholds), not tuned on test data.
+        only if the rhythm windows overlapping its centre beats agree: with
+        detect.af_fusion "all" (the default) every one of them was classed AF, with
+        "majority" at least half, with "any" one. The rhythm CNN's own AF windows
+        are kept for display but do not count alone. Both detectors keep their own
+        tuned thresholds; the fusion mode was chosen on MITDB DS1 (docs/alerts.md).
         """
         out = []
         for d in dets:
@@ -322,7 +325,13 @@ class Pipeline:
             elif d.evidence.get("af"):
                 a = d.evidence.get("centre_start_s", d.start_s)
                 b = d.evidence.get("centre_end_s", d.end_s)
-                agree = any(ra < b and a < rb and is_af for ra, rb, is_af in self._rhythm_af)
+                votes = [is_af for ra, rb, is_af in self._rhythm_af if ra < b and a < rb]
+                if self._af_fusion == "any":
+                    agree = any(votes)
+                elif self._af_fusion == "majority":
+                    agree = bool(votes) and 2 * sum(votes) >= len(votes)
+                else:  # "all"
+                    agree = bool(votes) and all(votes)
                 out.append(d if agree else replace(d, evidence={**d.evidence, "af": False,
                                                                  "fusion": "rhythm CNN did not confirm"}))
             else:
