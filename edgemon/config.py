@@ -183,3 +183,12 @@ def load_config(path: str | Path) -> DeviceConfig:
     except UnicodeDecodeError as err:
         raise ConfigError(f"{p}: not UTF-8 text: {err}") from None
     return parse_config(data, str(p))
+
+
+def schema_json() -> str:
+    """The JSON Schema of a device config file (as TOML parses it), committed as
+    docs/device-config.schema.json for editors and provisioning tools."""
+    import json
+
+    schema = {"$schema": "https://json-schema.org/draft/2020-12/schema", **DeviceConfig.model_json_schema()}
+    return json.dumps(schema, indent=2, sort_keys=True) + "\n"

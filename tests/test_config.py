@@ -50,3 +50,29 @@ def test_not_toml_and_missing_file(tmp_path, capsys):
     with pytest.raises(ConfigError, match="no such file"):
         load_config(tmp_path / "absent.toml")
     assert main(["check-config", str(tmp_path / "absent.toml")]) == 2
+
+
+SCHEMA = Path(__file__).resolve().parents[1] / "docs" / "device-config.schema.json"
+
+
+def test_committed_config_schema_is_generated_one(capsys):
+    from edgemon.config import schema_json
+
+    assert SCHEMA.read_text(encoding="utf-8") == schema_json(), "run: python tools/gen_schema.py"
+    assert main(["check-config", "--schema"]) == 0
+    assert capsys.readouterr().out == schema_json()
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_shipped_configs_validate_against_the_schema(path):
+    import json
+
+    from edgemon.config import tomllib  # tomli on Python 3.10
+
+    jsonschema = pytest.importorskip("jsonschema")
+    schema = json.loads(SCHEMA.read_text(encoding="utf-8"))
+    jsonschema.validate(tomllib.loads(path.read_text(encoding="utf-8")), schema)
+    with pytest.raises(jsonschema.ValidationError):  # an unknown field, as a typo would make it
+        jsonschema.validate({"alerts": {"af_onset": 30}}, schema)
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate({"detect": {"af_fusion": "some"}}, schema)
