@@ -84,7 +84,6 @@ def test_beat_path_on_one_mitdb_af_record(data_root):
     json.dumps(r)
 
 
-
 def test_noise_spikes_inside_artefact_raise_no_vt_on_nstdb_119e06(data_root):
     """nstdb 119e06 (development set): with the default quality_context_s no VT alert comes from runs of
     electrode-motion spikes in windows judged usable; with it off, they do (3 in this record)."""
@@ -235,6 +234,7 @@ def test_vt_episodes_meeting_rule_definition(tmp_path):
     import wfdb
 
     from edgemon.evaluate.alerts import vt_episodes_meeting_rule
+    from edgemon.sources.reference import read_reference
 
     fs = 250
     # fast run: V beats 0.5 s apart (120 bpm); slow run: 0.7 s apart (~86 bpm); fusion run: V V F at 120 bpm
@@ -242,8 +242,9 @@ def test_vt_episodes_meeting_rule_definition(tmp_path):
     syms = ["N", "N", "V", "V", "V", "N", "V", "V", "V", "N", "V", "V", "F", "N"]
     wfdb.wrann("rec", "atr", np.array([int(t * fs) for t in times]), syms, write_dir=str(tmp_path), fs=fs)
     eps = [(3.0, 4.0), (6.0, 7.4), (9.4, 10.4)]
-    assert vt_episodes_meeting_rule(tmp_path / "rec", eps) == [(3.0, 4.0)]
-    assert vt_episodes_meeting_rule(tmp_path / "rec", eps, min_bpm=80.0) == [(3.0, 4.0), (6.0, 7.4)]
+    ref = read_reference(tmp_path / "rec")
+    assert vt_episodes_meeting_rule(ref, eps) == [(3.0, 4.0)]
+    assert vt_episodes_meeting_rule(ref, eps, min_bpm=80.0) == [(3.0, 4.0), (6.0, 7.4)]
     run = RecordRun("rec", 1.0, [], {"vt": eps}, vt_by_rule=[(3.0, 4.0)])
     r = score([run], ["vt"])["per_condition"]["vt"]
     assert (r["episodes"], r["episodes_missed"]) == (3, 3)

@@ -222,9 +222,12 @@ def run_signal_record(path: Path, cfg, models, keep_detections: bool = False) ->
     detected: dict | None = {} if keep_detections else None
     msgs = run_signal(x, fs, cfg, models, detected=detected)
     t_end = len(x) / fs
-    ref = reference_episodes(path, 0.0, t_end)
+    from edgemon.sources.reference import read_reference
+
+    ann = read_reference(path)
+    ref = reference_episodes(path, 0.0, t_end, ann=ann)
     return RecordRun(path.name, t_end / 3600.0, msgs, ref, round(time.time() - t0, 1), lead=lead, end_s=t_end,
-                     detected=detected or {}, vt_by_rule=vt_episodes_meeting_rule(path, ref.get("vt", [])))
+                     detected=detected or {}, vt_by_rule=vt_episodes_meeting_rule(ann, ref.get("vt", [])))
 
 
 # ------------------------------------------------------------------------------ scoring
@@ -342,11 +345,12 @@ def _r(x: float, nd: int = 1) -> float:
     return round(float(x), nd)
 
 
-def reference_episodes(path: Path, t_first: float, t_last: float) -> dict[str, list[tuple[float, float]]]:
-    """Rhythm episodes (seconds) of the scored conditions, clipped to the annotated span."""
+def reference_episodes(path: Path, t_first: float, t_last: float, ann=None) -> dict[str, list[tuple[float, float]]]:
+    """Rhythm episodes (seconds) of the scored conditions, clipped to the annotated span
+    (``ann``: the record's ``Reference`` when the caller has read it already)."""
     from edgemon.sources.reference import read_reference
 
-    ref = read_reference(path)
+    ref = ann if ann is not None else read_reference(path)
     out: dict[str, list[tuple[float, float]]] = {c: [] for c in REF_RHYTHMS}
     for s, e, label in ref.rhythms:
         for cond, labels in REF_RHYTHMS.items():
@@ -357,17 +361,17 @@ def reference_episodes(path: Path, t_first: float, t_last: float) -> dict[str, l
     return out
 
 
-def vt_episodes_meeting_rule(path: Path, episodes: list[tuple[float, float]], min_beats: int = 3,
+def vt_episodes_meeting_rule(ref, episodes: list[tuple[float, float]], min_beats: int = 3,
                              min_bpm: float = 100.0) -> list[tuple[float, float]]:
-    """The reference VT episodes that the VT rule's definition covers, judged on the reference beats:
-    `min_beats` consecutive AAMI V beats inside the episode whose rate over those beats exceeds
-    `min_bpm` (the rule's defaults, detect.rules.RhythmRules). MITDB also marks "(VT" on slower
-    ventricular runs and on runs with a fusion beat, which the rule by design does not report."""
-    from edgemon.sources.reference import AAMI_CLASS, read_reference
+    """The reference VT episodes that the VT rule's definition covers, judged on the record's
+    reference beats (``ref``: its ``Reference``): `min_beats` consecutive AAMI V beats inside the
+    episode whose rate over those beats exceeds `min_bpm` (the rule's defaults,
+    detect.rules.RhythmRules). MITDB also marks "(VT" on slower ventricular runs and on runs with a
+    fusion beat, which the rule by design does not report."""
+    from edgemon.sources.reference import AAMI_CLASS
 
     if not episodes:
         return []
-    ref = read_reference(path)
     t = np.asarray(ref.beat_samples, dtype=np.float64) / ref.fs_hz
     is_v = np.array([AAMI_CLASS.get(sym) == "V" for sym in ref.beat_symbols], dtype=bool)
     out = []
