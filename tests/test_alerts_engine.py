@@ -13,8 +13,8 @@ from edgemon.events import Detection, QualityWindow
 
 
 def policy30(**kw) -> AlertPolicy:
-    """The default policy with the 30-s resolve hysteresis these scripts are timed with."""
-    return AlertPolicy(**{"resolve_after_s": 30.0, **kw})
+    """The default policy with the 30-s resolve hysteresis (AF too) these scripts are timed with."""
+    return AlertPolicy(**{"resolve_after_s": 30.0, "resolve_after_s_by_condition": {}, **kw})
 
 
 def det(cond, start, end, p=0.9, sqi=0.9, **evidence):
@@ -56,10 +56,11 @@ def test_af_pending_then_firing_repeat_resolved():
     eng = AlertEngine(pol, "dev-1", "site-a", "pt-9")
     out = run(eng, af_script(20, 1000), 1200)
     s = summary(out)
-    # AF windows from [15,25]: 30 s of AF reached by the window ending at 45; medium group_wait 10 s.
-    assert s[0] == (55.0, "af", "new", 0)
+    # AF windows from [15,25]: 30 s of AF reached by the window ending at 45; the medium group_wait
+    # (10 s) counts from the first evidence (25), so the confirmed alert goes out at once.
+    assert s[0] == (45.0, "af", "new", 0)
     # repeats every 600 s; the condition is gone after the window ending at 1000; hysteresis 30 s.
-    assert s[1:] == [(655.0, "af", "repeat", 1), (1030.0, "af", "resolved", 2)]
+    assert s[1:] == [(645.0, "af", "repeat", 1), (1030.0, "af", "resolved", 2)]
     msgs = [m for _, m in out]
     assert len({m.alert_id for m in msgs}) == 1
     assert len({m.message_id for m in msgs}) == 3
@@ -93,6 +94,36 @@ def test_af_gap_inside_hysteresis_is_one_episode_longer_gap_is_two():
     assert [m.notification for _, m in two] == ["new", "resolved", "new", "resolved"]
     assert two[0][1].alert_id != two[2][1].alert_id
     assert two[0][1].fingerprint == two[2][1].fingerprint
+
+
+def test_per_condition_resolve_hysteresis_keeps_a_longer_gap_in_one_episode():
+    def two_runs(script_t):
+        return af_script(20, 200)(script_t) if script_t <= 260 else af_script(320, 500)(script_t)
+
+    pol = policy30(resolve_after_s_by_condition={"af": 180.0})
+    assert pol.resolve_after("af") == 180.0 and pol.resolve_after("vt") == 30.0
+    out = run(AlertEngine(pol), two_runs, 900)
+    assert [m.notification for _, m in out] == ["new", "resolved"]  # the 120-s gap stays inside one alert
+    assert out[-1][1].resolved.timestamp() == 500.0
+
+
+def test_onset_counts_lookahead_confirms_sooner_and_keeps_the_labelled_end():
+    def script(t):  # 60-s windows every 5 s labelling their 10 centre seconds, positive for t in [100, 400]
+        if t % 5 or t < 60:
+            return [], []
+        p = 0.9 if 100 <= t <= 400 else 0.1
+        return [det("af", t - 60, t, p=p, centre_start_s=t - 35.0, centre_end_s=t - 25.0)], []
+
+    def first_and_last(**kw):
+        out = run(AlertEngine(policy30(**kw)), script, 700)
+        return [(t, m.notification, m.onset.timestamp(), m.resolved and m.resolved.timestamp()) for t, m in out]
+
+    # Centre spans only: 30 s of them (65..95) are complete when the window ending at 120 arrives.
+    assert first_and_last() == [(120.0, "new", 65.0, None), (430.0, "resolved", 65.0, 375.0)]
+    # Counting each window's look-ahead too: the first positive window already holds 35 s (65..100);
+    # confirmed at once, it waits out the medium group_wait (10 s from that first evidence).
+    assert first_and_last(onset_counts_lookahead=True) == [(110.0, "new", 65.0, None),
+                                                          (430.0, "resolved", 65.0, 375.0)]
 
 
 def test_vt_fires_immediately_without_group_wait():
@@ -129,7 +160,7 @@ def test_poor_quality_inhibits_rhythm_and_raises_technical_alert():
         return d, qs
 
     out = summary(run(eng, script, 400))
-    assert out == [(140.0, "signal_quality", "new", 0), (330.0, "signal_quality", "resolved", 1)]
+    assert out == [(131.0, "signal_quality", "new", 0), (330.0, "signal_quality", "resolved", 1)]
     assert eng.stats["detections_inhibited_by_quality"] == 39
     assert eng.stats.get("fired_physiological", 0) == 0
 
@@ -137,8 +168,9 @@ def test_poor_quality_inhibits_rhythm_and_raises_technical_alert():
 def test_lead_off_is_its_own_technical_alert():
     eng = AlertEngine(policy30())
     out = summary(run(eng, lambda t: ([], [qw(t - 1, t, "lead_off" if 50 < t <= 80 else "ok")]), 200))
-    # 10 s unbroken (fires at 60), medium group_wait 10 s -> 70; resolves 30 s after the last bad second.
-    assert out == [(70.0, "lead_off", "new", 0), (110.0, "lead_off", "resolved", 1)]
+    # 10 s unbroken (fires at 60); medium group_wait 10 s from the first bad window (51) -> 61;
+    # resolves 30 s after the last bad second.
+    assert out == [(61.0, "lead_off", "new", 0), (110.0, "lead_off", "resolved", 1)]
 
 
 def test_brief_artefacts_do_not_raise_technical_alerts():
@@ -165,11 +197,11 @@ def test_lead_off_during_af_holds_repeats_and_does_not_resolve():
         return d, qs
 
     out = summary(run(eng, script, 1000))
-    # AF new at 55; lead off 100..700: the AF repeat (due 355) is held, the gap is not absence;
+    # AF new at 45; lead off 100..700: the AF repeat (due 345) is held, the gap is not absence;
     # AF continues after the lead is back, its repeat goes out once lead_off resolves, then it
     # resolves 30 s after 900. lead_off itself repeats every 300 s (medium).
-    assert out == [(55.0, "af", "new", 0), (120.0, "lead_off", "new", 0), (420.0, "lead_off", "repeat", 1),
-                   (720.0, "lead_off", "repeat", 2), (730.0, "lead_off", "resolved", 3),
+    assert out == [(45.0, "af", "new", 0), (111.0, "lead_off", "new", 0), (411.0, "lead_off", "repeat", 1),
+                   (711.0, "lead_off", "repeat", 2), (730.0, "lead_off", "resolved", 3),
                    (730.0, "af", "repeat", 1), (930.0, "af", "resolved", 2)]
     assert eng.stats["held_inhibited"] == 1
 

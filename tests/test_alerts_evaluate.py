@@ -12,8 +12,8 @@ from edgemon.events import Detection, QualityWindow
 
 
 def policy30(**kw) -> AlertPolicy:
-    """The default policy with the 30-s resolve hysteresis these scripts are timed with."""
-    return AlertPolicy(**{"resolve_after_s": 30.0, **kw})
+    """The default policy with the 30-s resolve hysteresis (AF too) these scripts are timed with."""
+    return AlertPolicy(**{"resolve_after_s": 30.0, "resolve_after_s_by_condition": {}, **kw})
 
 
 def af_windows(a, b, hop=5.0, win=10.0):
@@ -29,9 +29,22 @@ def test_scoring_counts_true_false_missed_and_delay():
     assert (r["alerts"], r["true_alerts"], r["false_alerts"]) == (2, 1, 1)
     assert r["false_alerts_per_day"] == 24.0 and r["alert_ppv"] == 0.5
     assert (r["episodes"], r["episodes_found"], r["episodes_missed"]) == (2, 1, 1)
-    # 30 s of AF counted from the first window (100..110) -> fires when the window ending at 130 arrives,
-    # medium group_wait 10 s, pushed every 5 s -> notified at 140: 40 s after the onset.
-    assert r["median_onset_delay_s"] == 40.0 and r["alerts_per_episode"] == 1.0
+    # 30 s of AF counted from the first window (100..110) -> fires when the window ending at 130 arrives
+    # (the medium group_wait, counted from the first evidence, is over): 30 s after the onset.
+    assert r["median_onset_delay_s"] == 30.0 and r["alerts_per_episode"] == 1.0
+
+
+def test_alert_is_true_when_its_onset_lies_in_an_episode_not_merely_when_it_overlaps_one():
+    pol = policy30()
+    msgs = replay(af_windows(100, 400), 0.0, 3600.0, pol, "rec")
+    # The episode starts 60 s after the alert's onset (100 s): the alert overlaps it but began in sinus rhythm.
+    run = RecordRun("rec", 1.0, msgs, {"af": [(160.0, 400.0)]})
+    r = score([run], ["af"])["per_condition"]["af"]
+    assert (r["true_alerts"], r["false_alerts"], r["alert_ppv"], r["alert_ppv_overlap"]) == (0, 1, 0.0, 1.0)
+    assert r["episodes_found"] == 1  # the episode itself is found: an alert was open during it
+    # Within ONSET_TOLERANCE_S (10 s) of the start the onset counts as in the episode.
+    run = RecordRun("rec", 1.0, msgs, {"af": [(108.0, 400.0)]})
+    assert score([run], ["af"])["per_condition"]["af"]["alert_ppv"] == 1.0
 
 
 def test_noise_is_added_at_the_requested_snr_in_alternate_segments():

@@ -36,6 +36,8 @@ def test_defaults_are_documented_in_docs():
     ({"onset_s": {"af": 5}}, "af_onset_s"),
     ({"onset_s": {"pvcs": 5}}, "unknown physiological condition"),
     ({"onset_s": {"pause": -2}}, "must be >= 0"),
+    ({"resolve_after_s_by_condition": {"lead_off": 60}}, "resolve_after_s_by_condition.lead_off: unknown"),
+    ({"resolve_after_s_by_condition": {"af": -1}}, "resolve_after_s_by_condition.af must be >= 0"),
     ({"inhibit": {"vt": ["pvcs"]}}, "unknown target 'pvcs'"),
     ({"inhibit": {"ventricular": ["pvc"]}}, "inhibit.ventricular: unknown condition"),
     ({"inhibit": {"af": ["@physiological"]}}, "cannot inhibit itself"),

@@ -47,7 +47,6 @@ LABEL_NAMES = ("device", "site", "patient_ref", "condition", "priority", "type")
 # Quality reasons that mean "no usable signal at all" (electrode off, no data)
 # rather than "a signal, but a bad one".
 LEAD_OFF_REASONS = frozenset({"lead_off", "flatline", "nan"})
-QUALITY_ALERTS = frozenset({"lead_off", "signal_quality"})
 _EVIDENCE_FLOATS = ("hr_bpm", "rr_mean_ms", "rr_median_ms", "rr_sd_ms", "rmssd_ms")
 _EPS = 1e-6
 HOUR_S = 3600.0
@@ -123,7 +122,9 @@ class _Episode:
     manual: bool = False  # technical alert raised/cleared by a call, not by evidence
     last_seen_s: float = -math.inf  # end of the latest evidence's full span: freshness
     last_end_s: float = -math.inf  # end of the latest labelled span: where the condition ended
+    count_end_s: float = -math.inf  # end of the latest span counted toward onset confirmation
     alert_id: str = ""
+    pending_s: float = 0.0  # engine time of the first evidence: group_wait counts from here
     onset_s: float = 0.0
     fired_s: float = 0.0
     condition_seconds: float | None = None
@@ -364,7 +365,8 @@ class AlertEngine:
             labels = self.labels_for(condition, technical)
             fp = hashlib.sha256(json.dumps(labels, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
             rule = (0.0, 0.0) if technical else self.policy.onset_rule(condition)
-            ep = _Episode(condition_info(condition, technical), labels, fp[:16], rule, manual=technical)
+            ep = _Episode(condition_info(condition, technical), labels, fp[:16], rule, manual=technical,
+                          pending_s=self._now if self._now is not None else 0.0)
             self._episodes[condition] = ep
         return ep
 
@@ -372,7 +374,11 @@ class AlertEngine:
                  detail: str | None = None, sqi: float | None = None,
                  strip_provider: StripProvider | None = None) -> None:
         ep = self._episode(cond)
-        ep.spans.add(a, b)
+        # onset_counts_lookahead: the part of a window after the span its decision labels counts
+        # toward confirmation too (faster, more false alerts: docs/alerts.md); never toward the end.
+        count_b = full_b if self.policy.onset_counts_lookahead else b
+        ep.spans.add(a, count_b)
+        ep.count_end_s = max(ep.count_end_s, count_b)
         ep.last_seen_s = max(ep.last_seen_s, full_b)
         ep.last_end_s = max(ep.last_end_s, b)
         if det is not None:
@@ -383,12 +389,12 @@ class AlertEngine:
             ep.sqi = sqi
         onset, window = ep.rule
         if ep.state == "pending":
-            lo = ep.last_end_s - window
-            present = ep.spans.covered(lo, ep.last_end_s)
+            lo = ep.count_end_s - window
+            present = ep.spans.covered(lo, ep.count_end_s)
             if onset <= 0 or present >= onset - _EPS:
                 start = ep.spans.first_start_after(lo)
                 self._fire(ep, start if start is not None else a, present, det, strip_provider)
-        ep.spans.prune(ep.last_end_s - window - 1.0)
+        ep.spans.prune(ep.count_end_s - window - 1.0)
 
     def _raise(self, code: str, detail: str, now: float) -> None:
         ep = self._episode(code, technical=True)
@@ -431,8 +437,7 @@ class AlertEngine:
                     del self._episodes[cond]  # evidence too old to ever reach the onset
                     self.stats["pending_expired"] += 1
                 continue
-            hold = p.quality_resolve_after_s if ep.info.code in QUALITY_ALERTS else p.resolve_after_s
-            if not ep.manual and self._absent_s(ep, now) >= hold:
+            if not ep.manual and self._absent_s(ep, now) >= p.resolve_after(ep.info.code):
                 self._resolve(ep, now)
         # Sends after all resolutions, so an inhibition that just ended releases its targets now.
         for ep in list(self._episodes.values()):
@@ -441,8 +446,8 @@ class AlertEngine:
         for sid in [s.silence_id for s in self._silences.values() if s.until_s <= now]:
             del self._silences[sid]
             self.stats["silences_expired"] += 1
-        horizon = now - max(p.af_window_s, p.resolve_after_s, p.quality_resolve_after_s,
-                            p.quality_alert_after_s) - HOUR_S
+        horizon = now - max(p.af_window_s, p.resolve_after_s, p.quality_resolve_after_s, p.quality_alert_after_s,
+                            *p.resolve_after_s_by_condition.values()) - HOUR_S
         firing = [ep.last_seen_s for ep in self._episodes.values()]
         self._bad.prune(min([horizon] + firing))
 
@@ -469,7 +474,9 @@ class AlertEngine:
         p = self.policy
         pr = ep.info.priority
         if ep.n_sent == 0:
-            if now < ep.fired_s + p.group_wait_s.get(pr) - _EPS:
+            # Counted from the first evidence, not from confirmation: a condition confirmed over a
+            # longer time (AF's 30 s) has already given an inhibitor the time to arrive.
+            if now < ep.pending_s + p.group_wait_s.get(pr) - _EPS:
                 return
             kind = "new"
         else:

@@ -26,8 +26,11 @@ median_onset_delay_s and alerts_per_episode, through the daemon's own
   quality and alert-policy choices may be compared; 118e* stays held out.
 
 Scoring: an alert is one notified episode (one alert_id with a "new"
-message), its span [onset, resolved]; it is true when the span overlaps a
-reference episode of its condition (any length); a reference episode (AF >=
+message), its span [onset, resolved]; it is true when its onset lies in a
+reference episode of its condition (any length; from ONSET_TOLERANCE_S before
+the episode's start to its end), the issue's definition behind alert_ppv,
+true_alerts, false_alerts and false_alerts_per_day (alert_ppv_overlap: true
+when the span overlaps an episode anywhere, a laxer reading); a reference episode (AF >=
 60 s, any VT) is found when a notified alert's span overlaps it; onset delay =
 first notification time - episode start, for episodes whose first overlapping
 alert starts at or after the episode (an episode that begins inside an alert
@@ -115,7 +118,8 @@ def _keep_detections(events, policy, into: dict | None) -> None:
 
 def _drain(engine, t_end: float, policy, step_s: float) -> list:
     """Keep the engine's clock going after the data ends so open alerts resolve (or repeat) as they would."""
-    tail = max(policy.resolve_after_s, policy.quality_resolve_after_s) + max(
+    tail = max(policy.resolve_after_s, policy.quality_resolve_after_s,
+               *policy.resolve_after_s_by_condition.values()) + max(
         policy.group_wait_s.high, policy.group_wait_s.medium, policy.group_wait_s.low) + 2 * step_s
     out, t = [], t_end
     while t <= t_end + tail:
@@ -255,9 +259,14 @@ def _overlaps(a0: float, a1: float, b0: float, b1: float) -> bool:
     return a0 <= b1 and b0 <= a1
 
 
+def _onset_in(onset_s: float, episodes) -> bool:
+    """The alert's onset lies in one of the episodes (from ONSET_TOLERANCE_S before its start)."""
+    return any(s - ONSET_TOLERANCE_S <= onset_s <= e for s, e in episodes)
+
+
 def score_condition(runs: list[RecordRun], condition: str) -> dict:
     hours = sum(r.hours for r in runs)
-    n_alerts = tp = n_msgs = episodes = found = open_before = 0
+    n_alerts = tp = tp_overlap = n_msgs = episodes = found = open_before = 0
     delays: list[float] = []
     per_episode: list[int] = []
     scored = any(condition in r.reference for r in runs)
@@ -267,7 +276,8 @@ def score_condition(runs: list[RecordRun], condition: str) -> dict:
         n_msgs += sum(a["messages"] for a in alerts)
         ref = r.reference.get(condition, [])
         n_alerts += len(alerts)
-        tp += sum(any(_overlaps(a["onset"], a["end"], s, e) for s, e in ref) for a in alerts)
+        tp += sum(_onset_in(a["onset"], ref) for a in alerts)
+        tp_overlap += sum(any(_overlaps(a["onset"], a["end"], s, e) for s, e in ref) for a in alerts)
         for s, e in ref:
             if e - s < min_s:
                 continue
@@ -288,6 +298,7 @@ def score_condition(runs: list[RecordRun], condition: str) -> dict:
             "true_alerts": tp, "false_alerts": fp,
             "false_alerts_per_day": _r(24.0 * fp / hours) if hours else None,
             "alert_ppv": _r(tp / n_alerts, 3) if n_alerts else None,
+            "alert_ppv_overlap": _r(tp_overlap / n_alerts, 3) if n_alerts else None,
             "episodes": episodes, "episodes_found": found, "episodes_missed": episodes - found,
             "episode_min_s": min_s, "episodes_inside_open_alert": open_before,
             "median_onset_delay_s": _r(float(np.median(delays))) if delays else None,
@@ -592,11 +603,12 @@ SET_NOTES = {
                  "development data for quality and alert-policy choices; every rhythm alert here is false.",
 }
 CONDITION_COLUMNS = ("condition", "alerts", "messages", "alerts_per_day", "true_alerts", "false_alerts",
-                     "false_alerts_per_day", "alert_ppv", "episode_min_s", "episodes", "episodes_found",
+                     "false_alerts_per_day", "alert_ppv", "alert_ppv_overlap", "episode_min_s", "episodes", "episodes_found",
                      "episodes_missed", "episodes_inside_open_alert", "median_onset_delay_s", "alerts_per_episode",
                      "episodes_meeting_rule_definition", "missed_meeting_rule_definition")
 CONDITION_LABELS = {"alerts_per_day": "alerts / day", "true_alerts": "true", "false_alerts": "false",
-                    "false_alerts_per_day": "false / day", "alert_ppv": "alert PPV", "episode_min_s": "episode >= s",
+                    "false_alerts_per_day": "false / day", "alert_ppv": "alert PPV",
+                    "alert_ppv_overlap": "PPV by overlap", "episode_min_s": "episode >= s",
                     "episodes_found": "found", "episodes_missed": "missed",
                     "episodes_inside_open_alert": "inside an open alert",
                     "median_onset_delay_s": "median onset delay s", "alerts_per_episode": "alerts / episode",
