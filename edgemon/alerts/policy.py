@@ -20,6 +20,17 @@ ALL_TECHNICAL = "@technical"
 IMMEDIATE = frozenset({"vt", "vf", "asystole"})
 
 
+def _check_seconds_per_condition(field_name: str, v: dict[str, float]) -> dict[str, float]:
+    """Keys must be physiological conditions, values durations >= 0 s."""
+    for cond, seconds in v.items():
+        if cond not in PHYSIOLOGICAL:
+            raise ValueError(f"{field_name}.{cond}: unknown physiological condition; known: "
+                             f"{', '.join(sorted(PHYSIOLOGICAL))}")
+        if not seconds >= 0:
+            raise ValueError(f"{field_name}.{cond} must be >= 0 seconds, got {seconds}")
+    return v
+
+
 class PerPriority(BaseModel):
     """One duration per alarm priority, in seconds."""
 
@@ -183,29 +194,18 @@ class AlertPolicy(BaseModel):
     @field_validator("onset_s")
     @classmethod
     def _check_onset(cls, v: dict[str, float]) -> dict[str, float]:
-        for cond, seconds in v.items():
-            if cond == "af":
-                raise ValueError("set the AF confirmation with af_onset_s/af_window_s, not onset_s.af")
+        if "af" in v:
+            raise ValueError("set the AF confirmation with af_onset_s/af_window_s, not onset_s.af")
+        for cond in v:
             if cond in IMMEDIATE:
                 raise ValueError(f"onset_s.{cond}: {cond} fires on first detection by design "
                                  "(high priority); it cannot be delayed")
-            if cond not in PHYSIOLOGICAL:
-                raise ValueError(f"onset_s.{cond}: unknown physiological condition; known: "
-                                 f"{', '.join(sorted(PHYSIOLOGICAL))}")
-            if not seconds >= 0:
-                raise ValueError(f"onset_s.{cond} must be >= 0 seconds, got {seconds}")
-        return v
+        return _check_seconds_per_condition("onset_s", v)
 
     @field_validator("resolve_after_s_by_condition")
     @classmethod
     def _check_resolve(cls, v: dict[str, float]) -> dict[str, float]:
-        for cond, seconds in v.items():
-            if cond not in PHYSIOLOGICAL:
-                raise ValueError(f"resolve_after_s_by_condition.{cond}: unknown physiological condition; known: "
-                                 f"{', '.join(sorted(PHYSIOLOGICAL))}")
-            if not seconds >= 0:
-                raise ValueError(f"resolve_after_s_by_condition.{cond} must be >= 0 seconds, got {seconds}")
-        return v
+        return _check_seconds_per_condition("resolve_after_s_by_condition", v)
 
     @field_validator("inhibit")
     @classmethod
