@@ -56,8 +56,9 @@ import numpy as np
 AF_MIN_EPISODE_S = 60.0
 REF_RHYTHMS = {"af": ("AFIB",), "vt": ("VT",)}  # reference rhythm labels scored per condition
 MIN_EPISODE_S = {"af": AF_MIN_EPISODE_S, "vt": 0.0}
-# An alert whose evidence starts this much before an episode belongs to an earlier one (the
-# detector windows reach a little before the onset they detect).
+# The detector windows reach a little before the onset they detect: an alert whose onset lies up to
+# this much before an episode's start is an alert of that episode (true, and timed against it); one
+# that starts earlier belongs to an earlier episode or to none.
 ONSET_TOLERANCE_S = 10.0
 MITDB_AF_RECORDS = ["201", "202", "203", "210", "217", "219", "221", "222"]
 NSTDB_HELD_OUT = ["118e24", "118e18", "118e12", "118e06", "118e00", "118e_6"]
