@@ -13,6 +13,10 @@ from edgemon.detect.rhythm import (
     MODEL_FS_HZ,
     WINDOW_SAMPLES,
     RhythmClassifier,
+    decide,
+    decision_weights,
+    recording_decision,
+    recording_features,
     recording_probabilities,
     standardise_window,
 )
@@ -141,6 +145,46 @@ def test_gap_restarts_windows(model):
 def test_short_recording_is_padded(model):
     p = recording_probabilities(model, standardise_window(synthetic_ecg(9)))
     assert p.shape == (4,) and p.sum() == pytest.approx(1.0, abs=0.02)
+
+
+def test_recording_features_are_log_mean_max_min():
+    wp = np.array([[0.5, 0.5, 0.0, 0.0], [0.9, 0.1, 0.0, 0.0]])
+    f = recording_features(wp, 1e-4)
+    assert f.shape == (12,)
+    assert np.allclose(np.exp(f[:4]), [0.7, 0.3, 1e-4, 1e-4])
+    assert np.allclose(np.exp(f[4:8]), [0.9, 0.5, 1e-4, 1e-4])
+    assert np.allclose(np.exp(f[8:]), [0.5, 0.1, 1e-4, 1e-4])
+
+
+def test_recording_decision_with_and_without_head():
+    card = load_card(CARD)
+    assert card.recording_head is not None  # the committed card decides recordings by its head
+    wp = np.array([[0.05, 0.9, 0.04, 0.01]] * 4)
+    k, p = recording_decision(card, wp)
+    assert CLASSES[k] == "af" and p.sum() == pytest.approx(1.0) and int(np.argmax(p)) == k
+    plain = card.model_copy(update={"recording_head": None})
+    mixed = np.array([[0.6, 0.2, 0.15, 0.05], [0.1, 0.5, 0.3, 0.1]])
+    k, p = recording_decision(plain, mixed)
+    assert np.allclose(p, mixed.mean(axis=0))
+    assert k == int(decide(mixed.mean(axis=0), decision_weights(card.decision_thresholds)))
+
+
+@pytest.mark.parametrize("change, words", [
+    (lambda h: (h["coef"].pop(), h["intercept"].pop()), "needs 4 coef rows"),
+    (lambda h: h["scale"].__setitem__(0, 0.0), "scale values must be > 0"),
+    (lambda h: h["intercept"].append(0.0), "intercept has 5 values"),
+    (lambda h: h["coef"][1].pop(), "every coef row needs 12"),
+])
+def test_bad_recording_head_is_refused(tmp_path, change, words):
+    from edgemon.detect.card import ModelCardError
+
+    raw = json.loads(CARD.read_text())
+    change(raw["recording_head"])
+    bad = tmp_path / "rhythm_ecg.card.json"
+    bad.write_text(json.dumps(raw))
+    with pytest.raises(ModelCardError) as e:
+        load_card(bad)
+    assert str(bad) in str(e.value) and "recording_head" in str(e.value) and words in str(e.value)
 
 
 def test_evaluate_rhythm_cli_bad_folder(tmp_path, capsys):

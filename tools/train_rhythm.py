@@ -11,6 +11,7 @@ validation report). cinc2017/test is never read here.
     python tools/train_rhythm.py export           # int8 TFLite + float-vs-int8 + thresholds
     python tools/train_rhythm.py all
     python tools/train_rhythm.py baseline         # tunes the RR-irregularity baseline threshold
+    python tools/train_rhythm.py head             # fits the recording-level head on validation
     python tools/train_rhythm.py bench            # one-inference time of the committed model
     python tools/train_rhythm.py card             # card metrics from saved evaluation outputs
 
@@ -25,8 +26,11 @@ Preprocessing is the device's (edgemon.evaluate.rhythm.prepare_ecg: resample to
 with augmentation: amplitude scaling, synthetic baseline wander and real nstdb
 ``bw``/``ma`` noise at random SNR, all added after filtering (the filter is
 linear, so filter(ecg + noise) = filter(ecg) + filter(noise) in steady state;
-the noise is filtered as a whole stream). Recordings are scored by averaging
-the window probabilities over windows every 5 s.
+the noise is filtered as a whole stream). A recording is scored from its windows
+(every 5 s) by the card's recording head: a logistic regression over the log of
+the mean, max and min window probability of each class, fitted on the
+validation records (``head``); before it existed, by the mean probability under
+the card's thresholds.
 """
 from __future__ import annotations
 
@@ -388,14 +392,16 @@ def convert(model, rep: np.ndarray | None) -> bytes:
 
 CARD_FILE = MODEL_FILE.with_suffix("").with_suffix(".card.json")
 MODEL_NAME = "rhythm_ecg"
-MODEL_VERSION = "1.0.0"
+MODEL_VERSION = "1.1.0"  # 1.1: recording_head (same .tflite as 1.0)
 EVAL_TEST_JSON = WORK / "eval_cinc2017_test.json"
 EVAL_MITDB_JSON = WORK / "eval_mitdb.json"
 BENCH_JSON = WORK / "bench.json"
+HEAD_JSON = WORK / "recording_head.json"
 CMD_TEST = "edgemon evaluate rhythm --data-dir ../shared/data/cinc2017/test --json"
 CMD_MITDB = "edgemon evaluate rhythm --mitdb --data-dir ../shared/data/mitdb --json"
 CMD_EXPORT = "python tools/train_rhythm.py export"
 CMD_BENCH = "python tools/train_rhythm.py bench"
+CMD_HEAD = "python tools/train_rhythm.py head"
 
 
 def cmd_export(args) -> None:
@@ -518,7 +524,17 @@ def write_card() -> None:
         d = json.loads(path.read_text())
         return d if d.get("model", {}).get("sha256", d.get("sha256")) == sha else None
 
+    head = saved(HEAD_JSON)
+    if head:
+        metrics += [{"name": "val_f1_recording_head_cv", "value": head["cv_f1_mean"],
+                     "data": val + f", out-of-fold: {head['cv']}", "command": CMD_HEAD},
+                    {"name": "val_f1_mean_thresholds_cv", "value": head["cv_f1_mean_thresholds"],
+                     "data": val + f", out-of-fold: {head['cv']}", "command": CMD_HEAD}]
     t = saved(EVAL_TEST_JSON)
+    # a test run scored with another recording decision than this card's is not this card's figure
+    if t and ("recording_head" in t.get("decision", "")) != bool(head):
+        log(f"{EVAL_TEST_JSON} was made with another recording decision: not in the card; re-run {CMD_TEST}")
+        t = None
     if t:
         data = f"cinc2017/test ({t['n_records']} records, never used in training or selection)"
         metrics += [{"name": "f1", "value": t["f1"], "data": data, "command": CMD_TEST},
@@ -563,16 +579,20 @@ def write_card() -> None:
             "float_metrics": {"f1": rep["float"]["thresholded"]["f1"], "f1_af": rep["float"]["thresholded"]["f1_af"]},
             "int8_metrics": {"f1": qv["f1"], "f1_af": qv["f1_af"]},
         },
-        "report": "edgemon evaluate rhythm (CinC layout) and edgemon evaluate rhythm --mitdb",
+        "report": "docs/reports/rhythm-report.html",  # written by edgemon evaluate rhythm --report docs/reports
         "preprocessing": {
             "model_fs_hz": MODEL_FS_HZ, "window_samples": WINDOW_SAMPLES, "hop_samples": HOP_SAMPLES,
             "filter": "edgemon.dsp.filters.EcgFilter(125) after edgemon.dsp.resample.Resampler(fs, 125)",
             "std_floor_mv": rhythm.STD_FLOOR_MV, "clip_sd": rhythm.CLIP_SD,
             "decision": "argmax over classes of probability / decision_thresholds[class]",
-            "recording": "mean of window probabilities, windows every 5 s; shorter than 10 s: one zero-padded window",
+            "recording": ("windows every 5 s (shorter than 10 s: one zero-padded window), decided by "
+                          "recording_head" if head else
+                          "mean of window probabilities, windows every 5 s; shorter than 10 s: one zero-padded window"),
             "cinc_labels": dict(CINC_LABELS),
         },
     }
+    if head:
+        fields["recording_head"] = head["head"]
     card = make_card(MODEL_FILE, fields, CARD_FILE)
     log(f"wrote {CARD_FILE} ({len(card.metrics)} metrics)")
 
@@ -585,6 +605,107 @@ def cmd_card(args) -> None:
         python tools/train_rhythm.py bench
     """
     write_card()
+
+
+# ---------------------------------------------------------------- recording head
+HEAD_PROB_FLOOR = 1e-4
+HEAD_C = 1.0          # inverse L2 strength on standardised features (sklearn's C)
+HEAD_FOLDS, HEAD_REPEATS = 5, 10
+
+
+def fit_logistic(X: np.ndarray, y: np.ndarray, k: int, C: float = HEAD_C) -> tuple[np.ndarray, np.ndarray]:
+    """Multinomial logistic regression, L2 on the weights (not the intercepts): minimises
+    C * sum(-log softmax) + |W|^2 / 2 with L-BFGS. X is already standardised."""
+    from scipy.optimize import minimize
+
+    n, d = X.shape
+    Y = np.eye(k)[y]
+
+    def loss(theta):
+        W = theta[:k * d].reshape(k, d)
+        b = theta[k * d:]
+        z = X @ W.T + b
+        z -= z.max(axis=1, keepdims=True)
+        lse = np.log(np.exp(z).sum(axis=1))
+        P = np.exp(z - lse[:, None])
+        f = C * float(np.sum(lse - (z * Y).sum(axis=1))) + 0.5 * float(np.sum(W * W))
+        G = C * (P - Y)
+        return f, np.concatenate([(G.T @ X + W).ravel(), G.sum(axis=0)])
+
+    r = minimize(loss, np.zeros(k * d + k), jac=True, method="L-BFGS-B", options={"maxiter": 5000})
+    return r.x[:k * d].reshape(k, d), r.x[k * d:]
+
+
+def fit_head(F: np.ndarray, y: np.ndarray, k: int) -> dict:
+    mean = F.mean(axis=0)
+    scale = np.where(F.std(axis=0) > 1e-9, F.std(axis=0), 1.0)
+    W, b = fit_logistic((F - mean) / scale, y, k)
+    return {"mean": mean.tolist(), "scale": scale.tolist(), "coef": W.tolist(), "intercept": b.tolist()}
+
+
+def head_predict(h: dict, F: np.ndarray) -> np.ndarray:
+    z = (F - np.asarray(h["mean"])) / np.asarray(h["scale"])
+    return np.argmax(z @ np.asarray(h["coef"]).T + np.asarray(h["intercept"]), axis=1)
+
+
+def stratified_folds(y: np.ndarray, n_folds: int, rng: np.random.Generator) -> np.ndarray:
+    """Fold number per sample, each class dealt round-robin over the folds in random order."""
+    fold = np.zeros(len(y), int)
+    for c in np.unique(y):
+        idx = rng.permutation(np.flatnonzero(y == c))
+        fold[idx] = np.arange(len(idx)) % n_folds
+    return fold
+
+
+def cmd_head(args) -> None:
+    """Fit the recording-level head on the validation records' window probabilities from the
+    committed int8 model, exactly as ``edgemon evaluate rhythm`` computes them; report its
+    out-of-fold F1 next to the card's mean-and-thresholds rule (also out-of-fold: thresholds
+    re-tuned on each training fold), then fit it on all validation records."""
+    from edgemon.detect.runtime import load_model
+    from edgemon.evaluate.rhythm import challenge_scores, read_ecg
+
+    folder = data_root(args) / "cinc2017" / "train"
+    labels = dict(read_reference(folder))
+    names = load_split()["validation"]
+    model = load_model(CARD_FILE)
+    t0 = time.time()
+    F, P, y = [], [], []
+    for n in names:
+        sig, fs = read_ecg(folder / n)
+        wp = rhythm.window_probabilities(model, prepare_ecg(sig, fs))
+        F.append(rhythm.recording_features(wp, HEAD_PROB_FLOOR))
+        P.append(wp.mean(axis=0))
+        y.append(LABEL_INDEX[labels[n]])
+    F, P, y = np.array(F), np.array(P), np.array(y)
+    log(f"head: {len(names)} validation records in {time.time() - t0:.0f}s")
+    names_of = lambda a: [CLASSES[i] for i in a]  # noqa: E731
+    rng = np.random.default_rng(SEED)
+    f1_head, f1_thr = [], []
+    for _ in range(HEAD_REPEATS):
+        fold = stratified_folds(y, HEAD_FOLDS, rng)
+        pred_h, pred_t = np.zeros(len(y), int), np.zeros(len(y), int)
+        for f in range(HEAD_FOLDS):
+            tr, te = fold != f, fold == f
+            pred_h[te] = head_predict(fit_head(F[tr], y[tr], len(CLASSES)), F[te])
+            w = tune_weights(P[tr], y[tr])
+            pred_t[te] = np.argmax(P[te] * w, axis=1)
+        f1_head.append(challenge_scores(names_of(y), names_of(pred_h))["f1"])
+        f1_thr.append(challenge_scores(names_of(y), names_of(pred_t))["f1"])
+    head = fit_head(F, y, len(CLASSES))
+    head.update(features="log of the mean, max and min window probability of each class (classes in card "
+                         "order: mean x4, max x4, min x4)", prob_floor=HEAD_PROB_FLOOR,
+                fitted_on=f"cinc2017/train inner validation ({len(names)} records, tools/splits/cinc2017.json)")
+    out = {"sha256": hashlib.sha256(MODEL_FILE.read_bytes()).hexdigest(),
+           "cv": f"{HEAD_FOLDS}-fold stratified x {HEAD_REPEATS} (seed {SEED})",
+           "cv_f1_mean": float(np.mean(f1_head)), "cv_f1_sd": float(np.std(f1_head)),
+           "cv_f1_mean_thresholds": float(np.mean(f1_thr)), "cv_f1_mean_thresholds_sd": float(np.std(f1_thr)),
+           "in_sample_f1": challenge_scores(names_of(y), names_of(head_predict(head, F)))["f1"], "head": head}
+    WORK.mkdir(parents=True, exist_ok=True)
+    HEAD_JSON.write_text(json.dumps(out, indent=1))
+    log(f"head: out-of-fold F1 {out['cv_f1_mean']:.4f} +- {out['cv_f1_sd']:.4f} (mean + thresholds "
+        f"{out['cv_f1_mean_thresholds']:.4f} +- {out['cv_f1_mean_thresholds_sd']:.4f}); wrote {HEAD_JSON}; "
+        "python tools/train_rhythm.py card puts it in the card")
 
 
 # ---------------------------------------------------------------- baseline
@@ -642,6 +763,7 @@ def main() -> None:
     ex.add_argument("--model", default="float.keras", help="float model under tools/.work/rhythm/ to convert")
     ex.set_defaults(func=cmd_export)
     sub.add_parser("baseline").set_defaults(func=cmd_baseline)
+    sub.add_parser("head", help="fit the recording-level head on validation").set_defaults(func=cmd_head)
     sub.add_parser("card", help="rewrite the card with saved evaluation outputs").set_defaults(func=cmd_card)
     be = sub.add_parser("bench")
     be.add_argument("--n", type=int, default=5000)

@@ -56,6 +56,35 @@ class FloatVsInt8(_Strict):
     int8_metrics: dict[str, float] = Field(default_factory=dict)
 
 
+class RecordingHead(_Strict):
+    """A recording-level decision over a recording's windows (the CinC 2017 task: one label per
+    recording): multinomial logistic regression on z = (features - mean) / scale, where the
+    features are [log mean, log max, log min] over the windows of each class probability (in
+    card class order, each probability floored at prob_floor). Class = argmax(coef @ z + intercept).
+    """
+
+    features: str = Field(..., description="What the feature vector holds, in order.")
+    prob_floor: float = Field(..., gt=0, lt=1)
+    mean: list[float] = Field(..., min_length=1)
+    scale: list[float] = Field(..., min_length=1)
+    coef: list[list[float]] = Field(..., min_length=1, description="One row per class, one column per feature.")
+    intercept: list[float] = Field(..., min_length=1)
+    fitted_on: str = Field(..., description="Data the head was fitted on (never test data).")
+
+    @model_validator(mode="after")
+    def _shapes(self) -> "RecordingHead":
+        n = len(self.mean)
+        if len(self.scale) != n:
+            raise ValueError(f"scale has {len(self.scale)} values, mean has {n}")
+        if any(not v > 0 for v in self.scale):
+            raise ValueError("scale values must be > 0")
+        if any(len(row) != n for row in self.coef):
+            raise ValueError(f"every coef row needs {n} values (one per feature)")
+        if len(self.intercept) != len(self.coef):
+            raise ValueError(f"intercept has {len(self.intercept)} values, coef has {len(self.coef)} rows")
+        return self
+
+
 class ModelCard(_Strict):
     name: str = Field(..., pattern=r"^[A-Za-z0-9_.-]{1,64}$")
     version: str = Field(..., min_length=1, max_length=32)
@@ -78,6 +107,8 @@ class ModelCard(_Strict):
     report: str | None = None
     preprocessing: dict[str, Any] = Field(default_factory=dict,
                                           description="Constants the feature builder needs (clip ranges, ...).")
+    recording_head: RecordingHead | None = Field(None, description="Optional decision for a whole recording "
+                                                 "from its window probabilities (rhythm model).")
 
     @field_validator("file")
     @classmethod
@@ -104,6 +135,10 @@ class ModelCard(_Strict):
                 raise ValueError(f"decision_thresholds key {key!r} does not name one of classes {self.classes}")
             if not 0.0 <= thr <= 1.0:
                 raise ValueError(f"decision_thresholds[{key!r}] = {thr} is outside [0, 1]")
+        h = self.recording_head
+        if h is not None and (len(h.coef) != len(self.classes) or len(h.mean) != 3 * len(self.classes)):
+            raise ValueError(f"recording_head needs {len(self.classes)} coef rows and {3 * len(self.classes)} "
+                             f"features (log mean, max, min per class), got {len(h.coef)} and {len(h.mean)}")
         if self.input_dtype in ("int8", "uint8") and self.quantization is None:
             raise ValueError("an int8/uint8 model needs a quantization section")
         return self

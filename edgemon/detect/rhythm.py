@@ -96,12 +96,42 @@ def recording_windows(x_filtered: np.ndarray, hop_samples: int) -> np.ndarray:
     return standardise_window(np.stack([x[s:s + WINDOW_SAMPLES] for s in starts]))
 
 
+def window_probabilities(model, x_filtered: np.ndarray, hop_s: float = 5.0) -> np.ndarray:
+    """Class probabilities (n_windows, 4) of a whole band-passed recording at the
+    model rate: one row per 10-s window every hop_s."""
+    hop = int(round(hop_s * MODEL_FS_HZ))
+    w = recording_windows(x_filtered, hop)
+    return np.asarray(model.predict(w[..., None]), dtype=np.float64).reshape(len(w), -1)
+
+
 def recording_probabilities(model, x_filtered: np.ndarray, hop_s: float = 5.0) -> np.ndarray:
     """Mean class probabilities (4,) of a whole band-passed recording at the
     model rate: the windows every hop_s, averaged."""
-    hop = int(round(hop_s * MODEL_FS_HZ))
-    w = recording_windows(x_filtered, hop)
-    return np.asarray(model.predict(w[..., None]), dtype=np.float64).mean(axis=0)
+    return window_probabilities(model, x_filtered, hop_s).mean(axis=0)
+
+
+def recording_features(window_probs: np.ndarray, prob_floor: float) -> np.ndarray:
+    """(n_windows, k) window probabilities -> (3k,) [log mean, log max, log min] per class:
+    the input of a card's ``recording_head``. The max and min keep what the mean hides: one
+    clearly AF (or noisy) window in an otherwise ordinary recording."""
+    p = np.maximum(np.asarray(window_probs, dtype=np.float64).reshape(-1, np.shape(window_probs)[-1]), prob_floor)
+    return np.log(np.concatenate([p.mean(axis=0), p.max(axis=0), p.min(axis=0)]))
+
+
+def recording_decision(card, window_probs: np.ndarray) -> tuple[int, np.ndarray]:
+    """Class index and class scores (k,) for a whole recording from its window probabilities.
+
+    With a ``recording_head`` in the card: the head's softmax probabilities. Without one: the
+    mean window probabilities under the card's decision thresholds (``decide``)."""
+    head = card.recording_head
+    if head is None:
+        p = np.asarray(window_probs, dtype=np.float64).reshape(-1, len(card.classes)).mean(axis=0)
+        return int(decide(p, decision_weights(card.decision_thresholds))), p
+    z = (recording_features(window_probs, head.prob_floor) - np.asarray(head.mean)) / np.asarray(head.scale)
+    logits = np.asarray(head.coef) @ z + np.asarray(head.intercept)
+    e = np.exp(logits - logits.max())
+    probs = e / e.sum()
+    return int(np.argmax(probs)), probs
 
 
 class RhythmClassifier:

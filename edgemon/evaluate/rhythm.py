@@ -164,7 +164,7 @@ def evaluate_cinc(data_dir: Path, model, records: list[str] | None = None, with_
     """Score a CinC folder. ``each(items, total, desc)`` wraps the record loop (a progress
     bar; without it ``progress(msg)`` hears every 200 records); a ``collect`` list receives
     one dict per recording (reference, decision, probabilities, baseline) for ``--report``."""
-    from edgemon.detect.rhythm import decide, decision_weights, recording_probabilities
+    from edgemon.detect.rhythm import decision_weights, recording_decision, window_probabilities
 
     rows = read_reference(data_dir)
     if records:
@@ -175,13 +175,15 @@ def evaluate_cinc(data_dir: Path, model, records: list[str] | None = None, with_
 
             raise UserError(f"--records: {', '.join(sorted(missing))} not listed in {data_dir / 'REFERENCE.csv'}")
         rows = [r for r in rows if r[0] in wanted]
-    thr = decision_weights(model.card.decision_thresholds)
+    card = model.card
+    # the margin's divisors: the thresholds the decision used (none for a head's probabilities)
+    thr = decision_weights(None if card.recording_head else card.decision_thresholds)
     y_true, y_pred, y_base = [], [], []
     for i, (name, lab) in enumerate(each(rows, len(rows), "evaluate rhythm") if each else rows):
         sig, fs = read_ecg(data_dir / name)
-        p = recording_probabilities(model, prepare_ecg(sig, fs))
+        k, p = recording_decision(card, window_probabilities(model, prepare_ecg(sig, fs)))
         y_true.append(CINC_LABELS[lab])
-        y_pred.append(CLASSES[int(decide(p, thr))])
+        y_pred.append(CLASSES[k])
         if with_baseline:
             irr, nb = rr_irregularity(sig, fs)
             y_base.append(baseline_label(irr, nb))
@@ -194,6 +196,8 @@ def evaluate_cinc(data_dir: Path, model, records: list[str] | None = None, with_
         if progress and not each and (i + 1) % 200 == 0:
             progress(f"{i + 1}/{len(rows)} records")
     out = challenge_scores(y_true, y_pred)
+    out["decision"] = (f"recording_head of the card ({card.recording_head.features})" if card.recording_head
+                       else "mean window probabilities / decision_thresholds, argmax")
     if with_baseline:
         b = challenge_scores(y_true, y_base)
         b["method"] = (f"RR irregularity ({BASELINE_FEATURE} > {BASELINE_THRESHOLD}) from "
@@ -457,9 +461,8 @@ def write_report(args, data_dir: Path, model, res: dict, collected: list[dict]):
         return write(rep, args.report, "rhythm-mitdb-report")
 
     rep = Report(f"ECG rhythm model {model.name} {model.version} on {_where(data_dir)}", command=command_line(cmd),
-                 description="One decision per recording: the mean of the 10-s window probabilities (a window "
-                             "every 5 s), then argmax of probability / the card's decision threshold. CinC 2017 "
-                             "scoring: F1 = mean F1 of normal, AF and other.")
+                 description="One decision per recording from its 10-s windows (one every 5 s): "
+                             + res["decision"] + ". CinC 2017 scoring: F1 = mean F1 of normal, AF and other.")
     metrics = {"recordings": res["n_records"], "F1 (mean N, A, O)": res["f1"], "F1 AF": res["f1_af"]}
     metrics.update({f"F1 {_class_label(c)}": v for c, v in res["per_class_f1"].items()})
     if "baseline" in res:
@@ -469,14 +472,17 @@ def write_report(args, data_dir: Path, model, res: dict, collected: list[dict]):
     rep.add_confusion(res["confusion_matrix"]["counts"], labels, title="Confusion matrix", key="confusion")
     rep.add_table(_per_class_rows(res), title="Per class", key="per_class",
                   labels={"f1": "F1", "se": "Se %", "ppv": "+P %", "in_challenge_f1": "in challenge F1"})
-    thr = decision_weights(model.card.decision_thresholds)
     y_af = [r["reference"] == "af" for r in collected]
+    if model.card.recording_head:
+        score = "log(p_af) minus the largest log(p) of the other classes (p: the recording head's probabilities)"
+    else:
+        thr = decision_weights(model.card.decision_thresholds)
+        score = ("log(p_af / t_af) minus the largest log(p / t) of the other classes (t: the card's decision "
+                 "thresholds, " + ", ".join(f"{c} {t:.3f}" for c, t in zip(CLASSES, thr)) + ")")
     rep.add_roc(y_af, [r["af_margin"] for r in collected], operating_threshold=0.0,
                 title="ROC and precision-recall: AF against the rest", key="roc_af",
-                caption="Score: log(p_af / t_af) minus the largest log(p / t) of the other classes (t: the "
-                        "card's decision thresholds, " + ", ".join(f"{c} {t:.3f}" for c, t in zip(CLASSES, thr))
-                        + "). It is above 0 exactly when the recording is called AF, so the marked point "
-                          "(threshold 0) is the model's decision.")
+                caption=f"Score: {score}. It is above 0 exactly when the recording is called AF, so the marked "
+                        "point (threshold 0) is the model's decision.")
     if "baseline" in res:
         b = res["baseline"]
         rep.section("RR-irregularity baseline", b["method"] + ".")
