@@ -13,8 +13,10 @@ from edgemon.events import Detection, QualityWindow
 
 
 def policy30(**kw) -> AlertPolicy:
-    """The default policy with the 30-s resolve hysteresis (AF too) these scripts are timed with."""
-    return AlertPolicy(**{"resolve_after_s": 30.0, "resolve_after_s_by_condition": {}, **kw})
+    """The default policy with the 30-s resolve hysteresis (AF too) these scripts are timed with, and
+    no per-condition probability bar (their detections say p=0.9)."""
+    return AlertPolicy(**{"resolve_after_s": 30.0, "resolve_after_s_by_condition": {},
+                           "min_probability_by_condition": {}, **kw})
 
 
 def det(cond, start, end, p=0.9, sqi=0.9, **evidence):
@@ -105,6 +107,21 @@ def test_per_condition_resolve_hysteresis_keeps_a_longer_gap_in_one_episode():
     out = run(AlertEngine(pol), two_runs, 900)
     assert [m.notification for _, m in out] == ["new", "resolved"]  # the 120-s gap stays inside one alert
     assert out[-1][1].resolved.timestamp() == 500.0
+
+
+def test_af_below_the_per_condition_bar_does_not_count():
+    def script(p_af):
+        def s(t):  # the detector says yes (evidence af=True) with probability p_af for 5 minutes
+            if t % 5 or t < 10 or t > 300:
+                return [], []
+            return [det("af", t - 10, t, p=p_af, af=True)], []
+        return s
+
+    pol = policy30(min_probability_by_condition={"af": 0.95})
+    assert AlertPolicy().min_probability_by_condition == {"af": 0.95}  # the default
+    assert run(AlertEngine(pol), script(0.9), 400) == []
+    out = run(AlertEngine(pol), script(0.97), 400)
+    assert [m.notification for _, m in out] == ["new", "resolved"]
 
 
 def test_onset_counts_lookahead_confirms_sooner_and_keeps_the_labelled_end():

@@ -13,7 +13,8 @@ from edgemon.events import Detection, QualityWindow
 
 def policy30(**kw) -> AlertPolicy:
     """The default policy with the 30-s resolve hysteresis (AF too) these scripts are timed with."""
-    return AlertPolicy(**{"resolve_after_s": 30.0, "resolve_after_s_by_condition": {}, **kw})
+    return AlertPolicy(**{"resolve_after_s": 30.0, "resolve_after_s_by_condition": {},
+                           "min_probability_by_condition": {}, **kw})
 
 
 def af_windows(a, b, hop=5.0, win=10.0):

@@ -18,7 +18,8 @@ SCHEMA = Path(__file__).resolve().parents[1] / "docs" / "alert-payload.schema.js
 
 def policy30(**kw) -> AlertPolicy:
     """The default policy with the 30-s resolve hysteresis these scripts are timed with."""
-    return AlertPolicy(**{"resolve_after_s": 30.0, "resolve_after_s_by_condition": {}, **kw})
+    return AlertPolicy(**{"resolve_after_s": 30.0, "resolve_after_s_by_condition": {},
+                           "min_probability_by_condition": {}, **kw})
 
 
 def _messages():

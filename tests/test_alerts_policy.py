@@ -38,6 +38,8 @@ def test_defaults_are_documented_in_docs():
     ({"onset_s": {"pause": -2}}, "must be >= 0"),
     ({"resolve_after_s_by_condition": {"lead_off": 60}}, "resolve_after_s_by_condition.lead_off: unknown"),
     ({"resolve_after_s_by_condition": {"af": -1}}, "resolve_after_s_by_condition.af must be >= 0"),
+    ({"min_probability_by_condition": {"lead_off": 0.9}}, "min_probability_by_condition.lead_off: unknown"),
+    ({"min_probability_by_condition": {"af": 1.5}}, "min_probability_by_condition.af must be in "),
     ({"inhibit": {"vt": ["pvcs"]}}, "unknown target 'pvcs'"),
     ({"inhibit": {"ventricular": ["pvc"]}}, "inhibit.ventricular: unknown condition"),
     ({"inhibit": {"af": ["@physiological"]}}, "cannot inhibit itself"),

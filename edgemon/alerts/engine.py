@@ -329,7 +329,8 @@ class AlertEngine:
 
     def _detection(self, d: Detection, strip_provider: StripProvider | None) -> None:
         p = self.policy
-        if not is_positive(d, p.min_probability):
+        if not is_positive(d, p.min_probability) or d.probability < p.min_probability_by_condition.get(
+                d.condition, 0.0):
             return
         if d.condition == "noise":
             # A detector that calls a window noise is a quality verdict, not a rhythm.
