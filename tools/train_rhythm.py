@@ -644,8 +644,9 @@ def fit_head(F: np.ndarray, y: np.ndarray, k: int) -> dict:
 
 
 def head_predict(h: dict, F: np.ndarray) -> np.ndarray:
-    z = (F - np.asarray(h["mean"])) / np.asarray(h["scale"])
-    return np.argmax(z @ np.asarray(h["coef"]).T + np.asarray(h["intercept"]), axis=1)
+    from types import SimpleNamespace
+
+    return np.argmax(rhythm.head_probabilities(SimpleNamespace(**h), F), axis=1)
 
 
 def stratified_folds(y: np.ndarray, n_folds: int, rng: np.random.Generator) -> np.ndarray:

@@ -127,11 +127,16 @@ def recording_decision(card, window_probs: np.ndarray) -> tuple[int, np.ndarray]
     if head is None:
         p = np.asarray(window_probs, dtype=np.float64).reshape(-1, len(card.classes)).mean(axis=0)
         return int(decide(p, decision_weights(card.decision_thresholds))), p
-    z = (recording_features(window_probs, head.prob_floor) - np.asarray(head.mean)) / np.asarray(head.scale)
-    logits = np.asarray(head.coef) @ z + np.asarray(head.intercept)
-    e = np.exp(logits - logits.max())
-    probs = e / e.sum()
+    probs = head_probabilities(head, recording_features(window_probs, head.prob_floor))
     return int(np.argmax(probs)), probs
+
+
+def head_probabilities(head, features: np.ndarray) -> np.ndarray:
+    """A ``RecordingHead``'s softmax class probabilities for features (3k,) or (n, 3k)."""
+    z = (np.asarray(features, dtype=np.float64) - np.asarray(head.mean)) / np.asarray(head.scale)
+    logits = z @ np.asarray(head.coef).T + np.asarray(head.intercept)
+    e = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
 
 
 class RhythmClassifier:
