@@ -18,6 +18,7 @@ validation report). cinc2017/test is never read here.
 The committed model came from
     python tools/train_rhythm.py train --epochs 40 --channels 16,24,32,48,64,64,64,64 --out float_c64.keras
     python tools/train_rhythm.py export --model float_c64.keras
+    python tools/train_rhythm.py head && python tools/train_rhythm.py card    # card 1.1.0
 chosen over the 8,...,48 model (30 epochs) by inner-validation F1 (0.827 vs 0.807, argmax).
 
 Preprocessing is the device's (edgemon.evaluate.rhythm.prepare_ecg: resample to
