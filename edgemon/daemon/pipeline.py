@@ -84,7 +84,7 @@ def load_models(config: DeviceConfig, roles: tuple[str, ...] = tuple(DEFAULT_CAR
         if role not in roles:
             continue
         try:
-            model = load_model(path, num_threads=cfg.num_threads)
+            model = load_model(path, num_threads=cfg.num_threads, kernels=cfg.kernels)
         except Exception as err:  # integrity, runtime or card errors: reported, never fatal
             models.errors[role] = f"{path}: {err}"
             log.error("model %s not loaded: %s", path, err)

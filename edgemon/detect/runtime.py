@@ -21,6 +21,12 @@ import numpy as np
 from edgemon.detect.card import ModelCard, ModelCardError, load_card, model_path
 
 RUNTIMES = ("ai_edge_litert", "tflite_runtime")
+# "default": the runtime's own choice. LiteRT 2.x runs int8 models through its XNNPACK
+# delegate, whose int8 kernels round differently from the built-in ones (up to 8 output
+# steps of 1/256 on these models); tflite-runtime 2.14 keeps int8 on the built-in kernels.
+# "builtin" skips the default delegates: the same integers under both runtimes, 1.3-2x slower
+# (tools/compare_runtimes.py). The evaluation figures were measured with "default" on LiteRT.
+KERNELS = ("default", "builtin")
 _MAX_BLOCK = 512  # windows per interpreter call when the model's batch dimension is resizable
 
 
@@ -34,6 +40,18 @@ class ModelInputError(ValueError):
 
 class ModelRuntimeError(Exception):
     """No TFLite runtime importable, or the interpreter refused the file."""
+
+
+def _resolver_kwargs(rt_name: str, kernels: str) -> dict:
+    if kernels not in KERNELS:
+        raise ModelRuntimeError(f"unknown kernels {kernels!r}; choose one of {', '.join(KERNELS)}")
+    if kernels == "default":
+        return {}
+    if rt_name == "ai_edge_litert":
+        from ai_edge_litert.interpreter import OpResolverType
+    else:
+        from tflite_runtime.interpreter import OpResolverType  # type: ignore[import-not-found]
+    return {"experimental_op_resolver_type": OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES}
 
 
 def _interpreter_class(runtime: str | None) -> tuple[Any, str]:
@@ -79,6 +97,7 @@ class LoadedModel:
     _out: dict = field(repr=False)
     _resizable: bool = field(repr=False)
     _batch: int = field(default=1, repr=False)
+    kernels: str = "default"
 
     @property
     def name(self) -> str:
@@ -223,10 +242,12 @@ def verify_file(card: ModelCard, card_path: str | Path) -> Path:
     return mp
 
 
-def load_model(card_path: str | Path, num_threads: int = 1, runtime: str | None = None) -> LoadedModel:
+def load_model(card_path: str | Path, num_threads: int = 1, runtime: str | None = None,
+               kernels: str = "default") -> LoadedModel:
     """Card -> verified ``LoadedModel``.
 
     runtime: None tries ai_edge_litert then tflite_runtime; a name forces one.
+    kernels: "default" or "builtin" (see ``KERNELS``).
     Raises ModelCardError (bad card), ModelIntegrityError (hash/size/layout),
     ModelRuntimeError (no runtime, interpreter refused the file).
     """
@@ -234,8 +255,9 @@ def load_model(card_path: str | Path, num_threads: int = 1, runtime: str | None 
     card = load_card(card_path)
     mp = verify_file(card, card_path)  # before any interpreter touches the bytes
     cls, rt_name = _interpreter_class(runtime)
+    extra = _resolver_kwargs(rt_name, kernels)
     try:
-        interp = cls(model_path=str(mp), num_threads=int(num_threads))
+        interp = cls(model_path=str(mp), num_threads=int(num_threads), **extra)
         interp.allocate_tensors()
     except (ValueError, RuntimeError) as err:
         raise ModelRuntimeError(f"model file {mp}: {rt_name} cannot load it: {err}") from None
@@ -264,7 +286,7 @@ def load_model(card_path: str | Path, num_threads: int = 1, runtime: str | None 
     resizable = sig is not None and len(sig) > 0 and int(sig[0]) == -1
     return LoadedModel(card=card, card_path=card_path.resolve(), model_path=mp, runtime=rt_name,
                        num_threads=int(num_threads), _interp=interp, _in=inp, _out=out,
-                       _resizable=resizable, _batch=shape[0])
+                       _resizable=resizable, _batch=shape[0], kernels=kernels)
 
 
 __all__ = ["LoadedModel", "ModelCardError", "ModelInputError", "ModelIntegrityError", "ModelRuntimeError",
