@@ -169,7 +169,21 @@ def test_recording_decision_with_and_without_head():
     assert k == int(decide(mixed.mean(axis=0), decision_weights(card.decision_thresholds)))
 
 
+def test_inverted_polarity_averages_the_model_on_the_negative_window(model):
+    from edgemon.detect.rhythm import recording_window_probabilities, window_probabilities
+
+    x = standardise_window(synthetic_ecg(25, jitter=0.3))
+    p0 = window_probabilities(model, x)
+    p_inv = window_probabilities(model, -x)
+    both = window_probabilities(model, x, with_inverted=True)
+    assert both.shape == p0.shape == (4, 4)
+    np.testing.assert_allclose(both, (p0 + p_inv) / 2, atol=1e-7)
+    assert model.card.recording_head.polarity == "mean_with_inverted"
+    np.testing.assert_array_equal(recording_window_probabilities(model, x), both)
+
+
 @pytest.mark.parametrize("change, words", [
+    (lambda h: h.__setitem__("polarity", "upside_down"), "polarity"),
     (lambda h: (h["coef"].pop(), h["intercept"].pop()), "needs 4 coef rows"),
     (lambda h: h["scale"].__setitem__(0, 0.0), "scale values must be > 0"),
     (lambda h: h["intercept"].append(0.0), "intercept has 5 values"),

@@ -12,13 +12,14 @@ validation report). cinc2017/test is never read here.
     python tools/train_rhythm.py all
     python tools/train_rhythm.py baseline         # tunes the RR-irregularity baseline threshold
     python tools/train_rhythm.py head             # fits the recording-level head on validation
+                                                  # (--polarity as_recorded|mean_with_inverted)
     python tools/train_rhythm.py bench            # one-inference time of the committed model
     python tools/train_rhythm.py card             # card metrics from saved evaluation outputs
 
 The committed model came from
     python tools/train_rhythm.py train --epochs 40 --channels 16,24,32,48,64,64,64,64 --out float_c64.keras
     python tools/train_rhythm.py export --model float_c64.keras
-    python tools/train_rhythm.py head && python tools/train_rhythm.py card    # card 1.1.0
+    python tools/train_rhythm.py head && python tools/train_rhythm.py card    # card 1.2.0
 chosen over the 8,...,48 model (30 epochs) by inner-validation F1 (0.827 vs 0.807, argmax).
 
 Preprocessing is the device's (edgemon.evaluate.rhythm.prepare_ecg: resample to
@@ -393,7 +394,7 @@ def convert(model, rep: np.ndarray | None) -> bytes:
 
 CARD_FILE = MODEL_FILE.with_suffix("").with_suffix(".card.json")
 MODEL_NAME = "rhythm_ecg"
-MODEL_VERSION = "1.1.0"  # 1.1: recording_head (same .tflite as 1.0)
+MODEL_VERSION = "1.2.0"  # 1.1: recording_head; 1.2: its polarity mean_with_inverted (same .tflite as 1.0)
 EVAL_TEST_JSON = WORK / "eval_cinc2017_test.json"
 EVAL_MITDB_JSON = WORK / "eval_mitdb.json"
 BENCH_JSON = WORK / "bench.json"
@@ -528,13 +529,15 @@ def write_card() -> None:
     head = saved(HEAD_JSON)
     if head:
         metrics += [{"name": "val_f1_recording_head_cv", "value": head["cv_f1_mean"],
-                     "data": val + f", out-of-fold: {head['cv']}", "command": CMD_HEAD},
+                     "data": val + f", out-of-fold: {head['cv']}; polarity {head['head']['polarity']}",
+                     "command": CMD_HEAD},
                     {"name": "val_f1_mean_thresholds_cv", "value": head["cv_f1_mean_thresholds"],
                      "data": val + f", out-of-fold: {head['cv']}", "command": CMD_HEAD}]
     t = saved(EVAL_TEST_JSON)
-    # a test run scored with another recording decision than this card's is not this card's figure
-    if t and ("recording_head" in t.get("decision", "")) != bool(head):
-        log(f"{EVAL_TEST_JSON} was made with another recording decision: not in the card; re-run {CMD_TEST}")
+    # a test run under another card version (another recording decision, same .tflite) is not this card's figure
+    if t and t.get("model", {}).get("version") != MODEL_VERSION:
+        log(f"{EVAL_TEST_JSON} was made with card {t.get('model', {}).get('version')}, not {MODEL_VERSION}: "
+            f"not in the card; re-run {CMD_TEST}")
         t = None
     if t:
         data = f"cinc2017/test ({t['n_records']} records, never used in training or selection)"
@@ -661,9 +664,10 @@ def stratified_folds(y: np.ndarray, n_folds: int, rng: np.random.Generator) -> n
 
 def cmd_head(args) -> None:
     """Fit the recording-level head on the validation records' window probabilities from the
-    committed int8 model, exactly as ``edgemon evaluate rhythm`` computes them; report its
-    out-of-fold F1 next to the card's mean-and-thresholds rule (also out-of-fold: thresholds
-    re-tuned on each training fold), then fit it on all validation records."""
+    committed int8 model, exactly as ``edgemon evaluate rhythm`` computes them. Reports out-of-fold
+    F1 for the head on the windows as recorded and on the mean with the inverted ECG (the chosen
+    polarity, args.polarity), next to the card's mean-and-thresholds rule (thresholds re-tuned on
+    each training fold); then fits the head on all validation records."""
     from edgemon.detect.runtime import load_model
     from edgemon.evaluate.rhythm import challenge_scores, read_ecg
 
@@ -672,42 +676,49 @@ def cmd_head(args) -> None:
     names = load_split()["validation"]
     model = load_model(CARD_FILE)
     t0 = time.time()
-    F, P, y = [], [], []
+    feats: dict[str, list] = {"as_recorded": [], "mean_with_inverted": []}
+    P, y = [], []
     for n in names:
         sig, fs = read_ecg(folder / n)
-        wp = rhythm.window_probabilities(model, prepare_ecg(sig, fs))
-        F.append(rhythm.recording_features(wp, HEAD_PROB_FLOOR))
-        P.append(wp.mean(axis=0))
+        x = prepare_ecg(sig, fs)
+        for polarity, inv in (("as_recorded", False), ("mean_with_inverted", True)):
+            wp = rhythm.window_probabilities(model, x, with_inverted=inv)
+            feats[polarity].append(rhythm.recording_features(wp, HEAD_PROB_FLOOR))
+            if not inv:
+                P.append(wp.mean(axis=0))
         y.append(LABEL_INDEX[labels[n]])
-    F, P, y = np.array(F), np.array(P), np.array(y)
+    F = {k: np.array(v) for k, v in feats.items()}
+    P, y = np.array(P), np.array(y)
     log(f"head: {len(names)} validation records in {time.time() - t0:.0f}s")
     names_of = lambda a: [CLASSES[i] for i in a]  # noqa: E731
     rng = np.random.default_rng(SEED)
-    f1_head, f1_thr = [], []
+    f1 = {"as_recorded": [], "mean_with_inverted": [], "mean_thresholds": []}
     for _ in range(HEAD_REPEATS):
         fold = stratified_folds(y, HEAD_FOLDS, rng)
-        pred_h, pred_t = np.zeros(len(y), int), np.zeros(len(y), int)
+        pred = {k: np.zeros(len(y), int) for k in f1}
         for f in range(HEAD_FOLDS):
             tr, te = fold != f, fold == f
-            pred_h[te] = head_predict(fit_head(F[tr], y[tr], len(CLASSES)), F[te])
-            w = tune_weights(P[tr], y[tr])
-            pred_t[te] = np.argmax(P[te] * w, axis=1)
-        f1_head.append(challenge_scores(names_of(y), names_of(pred_h))["f1"])
-        f1_thr.append(challenge_scores(names_of(y), names_of(pred_t))["f1"])
-    head = fit_head(F, y, len(CLASSES))
+            for polarity in F:
+                pred[polarity][te] = head_predict(fit_head(F[polarity][tr], y[tr], len(CLASSES)), F[polarity][te])
+            pred["mean_thresholds"][te] = np.argmax(P[te] * tune_weights(P[tr], y[tr]), axis=1)
+        for k in f1:
+            f1[k].append(challenge_scores(names_of(y), names_of(pred[k]))["f1"])
+    chosen = F[args.polarity]
+    head = fit_head(chosen, y, len(CLASSES))
     head.update(features="log of the mean, max and min window probability of each class (classes in card "
-                         "order: mean x4, max x4, min x4)", prob_floor=HEAD_PROB_FLOOR,
+                         "order: mean x4, max x4, min x4)", polarity=args.polarity, prob_floor=HEAD_PROB_FLOOR,
                 fitted_on=f"cinc2017/train inner validation ({len(names)} records, tools/splits/cinc2017.json)")
     out = {"sha256": hashlib.sha256(MODEL_FILE.read_bytes()).hexdigest(),
            "cv": f"{HEAD_FOLDS}-fold stratified x {HEAD_REPEATS} (seed {SEED})",
-           "cv_f1_mean": float(np.mean(f1_head)), "cv_f1_sd": float(np.std(f1_head)),
-           "cv_f1_mean_thresholds": float(np.mean(f1_thr)), "cv_f1_mean_thresholds_sd": float(np.std(f1_thr)),
-           "in_sample_f1": challenge_scores(names_of(y), names_of(head_predict(head, F)))["f1"], "head": head}
+           "cv_f1": {k: {"mean": float(np.mean(v)), "sd": float(np.std(v))} for k, v in f1.items()},
+           "cv_f1_mean": float(np.mean(f1[args.polarity])),
+           "cv_f1_mean_thresholds": float(np.mean(f1["mean_thresholds"])),
+           "in_sample_f1": challenge_scores(names_of(y), names_of(head_predict(head, chosen)))["f1"], "head": head}
     WORK.mkdir(parents=True, exist_ok=True)
     HEAD_JSON.write_text(json.dumps(out, indent=1))
-    log(f"head: out-of-fold F1 {out['cv_f1_mean']:.4f} +- {out['cv_f1_sd']:.4f} (mean + thresholds "
-        f"{out['cv_f1_mean_thresholds']:.4f} +- {out['cv_f1_mean_thresholds_sd']:.4f}); wrote {HEAD_JSON}; "
-        "python tools/train_rhythm.py card puts it in the card")
+    log("head: out-of-fold F1 " + ", ".join(f"{k} {v['mean']:.4f} +- {v['sd']:.4f}" for k, v in out["cv_f1"].items())
+        + f"; head with polarity {args.polarity} written to {HEAD_JSON}; python tools/train_rhythm.py card "
+        "puts it in the card")
 
 
 # ---------------------------------------------------------------- baseline
@@ -765,7 +776,11 @@ def main() -> None:
     ex.add_argument("--model", default="float.keras", help="float model under tools/.work/rhythm/ to convert")
     ex.set_defaults(func=cmd_export)
     sub.add_parser("baseline").set_defaults(func=cmd_baseline)
-    sub.add_parser("head", help="fit the recording-level head on validation").set_defaults(func=cmd_head)
+    hd = sub.add_parser("head", help="fit the recording-level head on validation")
+    hd.add_argument("--polarity", choices=("as_recorded", "mean_with_inverted"), default="mean_with_inverted",
+                    help="window probabilities of the ECG as recorded, or averaged with the inverted ECG "
+                         "(default; chosen by out-of-fold F1 on validation)")
+    hd.set_defaults(func=cmd_head)
     sub.add_parser("card", help="rewrite the card with saved evaluation outputs").set_defaults(func=cmd_card)
     be = sub.add_parser("bench")
     be.add_argument("--n", type=int, default=5000)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -60,10 +60,15 @@ class RecordingHead(_Strict):
     """A recording-level decision over a recording's windows (the CinC 2017 task: one label per
     recording): multinomial logistic regression on z = (features - mean) / scale, where the
     features are [log mean, log max, log min] over the windows of each class probability (in
-    card class order, each probability floored at prob_floor). Class = argmax(coef @ z + intercept).
+    card class order, each probability floored at prob_floor; with polarity "mean_with_inverted"
+    each window's probabilities are the mean of the model's on the window and on its negative).
+    Class = argmax(coef @ z + intercept).
     """
 
     features: str = Field(..., description="What the feature vector holds, in order.")
+    polarity: Literal["as_recorded", "mean_with_inverted"] = Field(
+        "as_recorded", description="Window probabilities from the ECG as recorded, or the mean of those of "
+                                   "the ECG and of its inverse (a handheld lead held the other way round).")
     prob_floor: float = Field(..., gt=0, lt=1)
     mean: list[float] = Field(..., min_length=1)
     scale: list[float] = Field(..., min_length=1)

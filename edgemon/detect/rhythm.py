@@ -96,12 +96,25 @@ def recording_windows(x_filtered: np.ndarray, hop_samples: int) -> np.ndarray:
     return standardise_window(np.stack([x[s:s + WINDOW_SAMPLES] for s in starts]))
 
 
-def window_probabilities(model, x_filtered: np.ndarray, hop_s: float = 5.0) -> np.ndarray:
+def window_probabilities(model, x_filtered: np.ndarray, hop_s: float = 5.0,
+                         with_inverted: bool = False) -> np.ndarray:
     """Class probabilities (n_windows, 4) of a whole band-passed recording at the
-    model rate: one row per 10-s window every hop_s."""
+    model rate: one row per 10-s window every hop_s. with_inverted: the mean of the
+    model's probabilities on each window and on its negative (the band-pass and the
+    standardisation are odd functions, so that is the inverted recording's window)."""
     hop = int(round(hop_s * MODEL_FS_HZ))
     w = recording_windows(x_filtered, hop)
-    return np.asarray(model.predict(w[..., None]), dtype=np.float64).reshape(len(w), -1)
+    p = np.asarray(model.predict(w[..., None]), dtype=np.float64).reshape(len(w), -1)
+    if with_inverted:
+        p = (p + np.asarray(model.predict(-w[..., None]), dtype=np.float64).reshape(len(w), -1)) / 2
+    return p
+
+
+def recording_window_probabilities(model, x_filtered: np.ndarray, hop_s: float = 5.0) -> np.ndarray:
+    """``window_probabilities`` as the card's recording head wants them (its polarity)."""
+    head = model.card.recording_head
+    return window_probabilities(model, x_filtered, hop_s,
+                                with_inverted=head is not None and head.polarity == "mean_with_inverted")
 
 
 def recording_probabilities(model, x_filtered: np.ndarray, hop_s: float = 5.0) -> np.ndarray:

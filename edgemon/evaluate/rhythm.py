@@ -164,7 +164,7 @@ def evaluate_cinc(data_dir: Path, model, records: list[str] | None = None, with_
     """Score a CinC folder. ``each(items, total, desc)`` wraps the record loop (a progress
     bar; without it ``progress(msg)`` hears every 200 records); a ``collect`` list receives
     one dict per recording (reference, decision, probabilities, baseline) for ``--report``."""
-    from edgemon.detect.rhythm import decision_weights, recording_decision, window_probabilities
+    from edgemon.detect.rhythm import decision_weights, recording_decision, recording_window_probabilities
 
     rows = read_reference(data_dir)
     if records:
@@ -181,7 +181,7 @@ def evaluate_cinc(data_dir: Path, model, records: list[str] | None = None, with_
     y_true, y_pred, y_base = [], [], []
     for i, (name, lab) in enumerate(each(rows, len(rows), "evaluate rhythm") if each else rows):
         sig, fs = read_ecg(data_dir / name)
-        k, p = recording_decision(card, window_probabilities(model, prepare_ecg(sig, fs)))
+        k, p = recording_decision(card, recording_window_probabilities(model, prepare_ecg(sig, fs)))
         y_true.append(CINC_LABELS[lab])
         y_pred.append(CLASSES[k])
         if with_baseline:
@@ -196,7 +196,8 @@ def evaluate_cinc(data_dir: Path, model, records: list[str] | None = None, with_
         if progress and not each and (i + 1) % 200 == 0:
             progress(f"{i + 1}/{len(rows)} records")
     out = challenge_scores(y_true, y_pred)
-    out["decision"] = (f"recording_head of the card ({card.recording_head.features})" if card.recording_head
+    h = card.recording_head
+    out["decision"] = (f"recording_head of the card ({h.features}; window probabilities: {h.polarity})" if h
                        else "mean window probabilities / decision_thresholds, argmax")
     if with_baseline:
         b = challenge_scores(y_true, y_base)
