@@ -169,6 +169,7 @@ class Pipeline:
         self.start_time_s = start_time_s
         self.models = models if models is not None else Models()
         dsp, det = config.dsp, config.detect
+        self._invert = channel_kind == "ecg" and dsp.invert_ecg
         self._now_s = start_time_s
         self._last_sqi = 1.0
         self.counts: dict[str, int] = {"beats": 0, "windows": 0, "detections": 0, "alerts": 0}
@@ -231,6 +232,8 @@ class Pipeline:
     def push_chunk(self, chunk: Chunk, channel: str | int | None = None) -> list:
         idx = chunk.channel_index(channel if channel is not None else (self.channel or 0))
         x = chunk.samples[:, idx]
+        if self._invert:
+            x = -x
         valid = chunk.valid[:, idx]
         end_s = chunk.start_time_s + chunk.end_sample / chunk.fs_hz
         beats: list[Beat] = []
