@@ -195,8 +195,11 @@ def recording_windows(x: np.ndarray) -> np.ndarray:
     return rhythm.recording_windows(x, HOP_SAMPLES)
 
 
-def augment_crop(x: np.ndarray, rng: np.random.Generator, noise: list[np.ndarray]) -> np.ndarray:
+def augment_crop(x: np.ndarray, rng: np.random.Generator, noise: list[np.ndarray],
+                 flip_prob: float = 0.0) -> np.ndarray:
     x = x.astype(np.float64) * np.exp(rng.uniform(np.log(0.5), np.log(2.0)))
+    if flip_prob and rng.random() < flip_prob:  # a lead held (or wired) the other way round
+        x = -x
     power = np.mean((x - x.mean()) ** 2) + 1e-9
     n = len(x)
     t = np.arange(n) / MODEL_FS_HZ
@@ -216,7 +219,8 @@ def augment_crop(x: np.ndarray, rng: np.random.Generator, noise: list[np.ndarray
     return x
 
 
-def make_epoch(data: Data, rng: np.random.Generator, crops_per_record: int) -> tuple[np.ndarray, np.ndarray]:
+def make_epoch(data: Data, rng: np.random.Generator, crops_per_record: int,
+               flip_prob: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
     idx = np.repeat(data.train, crops_per_record)
     rng.shuffle(idx)
     X = np.zeros((len(idx), WINDOW_SAMPLES), np.float32)
@@ -225,7 +229,7 @@ def make_epoch(data: Data, rng: np.random.Generator, crops_per_record: int) -> t
         if len(x) > WINDOW_SAMPLES:
             s = rng.integers(0, len(x) - WINDOW_SAMPLES + 1)
             x = x[s:s + WINDOW_SAMPLES]
-        X[k] = pad_window(standardise_window(augment_crop(x, rng, data.noise)))
+        X[k] = pad_window(standardise_window(augment_crop(x, rng, data.noise, flip_prob)))
     return X[..., None], data.labels[idx]
 
 
@@ -330,7 +334,7 @@ def cmd_train(args) -> None:
     bar = progress(range(args.epochs), total=args.epochs, desc="train rhythm")
     for ep in bar:
         t0 = time.time()
-        X, y = make_epoch(data, rng, args.crops)
+        X, y = make_epoch(data, rng, args.crops, args.flip_prob)
         sw = cw[y].astype(np.float32)
         h = model.fit(X, y, sample_weight=sw, batch_size=args.batch, epochs=1, verbose=0, shuffle=False)
         pv = record_probs(model.predict(Xv, batch_size=512, verbose=0), owner, len(yv))
@@ -771,6 +775,8 @@ def main() -> None:
     tr.add_argument("--out", default="float.keras", help="file name under tools/.work/rhythm/")
     tr.add_argument("--weight-power", type=float, default=0.5, help="class weight = (inverse frequency) ** p")
     tr.add_argument("--threads", type=int, default=2)
+    tr.add_argument("--flip-prob", type=float, default=0.0,
+                    help="share of training crops inverted (polarity augmentation; 0 for the committed 1.x model)")
     tr.set_defaults(func=cmd_train)
     ex = sub.add_parser("export")
     ex.add_argument("--model", default="float.keras", help="float model under tools/.work/rhythm/ to convert")
