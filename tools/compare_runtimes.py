@@ -16,7 +16,6 @@ under numpy < 2 (``pip install -e ".[tflite]"``).
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
@@ -26,12 +25,13 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "tools"))
 
 from edgemon.detect import beats as beat_model  # noqa: E402
 from edgemon.detect import rhythm  # noqa: E402
 from edgemon.detect.rr_features import WINDOW_BEATS, HOP_BEATS  # noqa: E402
 from edgemon.detect.runtime import available_runtimes, load_model  # noqa: E402
-from edgemon.evaluate.common import default_data_root  # noqa: E402
+from mitdb_args import parse_mitdb_args  # noqa: E402
 
 CARDS = {"rhythm_ecg": REPO / "models" / "rhythm_ecg.card.json",
          "beat_aami": REPO / "models" / "beat_aami.card.json",
@@ -94,22 +94,16 @@ def compare(name: str, x: np.ndarray) -> dict:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data-dir", type=Path, default=None, help="mitdb folder (default <data>/mitdb)")
-    ap.add_argument("--records", nargs="+", default=None, help="default: the DS2 records")
-    ap.add_argument("--json", action="store_true")
-    args = ap.parse_args()
+    data_dir, records, as_json = parse_mitdb_args(__doc__, "DS2")
     rts = available_runtimes()
     if len(rts) < 2:
         print(f"compare_runtimes: needs both runtimes, only {rts} importable "
               "(tflite-runtime: Python <= 3.11, numpy < 2; pip install -e '.[tflite]')", file=sys.stderr)
         return 2
-    data_dir = args.data_dir or default_data_root() / "mitdb"
-    records = args.records or json.loads((REPO / "tools" / "splits" / "mitdb_ds.json").read_text())["DS2"]
     x = real_inputs(data_dir, records)
     res = {"data": f"{data_dir} records {' '.join(records)}", "runtimes": rts,
            "models": {n: compare(n, x[n]) for n in CARDS}}
-    if args.json:
+    if as_json:
         print(json.dumps(res, indent=1))
     else:
         for n, r in res["models"].items():

@@ -13,20 +13,19 @@ and CinC 2017's handheld recordings are often inverted (the card's recording hea
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
 
-import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "tools"))
 
 from edgemon.detect import rhythm  # noqa: E402
 from edgemon.detect.runtime import load_model  # noqa: E402
-from edgemon.evaluate.common import default_data_root  # noqa: E402
 from edgemon.evaluate.rhythm import mitdb_rhythm_per_sample, prepare_ecg, read_ecg  # noqa: E402
+from mitdb_args import parse_mitdb_args  # noqa: E402
 
 HOP_S = 5.0
 
@@ -34,13 +33,7 @@ HOP_S = 5.0
 def main() -> int:
     import wfdb
 
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data-dir", type=Path, default=None, help="mitdb folder (default <data>/mitdb)")
-    ap.add_argument("--records", nargs="+", default=None, help="default: the DS1 records")
-    ap.add_argument("--json", action="store_true")
-    args = ap.parse_args()
-    data_dir = args.data_dir or default_data_root() / "mitdb"
-    records = args.records or json.loads((REPO / "tools" / "splits" / "mitdb_ds.json").read_text())["DS1"]
+    data_dir, records, as_json = parse_mitdb_args(__doc__, "DS1")
     model = load_model(REPO / "models" / "rhythm_ecg.card.json")
     thr = rhythm.decision_weights(model.card.decision_thresholds)
     counts = {k: {"tp": 0, "fn": 0, "tn": 0, "fp": 0} for k in ("as_recorded", "inverted", "mean_with_inverted")}
@@ -65,7 +58,7 @@ def main() -> int:
     for k, c in counts.items():
         res["variants"][k] = {**c, "af_recall": round(c["tp"] / max(c["tp"] + c["fn"], 1), 4),
                               "af_specificity": round(c["tn"] / max(c["tn"] + c["fp"], 1), 4)}
-    if args.json:
+    if as_json:
         print(json.dumps(res, indent=1))
     else:
         for k, v in res["variants"].items():
