@@ -123,7 +123,7 @@ class DetectSection(_Strict):
     kernels: Literal["default", "builtin"] = Field(
         "default", description="TFLite kernels: 'default' lets the runtime choose (LiteRT: XNNPACK, the "
                                "kernels all published figures were measured with); 'builtin' gives the same "
-                               "integers under LiteRT and tflite-runtime, 1.3-2x slower per inference.")
+                               "integers under LiteRT and tflite-runtime, up to 2x slower per inference.")
     models_dir: str = Field("models", description="Folder searched for model cards when none are listed.")
     models: list[ModelRef] = Field(default_factory=list)
     pause_s: float = Field(3.0, ge=1.5, description="Gap without beats, with good signal, reported as a pause.")

@@ -22,9 +22,9 @@ from edgemon.detect.card import ModelCard, ModelCardError, load_card, model_path
 
 RUNTIMES = ("ai_edge_litert", "tflite_runtime")
 # "default": the runtime's own choice. LiteRT 2.x runs int8 models through its XNNPACK
-# delegate, whose int8 kernels round differently from the built-in ones (up to 8 output
-# steps of 1/256 on these models); tflite-runtime 2.14 keeps int8 on the built-in kernels.
-# "builtin" skips the default delegates: the same integers under both runtimes, 1.3-2x slower
+# delegate, whose int8 kernels round differently from the built-in ones (up to 18 output
+# steps of 1/256 on MITDB windows); tflite-runtime 2.14 keeps int8 on the built-in kernels.
+# "builtin" skips the default delegates: the same integers under both runtimes, up to 2x slower
 # (tools/compare_runtimes.py). The evaluation figures were measured with "default" on LiteRT.
 KERNELS = ("default", "builtin")
 _MAX_BLOCK = 512  # windows per interpreter call when the model's batch dimension is resizable
