@@ -20,15 +20,21 @@ ALL_TECHNICAL = "@technical"
 IMMEDIATE = frozenset({"vt", "vf", "asystole"})
 
 
-def _check_seconds_per_condition(field_name: str, v: dict[str, float]) -> dict[str, float]:
-    """Keys must be physiological conditions, values durations >= 0 s."""
-    for cond, seconds in v.items():
+def _check_per_condition(field_name: str, v: dict[str, float], lo: float, hi: float | None,
+                         requirement: str) -> dict[str, float]:
+    """Keys must be physiological conditions, values in [lo, hi] (no upper bound when hi is None)."""
+    for cond, value in v.items():
         if cond not in PHYSIOLOGICAL:
             raise ValueError(f"{field_name}.{cond}: unknown physiological condition; known: "
                              f"{', '.join(sorted(PHYSIOLOGICAL))}")
-        if not seconds >= 0:
-            raise ValueError(f"{field_name}.{cond} must be >= 0 seconds, got {seconds}")
+        if not (lo <= value and (hi is None or value <= hi)):
+            raise ValueError(f"{field_name}.{cond} must be {requirement}, got {value}")
     return v
+
+
+def _check_seconds_per_condition(field_name: str, v: dict[str, float]) -> dict[str, float]:
+    """Keys must be physiological conditions, values durations >= 0 s."""
+    return _check_per_condition(field_name, v, 0.0, None, ">= 0 seconds")
 
 
 class PerPriority(BaseModel):
@@ -215,13 +221,7 @@ class AlertPolicy(BaseModel):
     @field_validator("min_probability_by_condition")
     @classmethod
     def _check_min_probability(cls, v: dict[str, float]) -> dict[str, float]:
-        for cond, prob in v.items():
-            if cond not in PHYSIOLOGICAL:
-                raise ValueError(f"min_probability_by_condition.{cond}: unknown physiological condition; "
-                                 f"known: {', '.join(sorted(PHYSIOLOGICAL))}")
-            if not 0.0 <= prob <= 1.0:
-                raise ValueError(f"min_probability_by_condition.{cond} must be in [0, 1], got {prob}")
-        return v
+        return _check_per_condition("min_probability_by_condition", v, 0.0, 1.0, "in [0, 1]")
 
     @field_validator("resolve_after_s_by_condition")
     @classmethod
