@@ -98,6 +98,48 @@ def test_features_equal_batch_and_any_chunking():
         np.testing.assert_array_equal(got, batch)
 
 
+def test_gated_template_is_chunk_invariant_and_keeps_the_normal_shape_in_bigeminy():
+    # ventricular bigeminy from beat 10 on: every other beat a PVC
+    pvcs = tuple(range(11, 60, 2))
+    x, r = synthetic_ecg(n_beats=60, pvc_at=pvcs)
+    plain = B.beat_features(x, r, FS)
+    gated = B.beat_features(x, r, FS, template_gate=0.1)
+    for chunk in (1, 250, len(x)):
+        f = B.BeatFeatures(FS, template_gate=0.1)
+        rows, pending = [], list(r)
+        for s in range(0, len(x), chunk):
+            e = min(len(x), s + chunk)
+            new = [Beat(sample=q, fs_hz=FS, kind="ecg_r") for q in pending if q < e]
+            pending = [q for q in pending if q >= e]
+            rows += f.push(x[s:e], new)
+        rows += f.flush()
+        np.testing.assert_array_equal(np.stack([v for _, v in rows]), gated)
+    # RMS of (beat - template) / template p-p: the plain median-of-8 template becomes half PVC,
+    # so normal beats look deviant and PVCs less so; the gated one stays the sinus beat
+    diff = lambda f, i: float(np.sqrt(np.mean(f[i, 1:2 * B.N_WAVE:2] ** 2)))  # noqa: E731
+    late_n = [i for i in range(40, 59) if i not in pvcs]
+    late_v = [i for i in range(40, 59) if i in pvcs]
+    assert max(diff(gated, i) for i in late_n) < 0.05 < min(diff(plain, i) for i in late_n)
+    assert min(diff(gated, i) for i in late_v) > max(diff(plain, i) for i in late_v)
+    np.testing.assert_array_equal(gated[:10], plain[:10])   # same until the first PVC
+
+
+def test_gated_template_follows_a_lasting_change_of_shape():
+    x, r = synthetic_ecg(n_beats=120)
+    x = x.copy()
+    half = (r[40] + r[39]) // 2
+    x[half:] *= -1                 # the electrode flipped: every later beat differs from the template
+    f = B.beat_features(x, r, FS, template_gate=0.1)
+    diff = np.sqrt(np.mean(f[:, 1:2 * B.N_WAVE:2] ** 2, axis=1))
+    assert np.all(diff[41:40 + B.TEMPLATE_RESET_BEATS] > 0.2)   # rejected: still the old template
+    assert np.all(diff[40 + B.TEMPLATE_RESET_BEATS + B.TEMPLATE_BEATS + 1:] < 0.05)   # then it follows
+
+
+def test_template_gate_must_be_positive():
+    with pytest.raises(ValueError, match="template_gate must be positive"):
+        B.BeatFeatures(FS, template_gate=0.0)
+
+
 def test_rr_features_see_prematurity():
     x, r = synthetic_ecg()
     f = B.beat_features(x, r, FS)

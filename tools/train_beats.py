@@ -14,6 +14,9 @@ Steps (each caches under tools/.work/beats/):
     edgemon evaluate beats --json > /tmp/beats_ds2.json   # DS2 figures (test set, once)
     python tools/train_beats.py metrics --from /tmp/beats_ds2.json   # copy them into the card
 
+``--template-gate G`` (prepare, cv) builds features with a gated running template
+(``BeatFeatures(template_gate=G)``) into tools/.work/beats/gateG/; tried, not adopted (README).
+
 Features are built by ``edgemon.detect.beats.beat_features`` on the signal the
 pipeline produces (``Resampler`` 360 -> 250 Hz, causal ``EcgFilter``), so
 training and the device see identical vectors.
@@ -38,6 +41,7 @@ from edgemon.dsp.qrs import detect_qrs  # noqa: E402
 from edgemon.evaluate.beats import SPLIT_FILE, Tally, load_mitdb_record, match_beats, summarise  # noqa: E402
 
 WORK = ROOT / "tools" / ".work" / "beats"
+TEMPLATE_GATE: float | None = None   # --template-gate (edgemon.detect.beats.BeatFeatures)
 MODELS = ROOT / "models"
 NAME = "beat_aami"
 VERSION = "1.0.0"
@@ -68,13 +72,17 @@ def data_dir() -> Path:
 
 # --------------------------------------------------------------------------- data
 
+def feature_dir() -> Path:
+    return WORK if TEMPLATE_GATE is None else WORK / f"gate{TEMPLATE_GATE:g}"
+
+
 def prepare(records: list[str], force: bool = False) -> None:
-    WORK.mkdir(parents=True, exist_ok=True)
+    feature_dir().mkdir(parents=True, exist_ok=True)
     ds2 = set(split()["DS2"])
     for r in records:
         if r in ds2:
             raise SystemExit(f"refusing to build training features from DS2 record {r}")
-        out = WORK / f"{r}.npz"
+        out = feature_dir() / f"{r}.npz"
         if out.is_file() and not force:
             continue
         rec = load_mitdb_record(data_dir() / r)
@@ -96,7 +104,7 @@ def prepare(records: list[str], force: bool = False) -> None:
                 peaks = rec.ref_samples + rng.integers(-JITTER_SAMPLES, JITTER_SAMPLES + 1, len(rec.ref_samples))
                 keep = np.concatenate([[True], np.diff(peaks) > 0]) & (peaks >= 0)
                 peaks, y = peaks[keep], y_ref[keep]
-            Xs.append(beat_features(rec.x_filtered, peaks, rec.fs_hz))
+            Xs.append(beat_features(rec.x_filtered, peaks, rec.fs_hz, TEMPLATE_GATE))
             ys.append(y)
         np.savez_compressed(out, X0=Xs[0], y0=ys[0], Xj=np.concatenate(Xs[1:]), yj=np.concatenate(ys[1:]))
         y = y_ref
@@ -106,7 +114,7 @@ def prepare(records: list[str], force: bool = False) -> None:
 def load(records: list[str], jitter: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     Xs, ys, gs = [], [], []
     for r in records:
-        d = np.load(WORK / f"{r}.npz")
+        d = np.load(feature_dir() / f"{r}.npz")
         parts = [(d["X0"], d["y0"])] + ([(d["Xj"], d["yj"])] if jitter else [])
         for X, y in parts:
             ok = (y >= 0) & np.all(np.isfinite(X), axis=1)
@@ -418,13 +426,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--from", dest="from_json", help="metrics: JSON printed by `edgemon evaluate beats --json`")
     ap.add_argument("--epochs", type=int, default=EPOCHS)
     ap.add_argument("--force", action="store_true", help="rebuild cached features")
+    ap.add_argument("--template-gate", type=float, default=None,
+                    help="beats join the running template only when RMS(beat - template) < this x its peak-to-peak")
+    ap.add_argument("--tag", default="", help="cv: suffix of the cv_oof/cv_result files")
     a = ap.parse_args(argv)
+    global TEMPLATE_GATE
+    TEMPLATE_GATE = a.template_gate
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     ds1 = split()["DS1"]
     if a.step in ("prepare", "all"):
         prepare(ds1, force=a.force)
     if a.step in ("cv", "all"):
-        cv(a.epochs)
+        cv(a.epochs, tag=a.tag)
     if a.step in ("final", "all"):
         final(a.epochs)
     if a.step == "metrics":

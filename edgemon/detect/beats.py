@@ -53,6 +53,7 @@ WINDOW_SAMPLES = PRE_SAMPLES + POST_SAMPLES
 DECIMATE = 2
 N_WAVE = WINDOW_SAMPLES // DECIMATE
 TEMPLATE_BEATS = 8
+TEMPLATE_RESET_BEATS = 64  # with a template gate: rejected beats in a row before the template follows
 RR_LOCAL_BEATS = 10
 RR_LONG_BEATS = 200.0  # time constant of the long-term RR mean, in beats
 RR_MAX_S = 3.0         # RR features are clipped here ...
@@ -142,10 +143,13 @@ class BeatFeatures:
     successor get post-RR = RR_MAX_S if their window is complete.
     """
 
-    def __init__(self, fs_hz: float):
+    def __init__(self, fs_hz: float, template_gate: float | None = None):
         if not fs_hz > 0:
             raise ValueError(f"BeatFeatures: fs_hz must be positive, got {fs_hz}")
+        if template_gate is not None and not template_gate > 0:
+            raise ValueError(f"BeatFeatures: template_gate must be positive, got {template_gate}")
         self.fs_hz = float(fs_hz)
+        self.template_gate = template_gate
         # window sample positions relative to R, at the stream's rate
         self._offsets = (np.arange(WINDOW_SAMPLES) - PRE_SAMPLES) * (self.fs_hz / MODEL_FS_HZ)
         self._exact = abs(self.fs_hz - MODEL_FS_HZ) < 1e-9
@@ -163,6 +167,8 @@ class BeatFeatures:
         self._templates = np.zeros((WINDOW_SAMPLES, TEMPLATE_BEATS))
         self._n_templates = 0
         self._next_template = 0
+        self._rejected = 0                       # beats in a row kept out of the template (gate)
+        self._last_template: np.ndarray | None = None
 
     @property
     def n_seen(self) -> int:
@@ -242,6 +248,7 @@ class BeatFeatures:
             pre_c = local
         long = self._rr_long if self._rr_long is not None else local
         template = self._template() if self._n_templates else wave
+        self._last_template = template
         irregularity = 0.0
         if len(self._rr_hist) >= 3:
             rr = list(self._rr_hist)
@@ -265,10 +272,27 @@ class BeatFeatures:
             else:
                 self._rr_long += (rr - self._rr_long) / RR_LONG_BEATS
         self._prev_sample = b.sample
-        if wave is not None:
+        if wave is not None and self._gate_admits(wave):
             self._templates[:, self._next_template] = wave
             self._next_template = (self._next_template + 1) % TEMPLATE_BEATS
             self._n_templates = min(self._n_templates + 1, TEMPLATE_BEATS)
+
+    def _gate_admits(self, wave: np.ndarray) -> bool:
+        """With a template_gate, a beat joins the template only when it resembles it (RMS of
+        beat - template under gate x the template's peak-to-peak), so runs of ectopic beats
+        (bigeminy, VT) do not turn the template into their own shape; after TEMPLATE_RESET_BEATS
+        rejected beats in a row the template follows the new shape (a moved electrode)."""
+        t = self._last_template
+        self._last_template = None
+        if self.template_gate is None or t is None or self._n_templates < TEMPLATE_BEATS:
+            return True
+        scale = max(float(np.maximum.reduce(t) - np.minimum.reduce(t)), AMP_FLOOR_MV)
+        d = wave - t
+        if math.sqrt(float(d @ d) / len(d)) < self.template_gate * scale:
+            self._rejected = 0
+            return True
+        self._rejected += 1
+        return self._rejected > TEMPLATE_RESET_BEATS
 
     def _trim(self) -> None:
         # keep what the oldest pending beat needs, and RR_WAIT_S of history for
@@ -278,10 +302,11 @@ class BeatFeatures:
         self._hist.trim(keep_from)
 
 
-def beat_features(x_filtered: np.ndarray, r_samples: Sequence[int], fs_hz: float) -> np.ndarray:
+def beat_features(x_filtered: np.ndarray, r_samples: Sequence[int], fs_hz: float,
+                  template_gate: float | None = None) -> np.ndarray:
     """Batch version for training and evaluation: (n_beats, N_FEATURES) float32, NaN rows
     where a beat cannot be classified. Identical to streaming ``BeatFeatures`` + ``flush``."""
-    feats = BeatFeatures(fs_hz)
+    feats = BeatFeatures(fs_hz, template_gate)
     beats = [Beat(sample=int(s), fs_hz=float(fs_hz), kind="ecg_r") for s in r_samples]
     rows = feats.push(x_filtered, beats) + feats.flush()
     out = np.full((len(beats), N_FEATURES), np.nan, dtype=np.float32)
@@ -341,7 +366,8 @@ class BeatClassifier:
         self.thresholds = dict(getattr(card, "decision_thresholds", {}) or {})
         self._thr = np.array([max(self.thresholds.get(c, 0.5), 1e-6) for c in CLASSES])  # as in decide()
         self._thr_list = self._thr.tolist()
-        self._features = BeatFeatures(fs_hz)
+        gate = pre.get("template_gate")
+        self._features = BeatFeatures(fs_hz, template_gate=None if gate is None else float(gate))
 
     def push(self, x_filtered_mv: np.ndarray, beats: Sequence[Beat] = ()) -> list[Beat]:
         ecg = [b for b in beats if b.kind == "ecg_r"]
