@@ -441,7 +441,7 @@ def test_detector_decision_beats_probability():
 
 
 def test_rhythm_detection_waits_for_its_quality_windows():
-    eng = AlertEngine(policy30())
+    eng = AlertEngine(policy30(quality_after_s=0.0))   # only the wait for its own windows
     # quality lags: windows up to 6 s are known when a VT run ending at 10 s is detected
     assert eng.push([det("vt", 8, 10)], [qw(t, t + 2) for t in (0, 2, 4)], 10.0) == []
     # the windows that cover it say noise: the run was noise, no VT alert
@@ -468,12 +468,36 @@ def test_usable_window_inside_artefact_is_not_clean_signal():
     qs = [qw(t, t + 2, "ok" if t == 6 else "motion") for t in range(0, 12, 2)]
     assert eng.push([det("vt", 6.5, 7.5)], qs, 12.0) == []
     assert eng.stats["detections_inhibited_by_quality"] == 1
-    # after quality_recovery_s (4 s) of usable signal, a run is believed at once
+    # after quality_recovery_s (4 s) of usable signal, a run is believed (once quality_after_s more
+    # usable signal is known: artefact lies within quality_context_s before it)
     out = eng.push([det("vt", 16.5, 17.5)], [qw(t, t + 2) for t in range(12, 18, 2)], 18.0)
+    out += eng.push([], [qw(t, t + 2) for t in range(18, 22, 2)], 22.0)
     assert [m.condition for m in out] == ["vt"]
     # off (and quality_context_s off too): the run inside the artefact is believed
     off = AlertEngine(policy30(quality_context_s=0.0))
     assert [m.condition for m in off.push([det("vt", 6.5, 7.5)], qs, 12.0)] == ["vt"]
+
+
+def test_rhythm_detection_at_the_start_of_a_noise_burst_is_not_believed():
+    # quality_after_s (default 4 s): a run just after some unusable signal waits for the quality
+    # of the next 4 s; when most of that is unusable (a noise burst that began with windows still
+    # judged usable, as on nstdb 119e12) the run is dropped
+    qs = [qw(t, t + 2, "motion" if t == 2 else "ok") for t in range(0, 10, 2)]
+    eng = AlertEngine(policy30())
+    assert eng.push([det("vt", 8.5, 9.5)], qs, 10.0) == []          # waits: motion at 2-4 s
+    assert eng.push([], [qw(10, 12, "motion"), qw(12, 14, "motion")], 14.0) == []
+    assert eng.stats["detections_inhibited_by_quality"] == 1
+    # the same run followed by usable signal goes out once that is known (9.5 + 4 s)
+    eng = AlertEngine(policy30())
+    assert eng.push([det("vt", 8.5, 9.5)], qs + [qw(10, 12)], 12.0) == []
+    assert [m.condition for m in eng.push([], [qw(12, 14)], 14.0)] == ["vt"]
+    # a run in clean signal does not wait at all
+    eng = AlertEngine(policy30())
+    clean = [qw(t, t + 2) for t in range(0, 10, 2)]
+    assert [m.condition for m in eng.push([det("vt", 8.5, 9.5)], clean, 10.0)] == ["vt"]
+    # off: the first run is believed as soon as its own windows are known
+    eng = AlertEngine(policy30(quality_after_s=0.0))
+    assert [m.condition for m in eng.push([det("vt", 8.5, 9.5)], qs, 10.0)] == ["vt"]
 
 
 def test_rhythm_detection_after_mostly_unusable_signal_is_not_believed():
@@ -484,5 +508,5 @@ def test_rhythm_detection_after_mostly_unusable_signal_is_not_believed():
     assert eng.push([det("vt", 6.5, 7.5)], qs, 12.0) == []
     assert eng.stats["detections_inhibited_by_quality"] == 1
     eng = AlertEngine(policy30())
-    qs = [qw(t, t + 2, "motion" if t == 2 else "ok") for t in range(0, 12, 2)]
-    assert [m.condition for m in eng.push([det("vt", 8.5, 9.5)], qs, 12.0)] == ["vt"]
+    qs = [qw(t, t + 2, "motion" if t == 2 else "ok") for t in range(0, 14, 2)]
+    assert [m.condition for m in eng.push([det("vt", 8.5, 9.5)], qs, 14.0)] == ["vt"]

@@ -304,7 +304,7 @@ class AlertEngine:
         ready, keep = [], []
         for item in self._deferred:
             t_in, d, _ = item
-            known = self._quality_until is None or d.end_s <= self._quality_until + _EPS
+            known = self._quality_until is None or self._quality_needed_until(d) <= self._quality_until + _EPS
             if known or wait <= 0 or now - t_in >= wait or d.condition == "noise":
                 ready.append(item)
             else:
@@ -350,10 +350,22 @@ class AlertEngine:
                 d.sqi < p.sqi_min or self._bad_fraction(d.start_s, d.end_s) > p.max_bad_fraction
                 or (p.quality_recovery_s > 0 and self._bad.covered(a - p.quality_recovery_s, a) > _EPS)
                 or (p.quality_context_s > 0 and self._bad.covered(a - p.quality_context_s, a)
-                    > p.quality_context_max_bad * p.quality_context_s)):
+                    > p.quality_context_max_bad * p.quality_context_s)
+                or (self._near_bad(a) and self._bad.covered(b, b + p.quality_after_s)
+                    > p.quality_context_max_bad * p.quality_after_s)):
             self.stats["detections_inhibited_by_quality"] += 1
             return
         self._observe(d.condition, d.start_s, d.end_s, a, b, d, strip_provider=strip_provider, sqi=d.sqi)
+
+    def _near_bad(self, a: float) -> bool:
+        """quality_after_s applies: unusable signal within quality_context_s before the span start a."""
+        p = self.policy
+        return p.quality_after_s > 0 and self._bad.covered(a - max(p.quality_context_s, _EPS), a) > _EPS
+
+    def _quality_needed_until(self, d: Detection) -> float:
+        """Stream time up to which quality must be known before d is judged."""
+        a, b = labelled_span(d)
+        return max(d.end_s, b + self.policy.quality_after_s) if self._near_bad(a) else d.end_s
 
     def _bad_fraction(self, a: float, b: float) -> float:
         if b - a <= _EPS:
