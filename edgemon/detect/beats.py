@@ -248,7 +248,8 @@ class BeatFeatures:
             pre_c = local
         long = self._rr_long if self._rr_long is not None else local
         template = self._template() if self._n_templates else wave
-        self._last_template = template
+        if self.template_gate is not None:
+            self._last_template = template
         irregularity = 0.0
         if len(self._rr_hist) >= 3:
             rr = list(self._rr_hist)
@@ -272,7 +273,7 @@ class BeatFeatures:
             else:
                 self._rr_long += (rr - self._rr_long) / RR_LONG_BEATS
         self._prev_sample = b.sample
-        if wave is not None and self._gate_admits(wave):
+        if wave is not None and (self.template_gate is None or self._gate_admits(wave)):
             self._templates[:, self._next_template] = wave
             self._next_template = (self._next_template + 1) % TEMPLATE_BEATS
             self._n_templates = min(self._n_templates + 1, TEMPLATE_BEATS)
@@ -284,7 +285,7 @@ class BeatFeatures:
         rejected beats in a row the template follows the new shape (a moved electrode)."""
         t = self._last_template
         self._last_template = None
-        if self.template_gate is None or t is None or self._n_templates < TEMPLATE_BEATS:
+        if t is None or self._n_templates < TEMPLATE_BEATS:
             return True
         scale = max(float(np.maximum.reduce(t) - np.minimum.reduce(t)), AMP_FLOOR_MV)
         d = wave - t
