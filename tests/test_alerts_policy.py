@@ -36,6 +36,9 @@ def test_defaults_are_documented_in_docs():
     ({"onset_s": {"af": 5}}, "af_onset_s"),
     ({"onset_s": {"pvcs": 5}}, "unknown physiological condition"),
     ({"onset_s": {"pause": -2}}, "must be >= 0"),
+    ({"quality_after_s": float("inf")}, "finite number"),
+    ({"group_wait_s": {"high": 0, "medium": float("nan"), "low": 0}}, "finite number"),
+    ({"min_probability_by_condition": {"af": float("nan")}}, "finite number"),
     ({"resolve_after_s_by_condition": {"lead_off": 60}}, "resolve_after_s_by_condition.lead_off: unknown"),
     ({"resolve_after_s_by_condition": {"af": -1}}, "resolve_after_s_by_condition.af must be >= 0"),
     ({"min_probability_by_condition": {"lead_off": 0.9}}, "min_probability_by_condition.lead_off: unknown"),
@@ -58,6 +61,15 @@ def test_config_error_names_file_and_field(tmp_path):
     with pytest.raises(ConfigError) as err:
         load_config(p)
     assert str(p) in str(err.value) and "alerts.resolve_after_s" in str(err.value)
+
+
+def test_toml_infinity_is_refused_with_file_and_field(tmp_path):
+    p = tmp_path / "device.toml"
+    p.write_text("[alerts]\nresolve_after_s = inf\n", encoding="utf-8")
+    with pytest.raises(ConfigError) as err:
+        load_config(p)
+    assert str(p) in str(err.value) and "alerts.resolve_after_s" in str(err.value)
+    assert "finite number" in str(err.value)
 
 
 def test_toml_section_round_trips():

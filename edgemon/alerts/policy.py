@@ -40,7 +40,7 @@ def _check_seconds_per_condition(field_name: str, v: dict[str, float]) -> dict[s
 class PerPriority(BaseModel):
     """One duration per alarm priority, in seconds."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     high: float = Field(..., ge=0)
     medium: float = Field(..., ge=0)
@@ -62,7 +62,8 @@ def _default_inhibit() -> dict[str, list[str]]:
 
 
 class AlertPolicy(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # TOML accepts inf and nan: a duration or a probability must be a finite number
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     af_onset_s: float = Field(
         30.0, gt=0,
