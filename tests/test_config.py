@@ -29,6 +29,8 @@ def test_shipped_configs_validate(path, capsys):
     ("[source]\ntype = 'carrier_pigeon'\n", "source", "does not match any of the expected tags"),
     ("[detect]\nnum_threads = 'many'\n", "detect.num_threads", "valid integer"),
     ("[nonsense]\nx = 1\n", "nonsense", "Extra inputs are not permitted"),
+    ("[source]\ntype = 'simulate'\nduration_s = inf\n", "source.simulate.duration_s", "finite number"),
+    ("[detect]\nsustained_s = nan\n", "detect.sustained_s", "finite number"),
 ])
 def test_config_errors_name_file_field_reason(tmp_path, text, field, reason, capsys):
     p = tmp_path / "bad.toml"

@@ -77,7 +77,9 @@ def test_ping_ack_silence_roundtrip(rig):
     (json.dumps({"v": 1, "type": "ping", "command_id": "c-old", "issued_at": time.time() - 86400}).encode(),
      "mqtt.command_max_age_s"),
     (b"{" + b" " * 5000 + b"}", "too large"),
-], ids=["bad-json", "not-object", "unknown-type", "missing-field", "bad-value", "stale", "oversized"])
+    (json.dumps({"v": 1, "type": "silence", "command_id": "c-inf", "issued_at": time.time(),
+                 "matchers": {"condition": "af"}, "duration_s": float("inf")}).encode(), "duration_s"),
+], ids=["bad-json", "not-object", "unknown-type", "missing-field", "bad-value", "stale", "oversized", "infinite"])
 def test_bad_commands_get_a_reason_and_no_crash(rig, payload, reason, caplog):
     t, hub, events, engine, raw = rig
     caplog.set_level(logging.WARNING, logger="edgemon.transport")

@@ -92,3 +92,8 @@ def test_command_schema_and_signature():
                                          "matchers": {"condition": "af"}})
     with pytest.raises(ValidationError):
         COMMAND_ADAPTER.validate_python({"v": 1, "type": "reboot", "command_id": "c1", "issued_at": 1.0})
+    # json.loads accepts NaN and Infinity: no timestamp or duration may be one
+    for bad in ({"issued_at": float("nan")}, {"issued_at": time.time(), "expires_at": float("inf")}):
+        with pytest.raises(ValidationError, match="finite number"):
+            COMMAND_ADAPTER.validate_python({"v": 1, "type": "silence", "command_id": "c1",
+                                             "matchers": {"condition": "af"}, **bad})

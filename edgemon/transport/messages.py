@@ -85,8 +85,9 @@ class Heartbeat(_Wire):
 # ----------------------------------------------------------------------------- commands
 
 class _CommandBase(_Wire):
-    # Commands change device behaviour: refuse what we do not fully understand.
-    model_config = ConfigDict(extra="forbid")
+    # Commands change device behaviour: refuse what we do not fully understand (Python's JSON
+    # parser also accepts NaN and Infinity, which no timestamp or duration may be).
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     v: Literal[1] = 1
     command_id: MessageId

@@ -24,7 +24,7 @@ class TransportConfigError(ValueError):
 class TlsSettings(BaseModel):
     """Mutual TLS: the broker is verified against ``ca_file``; the device proves itself with cert + key."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     ca_file: str = Field(..., description="PEM CA bundle that signed the broker certificate.")
     cert_file: str = Field("", description="PEM client certificate (mutual TLS); empty = server-auth only.")
@@ -38,7 +38,7 @@ class TlsSettings(BaseModel):
 
 
 class MqttSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     host: str = Field("", description="Broker host; empty = start the embedded amqtt demo broker.")
     port: int = Field(1883, ge=1, le=65535)
