@@ -10,7 +10,9 @@ What the model sees per beat (one flat float32 vector, see ``beat_vector``):
 
 * the waveform 0.25 s before to 0.40 s after R at 250 Hz, median-removed,
   averaged in pairs (125 Hz, 81 samples), divided by the peak-to-peak of the
-  patient's running template (per-sample median of the previous 8 beats);
+  patient's running template (per-sample median of the previous 8 beats; with
+  ``template_gate``, an experiment the committed model does not use, of the previous
+  8 beats that resembled it);
 * the difference beat - template on the same scale: deviation from the
   patient's own usual beat is what carries across patients (inter-patient
   VEB detection), not the absolute shape;
