@@ -81,21 +81,24 @@ def stream(clf, x, r_samples, chunk):
 
 # --------------------------------------------------------------------------- features / streaming
 
+def stream_features(feats, x, r_samples, chunk):
+    """Feature rows from a BeatFeatures fed x in chunks, each beat once its sample has arrived."""
+    rows, pending = [], list(r_samples)
+    for s in range(0, len(x), chunk):
+        e = min(len(x), s + chunk)
+        new = [Beat(sample=q, fs_hz=FS, kind="ecg_r") for q in pending if q < e]
+        pending = [q for q in pending if q >= e]
+        rows += feats.push(x[s:e], new)
+    rows += feats.flush()
+    return np.stack([v if v is not None else np.full(B.N_FEATURES, np.nan, np.float32) for _, v in rows])
+
+
 def test_features_equal_batch_and_any_chunking():
     x, r = synthetic_ecg()
     batch = B.beat_features(x, r, FS)
     assert batch.shape == (len(r), B.N_FEATURES)
     for chunk in (1, 37, 250, len(x)):
-        f = B.BeatFeatures(FS)
-        rows, pending = [], list(r)
-        for s in range(0, len(x), chunk):
-            e = min(len(x), s + chunk)
-            new = [Beat(sample=q, fs_hz=FS, kind="ecg_r") for q in pending if q < e]
-            pending = [q for q in pending if q >= e]
-            rows += f.push(x[s:e], new)
-        rows += f.flush()
-        got = np.stack([v if v is not None else np.full(B.N_FEATURES, np.nan, np.float32) for _, v in rows])
-        np.testing.assert_array_equal(got, batch)
+        np.testing.assert_array_equal(stream_features(B.BeatFeatures(FS), x, r, chunk), batch)
 
 
 def test_gated_template_is_chunk_invariant_and_keeps_the_normal_shape_in_bigeminy():
@@ -105,15 +108,7 @@ def test_gated_template_is_chunk_invariant_and_keeps_the_normal_shape_in_bigemin
     plain = B.beat_features(x, r, FS)
     gated = B.beat_features(x, r, FS, template_gate=0.1)
     for chunk in (1, 250, len(x)):
-        f = B.BeatFeatures(FS, template_gate=0.1)
-        rows, pending = [], list(r)
-        for s in range(0, len(x), chunk):
-            e = min(len(x), s + chunk)
-            new = [Beat(sample=q, fs_hz=FS, kind="ecg_r") for q in pending if q < e]
-            pending = [q for q in pending if q >= e]
-            rows += f.push(x[s:e], new)
-        rows += f.flush()
-        np.testing.assert_array_equal(np.stack([v for _, v in rows]), gated)
+        np.testing.assert_array_equal(stream_features(B.BeatFeatures(FS, template_gate=0.1), x, r, chunk), gated)
     # RMS of (beat - template) / template p-p: the plain median-of-8 template becomes half PVC,
     # so normal beats look deviant and PVCs less so; the gated one stays the sinus beat
     diff = lambda f, i: float(np.sqrt(np.mean(f[i, 1:2 * B.N_WAVE:2] ** 2)))  # noqa: E731
