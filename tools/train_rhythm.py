@@ -332,6 +332,7 @@ def cmd_train(args) -> None:
     from edgemon.evaluate.progress import progress
 
     bar = progress(range(args.epochs), total=args.epochs, desc="train rhythm")
+    avg, n_avg = None, 0   # --average-last: running mean of the weights after each of the last epochs
     for ep in bar:
         t0 = time.time()
         X, y = make_epoch(data, rng, args.crops, args.flip_prob)
@@ -346,12 +347,29 @@ def cmd_train(args) -> None:
             best = s["f1"]
             model.save(WORK / args.out)
             mark = " *"
+        if args.average_last and ep >= args.epochs - args.average_last:
+            n_avg += 1
+            avg = [w.astype(np.float64) if a is None else a + (w - a) / n_avg
+                   for a, w in zip(avg or [None] * len(model.get_weights()), model.get_weights())]
         bar.write(f"{time.strftime('%H:%M:%S')} epoch {ep + 1}/{args.epochs} loss {hist[-1]['loss']:.4f} "
                   f"val F1 {s['f1']:.4f} AF {s['f1_af']:.3f} {np.round(list(s['per_class_f1'].values()), 3).tolist()} "
                   f"{time.time() - t0:.0f}s{mark}", file=sys.stderr)
+    averaged = None
+    if avg is not None:
+        # weight averaging over the last epochs (BatchNorm statistics averaged too): one model,
+        # not picked by its validation score, so that score is not an optimistic maximum
+        model.set_weights([a.astype(w.dtype) for a, w in zip(avg, model.get_weights())])
+        pv = record_probs(model.predict(Xv, batch_size=512, verbose=0), owner, len(yv))
+        s = scores(yv, np.argmax(pv, 1))
+        averaged = {"epochs": n_avg, "f1": s["f1"], "f1_af": s["f1_af"], "per_class_f1": s["per_class_f1"],
+                    "file": Path(args.out).stem + "_avg.keras"}
+        model.save(WORK / averaged["file"])
+        log(f"weights averaged over the last {n_avg} epochs: validation F1 {s['f1']:.4f} (AF {s['f1_af']:.3f}) "
+            f"-> {WORK / averaged['file']}")
     (WORK / (Path(args.out).stem + "_log.json")).write_text(json.dumps({"args": vars(args) | {"func": None},
                                                      "class_weights": cw.tolist(), "history": hist,
-                                                     "best_val_f1": best}, indent=1, default=str))
+                                                     "best_val_f1": best, "averaged": averaged},
+                                                    indent=1, default=str))
     log(f"best validation F1 {best:.4f} -> {WORK / args.out}")
 
 
@@ -777,6 +795,8 @@ def main() -> None:
     tr.add_argument("--threads", type=int, default=2)
     tr.add_argument("--flip-prob", type=float, default=0.0,
                     help="share of training crops inverted (polarity augmentation; 0 for the committed 1.x model)")
+    tr.add_argument("--average-last", type=int, default=0, metavar="K",
+                    help="also save the mean of the weights after each of the last K epochs as <out>_avg.keras")
     tr.set_defaults(func=cmd_train)
     ex = sub.add_parser("export")
     ex.add_argument("--model", default="float.keras", help="float model under tools/.work/rhythm/ to convert")
