@@ -66,6 +66,11 @@ def test_load_card_errors_name_file_and_field(tmp_path):
     bad.write_text(json.dumps(d))
     with pytest.raises(ModelCardError, match="decision_thresholds key 'vt'"):
         load_card(bad)
+    d = json.loads(CARD.read_text())
+    d["decision_thresholds"] = {"af": float("nan")}   # json.dumps writes NaN, json.loads reads it
+    bad.write_text(json.dumps(d))
+    with pytest.raises(ModelCardError, match=r"bad\.json.*decision_thresholds\.af.*finite number"):
+        load_card(bad)
 
 
 def test_tampered_model_is_refused(tmp_path):

@@ -23,7 +23,8 @@ class ModelCardError(Exception):
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+    # a card is JSON, and Python's parser accepts NaN and Infinity: no threshold or scale may be one
+    model_config = ConfigDict(extra="forbid", protected_namespaces=(), allow_inf_nan=False)
 
 
 class Metric(_Strict):
