@@ -392,6 +392,23 @@ def test_centre_span_evidence_counts_only_the_labelled_part():
     assert eng.active()[0]["state"] == "firing"
 
 
+def test_labelled_start_extends_the_span_to_the_first_labelled_interval():
+    # a beat's RR interval begins at the beat before it: windows labelling beats 8 apart tile the time
+    # axis when their span starts at labelled_start_s; from centre_start_s they would leave one RR out
+    eng = AlertEngine(policy30())
+    out = []
+    for k in range(5):  # 5 windows x 6 s = 30 s of AF with no gaps
+        a = 100.0 + 6 * k
+        out += eng.push([det("af", a - 25, a + 30, labelled_start_s=a, centre_start_s=a + 0.75,
+                             centre_end_s=a + 6.0)], [], a + 30)
+    assert eng.active()[0]["state"] == "firing"
+    eng = AlertEngine(policy30())
+    for k in range(5):  # the same windows without labelled_start_s: 5 x 5.25 s, not yet 30 s
+        a = 100.0 + 6 * k
+        eng.push([det("af", a - 25, a + 30, centre_start_s=a + 0.75, centre_end_s=a + 6.0)], [], a + 30)
+    assert eng.active()[0]["state"] == "pending"
+
+
 def test_replay_is_deterministic_and_push_granularity_invariant():
     def messages(step):
         eng = AlertEngine(policy30(), "dev-1", "s", "p")

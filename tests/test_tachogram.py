@@ -75,8 +75,9 @@ def test_detection_fields(model):
     assert d.source == model.name and d.model_version == model.version and d.model_sha256 == model.sha256
     assert d.start_s < d.end_s
     assert 60 < d.evidence["hr_bpm"] < 140 and d.evidence["n_beats"] == 64
-    for k in ("rr_median_ms", "rr_sd_ms", "rmssd_ms", "centre_start_s", "centre_end_s"):
+    for k in ("rr_median_ms", "rr_sd_ms", "rmssd_ms", "centre_start_s", "centre_end_s", "labelled_start_s"):
         assert k in d.evidence
+    assert d.start_s <= d.evidence["labelled_start_s"] < d.evidence["centre_start_s"]
 
 
 def test_chunk_invariance(model):
@@ -111,6 +112,67 @@ def test_every_beat_labelled_once():
     last = np.concatenate([b1.centre_last, b2.centre_last])
     covered = np.concatenate([np.arange(f, l + 1) for f, l in zip(first, last)])
     np.testing.assert_array_equal(covered, np.arange(203))
+
+
+@pytest.mark.parametrize("lookahead", [None, 0, 8, 56])
+def test_lookahead_places_the_labelled_beats(lookahead):
+    w = BeatWindower(64, 8, lookahead)
+    la = 28 if lookahead is None else lookahead
+    rr = np.full(203, 800.0)
+    t = np.cumsum(rr) / 1000
+    b1, b2 = w.push_arrays(rr[:150], t[:150]), w.push_arrays(rr[150:], t[150:])
+    b3 = w.flush()
+    first = np.concatenate([b.centre_first for b in (b1, b2, b3)])
+    last = np.concatenate([b.centre_last for b in (b1, b2, b3)])
+    covered = np.concatenate([np.arange(f, l + 1) for f, l in zip(first, last)])
+    np.testing.assert_array_equal(covered, np.arange(203))  # every beat labelled exactly once
+    ends = np.concatenate([b1.end_s, b2.end_s])
+    labelled_end = np.concatenate([b1.centre_end_s, b2.centre_end_s])
+    # a window is emitted when its look-ahead has arrived: la beats after its last labelled one
+    np.testing.assert_allclose(ends - labelled_end, la * 0.8)
+    # the labelled intervals tile the time axis: each begins where the previous window's ended
+    starts = np.concatenate([b.labelled_start_s for b in (b1, b2, b3)])
+    cends = np.concatenate([b.centre_end_s for b in (b1, b2, b3)])
+    np.testing.assert_allclose(starts[1:], cends[:-1], rtol=0, atol=1e-9)
+    assert starts[0] == pytest.approx(t[0] - 0.8)  # the first beat's interval, as given in rr
+
+
+def test_lookahead_out_of_range_is_refused():
+    with pytest.raises(ValueError, match="lookahead_beats must be in 0..56"):
+        BeatWindower(64, 8, 57)
+
+
+def test_short_sequence_sits_on_the_labelled_beats():
+    rr = np.arange(10) + 500.0
+    centred = centred_window(rr)
+    np.testing.assert_array_equal(np.flatnonzero(np.isfinite(centred)), np.arange(27, 37))
+    late = centred_window(rr, 64, 8, lookahead_beats=8)  # labelled beats 48..55
+    np.testing.assert_array_equal(np.flatnonzero(np.isfinite(late)), np.arange(47, 57))
+    causal = centred_window(rr, 64, 8, lookahead_beats=0)  # labelled beats 56..63: kept inside the row
+    np.testing.assert_array_equal(np.flatnonzero(np.isfinite(causal)), np.arange(54, 64))
+
+
+def test_card_lookahead(model, tmp_path):
+    import json
+    import shutil
+
+    from edgemon.detect.runtime import ModelInputError
+    from edgemon.detect.tachogram import lookahead_beats
+
+    assert lookahead_beats(model) == 28  # the committed card: centred
+    shutil.copy(CARD.with_name(json.loads(CARD.read_text())["file"]), tmp_path)
+    card = json.loads(CARD.read_text())
+    for value, ok in ((8, True), (0, True), (57, False), ("8", False), (True, False)):
+        card["preprocessing"]["lookahead_beats"] = value
+        path = tmp_path / "af_tachogram.card.json"
+        path.write_text(json.dumps(card))
+        m = load_model(path)
+        if ok:
+            assert lookahead_beats(m) == value
+            assert TachogramAfDetector(m).windower.lookahead_beats == value
+        else:
+            with pytest.raises(ModelInputError, match="lookahead_beats must be an integer in 0..56"):
+                TachogramAfDetector(m)
 
 
 def test_features_and_short_sequences(model):

@@ -8,6 +8,11 @@ comparison, all measured on the validation patients of ltafdb/train.
 ltafdb/test is never read here.
 
     python tools/train_tachogram.py [--data-dir ../shared/data] [--epochs 8] [--write-split]
+                                    [--lookahead-beats A --out F]
+
+`--lookahead-beats A` labels the 8 beats that come A beats before a window's end
+(default 28: the centre), so a decision waits for A beats instead of 28. Tried
+with 8 and 0, not adopted (docs/alerts.md, "Look-ahead of the tachogram").
 
 Needs tensorflow-cpu (pip install -e .[train]); ~10-20 min on 2 cores.
 """
@@ -32,6 +37,7 @@ from edgemon.detect.rr_features import (  # noqa: E402
     WINDOW_BEATS,
     BeatWindower,
     centred_window,
+    default_lookahead,
     robust_nrmssd,
     window_features,
 )
@@ -160,12 +166,13 @@ def add_ectopy(t: np.ndarray, af: np.ndarray, rng, block_beats: int = 256, p_blo
     return t[o], af[o]
 
 
-def windows_of(t: np.ndarray, af: np.ndarray, hop_keep: int = 1, offset: int = 0):
-    """All hop-8 windows of one beat stream (the daemon's windowing) -> (rr (k,W), centre AF fraction, centre idx)."""
+def windows_of(t: np.ndarray, af: np.ndarray, hop_keep: int = 1, offset: int = 0, lookahead: int | None = None):
+    """All hop-8 windows of one beat stream (the daemon's windowing, `lookahead` beats after the labelled
+    ones; None = centred) -> (rr (k,W), labelled beats' AF fraction, first labelled beat's index)."""
     rr = np.empty(t.size)
     rr[0] = np.nan
     rr[1:] = np.diff(t) * 1000.0
-    w = BeatWindower(WINDOW_BEATS, HOP_BEATS)
+    w = BeatWindower(WINDOW_BEATS, HOP_BEATS, lookahead)
     b1 = w.push_arrays(rr, t)
     b2 = w.flush()
     rr_w = np.concatenate([b1.rr_ms, b2.rr_ms])
@@ -177,11 +184,11 @@ def windows_of(t: np.ndarray, af: np.ndarray, hop_keep: int = 1, offset: int = 0
     return rr_w[sel], frac[sel], c0[sel]
 
 
-def truncate(rr: np.ndarray, rng, frac_windows: float = 0.3) -> np.ndarray:
-    """Mask all but a contiguous run that still holds the 8 centre beats (short PPG segments, stream edges)."""
+def truncate(rr: np.ndarray, rng, frac_windows: float = 0.3, lookahead: int | None = None) -> np.ndarray:
+    """Mask all but a contiguous run that still holds the 8 labelled beats (short PPG segments, stream edges)."""
     rr = rr.copy()
     n, W = rr.shape
-    L = (W - HOP_BEATS) // 2
+    L = W - HOP_BEATS - (default_lookahead() if lookahead is None else lookahead)
     pick = np.flatnonzero(rng.random(n) < frac_windows)
     short = rng.random(pick.size) < 0.5
     length = np.where(short, rng.integers(HOP_BEATS, 21, pick.size), rng.integers(21, W, pick.size))
@@ -263,6 +270,8 @@ def check_ectopy(card: str, val_recs: dict, seed: int = 7) -> dict:
     synthetic ectopy in every non-AF block (a fixed seed, so the same beats for every model)."""
     from edgemon.detect.runtime import load_model
 
+    from edgemon.detect.tachogram import lookahead_beats
+
     lm = load_model(card)
     thr = lm.threshold("af")
     rng = np.random.default_rng(seed)
@@ -271,7 +280,7 @@ def check_ectopy(card: str, val_recs: dict, seed: int = 7) -> dict:
     dets: dict[str, list] = {"clean": [], "ectopy": []}
     for t, af in val_recs.values():
         for key, (tt, aa) in (("clean", (t, af)), ("ectopy", add_ectopy(t, af, rng, p_block=1.0))):
-            rr, _, c0 = windows_of(tt, aa)
+            rr, _, c0 = windows_of(tt, aa, lookahead=lookahead_beats(lm))
             refs[key].append(aa.astype(bool))
             dets[key].append(beat_probs(lm.predict(window_features(rr))[:, 0], c0, aa.size) >= thr)
     for key in refs:
@@ -297,7 +306,11 @@ def main(argv=None) -> int:
     ap.add_argument("--check-ectopy", metavar="CARD",
                     help="only score CARD's model per beat on the validation patients, as they are and with "
                          "synthetic ectopy in every non-AF block (add_ectopy), then exit")
+    ap.add_argument("--lookahead-beats", type=int, default=None,
+                    help="beats after the 8 labelled ones in each 64-beat window (default: centred, 28); "
+                         "fewer make a decision sooner")
     a = ap.parse_args(argv)
+    la = default_lookahead() if a.lookahead_beats is None else a.lookahead_beats
     root = Path(a.data_dir) if a.data_dir else default_data_root()
     if root is None or not (root / "ltafdb" / "train").is_dir():
         print("no ltafdb/train under the data dir; pass --data-dir", file=sys.stderr)
@@ -318,22 +331,22 @@ def main(argv=None) -> int:
     xs, ys = [], []
     for n in inner:
         t, af = recs[n]
-        rr, y, _ = windows_of(t, af, hop_keep=a.hop_keep, offset=0)
+        rr, y, _ = windows_of(t, af, hop_keep=a.hop_keep, offset=0, lookahead=la)
         xs.append(rr)
         ys.append(y)
         ta, afa = augment(t, af, rng, jitter_ms=float(rng.uniform(2, 20)), p_miss=float(rng.uniform(0, 0.02)),
                           p_extra=float(rng.uniform(0, 0.01)))
-        rr, y, _ = windows_of(ta, afa, hop_keep=a.hop_keep, offset=min(1, a.hop_keep - 1))
+        rr, y, _ = windows_of(ta, afa, hop_keep=a.hop_keep, offset=min(1, a.hop_keep - 1), lookahead=la)
         xs.append(rr)
         ys.append(y)
         for _ in range(a.ectopy_copies):
             te, afe = add_ectopy(t, af, rng)
-            rr, y, _ = windows_of(te, afe, hop_keep=a.hop_keep, offset=0)
+            rr, y, _ = windows_of(te, afe, hop_keep=a.hop_keep, offset=0, lookahead=la)
             has_af = y > 0
             # only the windows the ectopy changed are new information: AF windows are already in the set
             xs.append(rr[~has_af])
             ys.append(y[~has_af])
-    rr_tr = truncate(np.concatenate(xs), rng)
+    rr_tr = truncate(np.concatenate(xs), rng, lookahead=la)
     y_tr = np.concatenate(ys).astype(np.float32)
     x_tr = window_features(rr_tr)
     del xs, rr_tr
@@ -342,7 +355,7 @@ def main(argv=None) -> int:
     val_sets = {}
     for n in val:
         t, af = recs[n]
-        rr, y, c0 = windows_of(t, af)
+        rr, y, c0 = windows_of(t, af, lookahead=la)
         val_sets[n] = (rr, y, c0, af)
     x_va = window_features(np.concatenate([v[0] for v in val_sets.values()]))
     y_va = np.concatenate([v[1] for v in val_sets.values()]).astype(np.float32)
@@ -389,7 +402,7 @@ def main(argv=None) -> int:
             seq = rr_all[i:j - 1]  # intervals whose both beats fall inside [t_i, t_i + 10 s)
             if seq.size < 3:
                 continue
-            short_p.append(centred_window(seq, WINDOW_BEATS))
+            short_p.append(centred_window(seq, WINDOW_BEATS, HOP_BEATS, la))
             short_y.append(af[i:j].mean() >= 0.5)
     short_probs = model.predict(window_features(np.array(short_p)), batch_size=4096, verbose=0)[:, 0]
     thr_short, se_s, sp_s = tune_threshold(np.array(short_y), short_probs, grid)
@@ -421,7 +434,10 @@ def main(argv=None) -> int:
         "version": VERSION,
         "input_rate_hz": None,
         "input_description": FEATURE_DESCRIPTION,
-        "window": f"{WINDOW_BEATS} beats (RR intervals); decision labels the {HOP_BEATS} centre beats",
+        "window": (f"{WINDOW_BEATS} beats (RR intervals); decision labels the {HOP_BEATS} centre beats"
+                   if la == default_lookahead() else
+                   f"{WINDOW_BEATS} beats (RR intervals); decision labels beats {WINDOW_BEATS - HOP_BEATS - la + 1}-"
+                   f"{WINDOW_BEATS - la} (the {la} after them are look-ahead)"),
         "hop": f"{HOP_BEATS} beats",
         "classes": ["af"],
         "decision_thresholds": {"af": thr, "af:short": thr_short},
@@ -433,7 +449,8 @@ def main(argv=None) -> int:
         "metrics": [],
         "float_vs_int8": None,
         "report": None,
-        "preprocessing": {"window_beats": WINDOW_BEATS, "hop_beats": HOP_BEATS, "feature_clip": 2.0,
+        "preprocessing": {"window_beats": WINDOW_BEATS, "hop_beats": HOP_BEATS, "lookahead_beats": la,
+                          "feature_clip": 2.0,
                           "baseline_nrmssd_threshold": b_thr, "baseline_tuned_on": "ltafdb/train (60 records)",
                           "train_command": " ".join(["python tools/train_tachogram.py"] + (argv if argv is not None else sys.argv[1:])), "seed": SEED},
     }

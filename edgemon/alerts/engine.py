@@ -592,7 +592,7 @@ def labelled_span(d: Detection) -> tuple[float, float]:
     counting the whole window would overstate how long the condition lasted.
     """
     ev = d.evidence or {}
-    a, b = ev.get("centre_start_s"), ev.get("centre_end_s")
+    a, b = ev.get("labelled_start_s", ev.get("centre_start_s")), ev.get("centre_end_s")
     if _finite(a) and _finite(b) and d.start_s - _EPS <= a <= b <= d.end_s + _EPS:
         return float(a), float(b)
     return d.start_s, d.end_s

@@ -6,11 +6,13 @@ baseline (robust normalised RMSSD) with its own streaming detector.
 
 Windowing (shared by the model, the baseline, training and evaluation so they
 can never disagree): with W beats per window and hop H, window j covers beat
-indices [j*H - L, j*H - L + W) where L = (W - H) // 2, and its decision labels
-the H "centre" beats [j*H, j*H + H). Every beat is labelled by exactly one
-window; positions before the stream's first beat or after a flush are padded
-and masked. A window is emitted once its last beat has arrived, so a decision
-lags its centre by about W/2 beats. The RR of beat i is the interval ending at
+indices [j*H - L, j*H - L + W) where L = W - H - A, and its decision labels
+the H beats [j*H, j*H + H) (called the "centre" beats whatever A is). A is the
+look-ahead: the beats after the labelled ones that a decision still waits for;
+(W - H) // 2 (28 of 64) by default, which centres the labelled beats. Every
+beat is labelled by exactly one window; positions before the stream's first
+beat or after a flush are padded and masked. A window is emitted once its last
+beat has arrived, so a decision lags its labelled beats by A beats. The RR of beat i is the interval ending at
 beat i (NaN for a stream's first beat: masked).
 
 Imports numpy only.
@@ -36,6 +38,11 @@ FEATURE_DESCRIPTION = (
     "per beat of a 64-beat window, 4 channels: [0] rr/median(rr) - 1, [1] (rr[i]-rr[i-1])/median(rr), "
     "[2] (rr_s - 0.75)/0.5, [3] mask (1 = beat present); channels 0-2 clipped to [-2, 2] and zero where "
     "masked; median over the window's present beats; short sequences are centred and the rest masked")
+
+
+def default_lookahead(window_beats: int = WINDOW_BEATS, hop_beats: int = HOP_BEATS) -> int:
+    """Beats after the labelled ones that centre them in the window: (W - H) // 2."""
+    return (int(window_beats) - int(hop_beats)) // 2
 
 
 def window_features(rr_ms: np.ndarray, clip: float = FEATURE_CLIP) -> np.ndarray:
@@ -71,14 +78,19 @@ def window_features(rr_ms: np.ndarray, clip: float = FEATURE_CLIP) -> np.ndarray
     return out.astype(np.float32)
 
 
-def centred_window(rr_ms: np.ndarray, window_beats: int = WINDOW_BEATS) -> np.ndarray:
-    """A short RR sequence (<= W) placed in the middle of a NaN-padded W-beat row; longer ones keep the centre."""
+def centred_window(rr_ms: np.ndarray, window_beats: int = WINDOW_BEATS, hop_beats: int = HOP_BEATS,
+                   lookahead_beats: int | None = None) -> np.ndarray:
+    """A short RR sequence (<= W) in a NaN-padded W-beat row, centred on the labelled beats (the middle
+    of the row for the default look-ahead) and kept inside it; longer ones keep their centre."""
     rr = np.asarray(rr_ms, dtype=np.float64).ravel()
-    if rr.size > window_beats:
-        s = (rr.size - window_beats) // 2
-        return rr[s:s + window_beats].copy()
-    out = np.full(window_beats, np.nan)
-    s = (window_beats - rr.size) // 2
+    W = window_beats
+    if rr.size > W:
+        s = (rr.size - W) // 2
+        return rr[s:s + W].copy()
+    la = default_lookahead(W, hop_beats) if lookahead_beats is None else lookahead_beats
+    first_labelled = W - hop_beats - la
+    s = min(max((2 * first_labelled + hop_beats - rr.size) // 2, 0), W - rr.size)
+    out = np.full(W, np.nan)
     out[s:s + rr.size] = rr
     return out
 
@@ -115,8 +127,11 @@ class WindowBatch:
     centre_last: np.ndarray    # last beat index of the centre region present in the stream
     start_s: np.ndarray        # time of the window's first present beat
     end_s: np.ndarray          # time of the window's last present beat
-    centre_start_s: np.ndarray
-    centre_end_s: np.ndarray
+    centre_start_s: np.ndarray  # time of the first labelled beat
+    centre_end_s: np.ndarray    # time of the last labelled beat
+    # where the first labelled beat's interval begins (its time minus its RR; its time if it has
+    # none): the labelled intervals of consecutive windows then tile the time axis without gaps
+    labelled_start_s: np.ndarray
     sqi: np.ndarray            # mean sqi of the window's present beats
     n_beats: np.ndarray        # beats in the window with a usable (finite) interval
 
@@ -149,7 +164,8 @@ def _empty_batch(window_beats: int) -> WindowBatch:
     e = np.zeros(0)
     ei = np.zeros(0, dtype=np.int64)
     return WindowBatch(rr_ms=np.zeros((0, window_beats)), index=ei, centre_first=ei, centre_last=ei,
-                       start_s=e, end_s=e, centre_start_s=e, centre_end_s=e, sqi=e, n_beats=ei)
+                       start_s=e, end_s=e, centre_start_s=e, centre_end_s=e, labelled_start_s=e, sqi=e,
+                       n_beats=ei)
 
 
 def _nanmean_rows(a: np.ndarray) -> np.ndarray:
@@ -176,12 +192,18 @@ class BeatWindower:
     beats seen and the next window number. Memory stays O(W) however long the stream.
     """
 
-    def __init__(self, window_beats: int = WINDOW_BEATS, hop_beats: int = HOP_BEATS) -> None:
+    def __init__(self, window_beats: int = WINDOW_BEATS, hop_beats: int = HOP_BEATS,
+                 lookahead_beats: int | None = None) -> None:
         if not 1 <= hop_beats <= window_beats:
             raise ValueError(f"hop_beats must be in 1..window_beats ({window_beats}), got {hop_beats}")
         self.window_beats = int(window_beats)
         self.hop_beats = int(hop_beats)
-        self.lead = (self.window_beats - self.hop_beats) // 2
+        self.lookahead_beats = default_lookahead(window_beats, hop_beats) if lookahead_beats is None \
+            else int(lookahead_beats)
+        if not 0 <= self.lookahead_beats <= self.window_beats - self.hop_beats:
+            raise ValueError(f"lookahead_beats must be in 0..{self.window_beats - self.hop_beats}, "
+                             f"got {lookahead_beats}")
+        self.lead = self.window_beats - self.hop_beats - self.lookahead_beats
         self.reset()
 
     def reset(self) -> None:
@@ -268,10 +290,13 @@ class BeatWindower:
         cpos0 = c0 - (js * H - L)
         cpos1 = c1 - (js * H - L)
         sqi_mean = _nanmean_rows(np.where(present, sq, np.nan))
+        centre_start = t[rows, cpos0]
+        first_rr_s = rr[rows, cpos0] / 1000.0
+        labelled_start = np.where(np.isfinite(first_rr_s), centre_start - first_rr_s, centre_start)
         batch = WindowBatch(rr_ms=rr, index=js, centre_first=c0, centre_last=c1,
                             start_s=t[rows, first_pos], end_s=t[rows, last_pos],
-                            centre_start_s=t[rows, cpos0], centre_end_s=t[rows, cpos1],
-                            sqi=sqi_mean, n_beats=n_present)
+                            centre_start_s=centre_start, centre_end_s=t[rows, cpos1],
+                            labelled_start_s=labelled_start, sqi=sqi_mean, n_beats=n_present)
         self._next = last_j + 1
         # drop what no future window needs
         keep_from = max(self._next * H - L, 0)

@@ -4,7 +4,8 @@ Takes ``Beat`` lists (ECG R peaks, PPG peaks or BLE RR beats: only their
 rr_ms / times are used) and gives ``Detection(condition="af")`` per window of
 64 beats, hop 8 (see ``edgemon.detect.rr_features`` for the windowing). The
 model (models/af_tachogram.tflite, card beside it) outputs P(AF) for the
-window's 8 centre beats from the 64-beat context. Probability, span, model
+window's 8 labelled beats from the 64-beat context (centred, or followed by the
+card's ``preprocessing.lookahead_beats``). Probability, span, model
 name/version/sha256 and RR evidence (hr_bpm, rr stats) travel with each
 detection; the alert policy decides what to raise. Chunk-size invariant.
 Imports numpy (and the LiteRT interpreter through the runtime) only.
@@ -20,6 +21,7 @@ from edgemon.detect.rr_features import (
     WindowBatch,
     beats_to_lists,
     centred_window,
+    default_lookahead,
     rr_evidence,
     window_features,
 )
@@ -33,10 +35,25 @@ def af_probabilities(model: LoadedModel, rr_ms: np.ndarray) -> np.ndarray:
     return model.predict(x).reshape(len(x), -1)[:, -1]
 
 
-def short_sequence_probability(model: LoadedModel, rr_ms: np.ndarray) -> float:
-    """P(AF) for one short RR sequence (e.g. the 10-15 beats of a 10-s PPG segment): centred and masked."""
+def lookahead_beats(model: LoadedModel, hop_beats: int = HOP_BEATS) -> int:
+    """Beats after the labelled ones in the model's window: the card's ``preprocessing.lookahead_beats``,
+    else centred ((W - H) // 2, the cards before it had the field)."""
     W = model.window_shape[0]
-    return float(af_probabilities(model, centred_window(rr_ms, W)[None])[0])
+    la = (model.card.preprocessing or {}).get("lookahead_beats")
+    if la is None:
+        return default_lookahead(W, hop_beats)
+    if isinstance(la, bool) or not isinstance(la, int) or not 0 <= la <= W - hop_beats:
+        raise ModelInputError(f"model {model.name} {model.version}: card preprocessing.lookahead_beats must be "
+                              f"an integer in 0..{W - hop_beats}, got {la!r}")
+    return la
+
+
+def short_sequence_probability(model: LoadedModel, rr_ms: np.ndarray) -> float:
+    """P(AF) for one short RR sequence (e.g. the 10-15 beats of a 10-s PPG segment): placed around the
+    window's labelled beats and masked."""
+    W = model.window_shape[0]
+    rr = centred_window(rr_ms, W, HOP_BEATS, lookahead_beats(model))
+    return float(af_probabilities(model, rr[None])[0])
 
 
 class TachogramAfDetector:
@@ -61,7 +78,7 @@ class TachogramAfDetector:
         self.threshold = float(model.threshold("af") if threshold is None else threshold)
         self.min_beats = int(min_beats)
         self.min_sqi = float(min_sqi)
-        self.windower = BeatWindower(shape[0], hop_beats)
+        self.windower = BeatWindower(shape[0], hop_beats, lookahead_beats(model, hop_beats))
 
     def push(self, beats: list[Beat], sqi: float = 1.0) -> list[Detection]:
         # push_rr's steps on lists: a push carries a beat or two, arrays would cost more than the work
@@ -98,7 +115,8 @@ class TachogramAfDetector:
             ev = rr_evidence(batch.rr_ms[i])
             ev.update(threshold=self.threshold, af=bool(p >= self.threshold),
                       centre_first_beat=int(batch.centre_first[i]), centre_last_beat=int(batch.centre_last[i]),
-                      centre_start_s=float(batch.centre_start_s[i]), centre_end_s=float(batch.centre_end_s[i]))
+                      centre_start_s=float(batch.centre_start_s[i]), centre_end_s=float(batch.centre_end_s[i]),
+                      labelled_start_s=float(batch.labelled_start_s[i]))
             out.append(Detection(condition="af", probability=p, start_s=float(batch.start_s[i]),
                                  end_s=float(batch.end_s[i]), sqi=float(batch.sqi[i]), source=card.name,
                                  model_version=card.version, model_sha256=card.sha256, evidence=ev))
