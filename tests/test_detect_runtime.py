@@ -198,3 +198,30 @@ def test_device_config_kernels_reach_the_models():
     assert {m.kernels for m in (models.rhythm, models.beats, models.tachogram)} == {"builtin"}
     with pytest.raises(ConfigError, match=r"device\.toml.*detect\.kernels"):
         parse_config({"detect": {"kernels": "xnnpack"}}, "device.toml")
+
+
+def test_model_that_does_not_fit_the_channel_is_an_alert_not_a_crash(tmp_path, caplog):
+    # a tachogram card with a look-ahead the runtime cannot use, a beat card for other features
+    from edgemon.config import parse_config
+    from edgemon.daemon.pipeline import Pipeline, load_models
+    from edgemon.events import Chunk
+
+    for f in (REPO / "models").iterdir():
+        shutil.copy(f, tmp_path / f.name)
+    for name, key, value in (("af_tachogram.card.json", "preprocessing", {"lookahead_beats": 99}),
+                             ("beat_aami.card.json", "preprocessing", {"feature_version": "beat-v0"})):
+        card = json.loads((tmp_path / name).read_text())
+        card[key] = {**card[key], **value} if isinstance(value, dict) else value
+        (tmp_path / name).write_text(json.dumps(card))
+    cfg = parse_config({"detect": {"models_dir": str(tmp_path)}}, "device.toml")
+    models = load_models(cfg)
+    assert not models.errors  # both load (sha256 and card are fine) ...
+    pipe = Pipeline(cfg, 250.0, "ecg", "ECG", models=models)
+    assert pipe.tachogram is None and pipe.beat_classifier is None and pipe.rhythm is not None  # ... neither fits
+    out = []
+    for k in range(12):  # past the medium-priority group wait
+        out += pipe.push_chunk(Chunk(np.zeros((250, 1)), 250.0, ("ECG",), ("ecg",), start_sample=250 * k))
+    alerts = [a for a in out if getattr(a, "condition", None) == "model_load_failed"]
+    assert len(alerts) == 1  # one alert for the condition; each model's reason is logged
+    assert "af_tachogram.card.json" in caplog.text and "lookahead_beats must be an integer in 0..56" in caplog.text
+    assert "beat_aami.card.json" in caplog.text and "'beat-v0'" in caplog.text

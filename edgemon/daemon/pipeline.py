@@ -182,6 +182,9 @@ class Pipeline:
         self._rhythm_raw: list[np.ndarray] = []
         self._rhythm_sqi: list[tuple[int, float]] = []  # (model-rate samples after the chunk, its sqi)
         self._rhythm_n_in = 0
+        # models that loaded but do not fit this channel (rate, shape, card fields): reported as
+        # model_load_failed alerts on the first push, like the models that did not load
+        self._pending_technical: list[tuple[str, str]] = list(self.models.errors.items())
         if channel_kind in ("ecg", "ppg") and self.fs_hz:
             self.quality = QualityMonitor(self.fs_hz, channel_kind, dsp.quality_window_s, channel, start_time_s)
         if channel_kind == "ecg" and self.fs_hz:
@@ -199,11 +202,11 @@ class Pipeline:
                 rate = float(self.models.rhythm.card.input_rate_hz or dsp.model_fs_hz)
                 self.resampler = Resampler(self.fs_hz, rate)
                 # raw ECG resampled, then filtered at the model rate inside: exactly as in training
-                self.rhythm = RhythmClassifier(self.models.rhythm, rate, start_time_s=start_time_s)
+                self.rhythm = self._fitted("rhythm", lambda m: RhythmClassifier(m, rate, start_time_s=start_time_s))
             if self.models.beats is not None:
                 from edgemon.detect.beats import BeatClassifier
 
-                self.beat_classifier = BeatClassifier(self.models.beats, self.fs_hz)
+                self.beat_classifier = self._fitted("beats", lambda m: BeatClassifier(m, self.fs_hz))
         elif channel_kind == "ppg" and self.fs_hz:
             self.ppg = PpgPeakDetector(self.fs_hz, channel, start_time_s, tuple(dsp.ppg_bandpass_hz))
             self.filter = PpgFilter(self.fs_hz, tuple(dsp.ppg_bandpass_hz))
@@ -211,13 +214,12 @@ class Pipeline:
         if self.models.tachogram is not None:
             from edgemon.detect.tachogram import TachogramAfDetector
 
-            self.tachogram = TachogramAfDetector(self.models.tachogram)
+            self.tachogram = self._fitted("tachogram", TachogramAfDetector)
         from edgemon.detect.rules import RhythmRules
 
         self.rules = RhythmRules(pause_s=det.pause_s, asystole_s=det.asystole_s, brady_bpm=det.brady_bpm,
                                  tachy_bpm=det.tachy_bpm, sustained_s=det.sustained_s)
         self.engine = None
-        self._pending_technical: list[tuple[str, str]] = list(self.models.errors.items())
         self._rhythm_af: deque[tuple[float, float, bool]] = deque()  # recent rhythm-CNN windows
         self._af_fusion = det.af_fusion
         if alerts:
@@ -340,6 +342,18 @@ class Pipeline:
             else:
                 out.append(d)
         return out
+
+    def _fitted(self, role: str, build):
+        """build(model) for the model of ``role``; None, with the reason kept for a model_load_failed
+        alert, when the model does not fit (a card naming another rate, shape or look-ahead)."""
+        model = getattr(self.models, role)
+        try:
+            return build(model)
+        except ValueError as err:  # ModelInputError and the detectors' card checks
+            reason = f"{model.card_path}: {err}"
+            log.error("model %s not used: %s", model.card_path, err)
+            self._pending_technical.append((role, reason))
+            return None
 
     # ------------------------------------------------------------------ shared tail
     def _after_beats(self, beats: list[Beat], windows: list[QualityWindow], dets: list[Detection],
