@@ -223,5 +223,5 @@ def test_model_that_does_not_fit_the_channel_is_an_alert_not_a_crash(tmp_path, c
         out += pipe.push_chunk(Chunk(np.zeros((250, 1)), 250.0, ("ECG",), ("ecg",), start_sample=250 * k))
     alerts = [a for a in out if getattr(a, "condition", None) == "model_load_failed"]
     assert len(alerts) == 1  # one alert for the condition; each model's reason is logged
-    assert "af_tachogram.card.json" in caplog.text and "lookahead_beats must be an integer in 0..56" in caplog.text
+    assert "af_tachogram.card.json" in caplog.text and "lookahead_beats must be an integer in 0..55" in caplog.text
     assert "beat_aami.card.json" in caplog.text and "'beat-v0'" in caplog.text

@@ -12,8 +12,8 @@ look-ahead: the beats after the labelled ones that a decision still waits for;
 (W - H) // 2 (28 of 64) by default, which centres the labelled beats. Every
 beat is labelled by exactly one window; positions before the stream's first
 beat or after a flush are padded and masked. A window is emitted once its last
-beat has arrived, so a decision lags its labelled beats by A beats. The RR of beat i is the interval ending at
-beat i (NaN for a stream's first beat: masked).
+beat has arrived, so a decision lags its labelled beats by A beats. The RR of
+beat i is the interval ending at beat i (NaN for a stream's first beat: masked).
 
 Imports numpy only.
 """
@@ -43,6 +43,11 @@ FEATURE_DESCRIPTION = (
 def default_lookahead(window_beats: int = WINDOW_BEATS, hop_beats: int = HOP_BEATS) -> int:
     """Beats after the labelled ones that centre them in the window: (W - H) // 2."""
     return (int(window_beats) - int(hop_beats)) // 2
+
+
+def max_lookahead(window_beats: int = WINDOW_BEATS, hop_beats: int = HOP_BEATS) -> int:
+    """The largest look-ahead: W - H - 1 (one beat before the labelled ones, see labelled_start_s)."""
+    return int(window_beats) - int(hop_beats) - 1
 
 
 def window_features(rr_ms: np.ndarray, clip: float = FEATURE_CLIP) -> np.ndarray:
@@ -129,8 +134,8 @@ class WindowBatch:
     end_s: np.ndarray          # time of the window's last present beat
     centre_start_s: np.ndarray  # time of the first labelled beat
     centre_end_s: np.ndarray    # time of the last labelled beat
-    # where the first labelled beat's interval begins (its time minus its RR; its time if it has
-    # none): the labelled intervals of consecutive windows then tile the time axis without gaps
+    # where the first labelled beat's interval begins (its time minus its RR; its time for a stream's
+    # first beat): the labelled intervals of consecutive windows tile the time axis
     labelled_start_s: np.ndarray
     sqi: np.ndarray            # mean sqi of the window's present beats
     n_beats: np.ndarray        # beats in the window with a usable (finite) interval
@@ -200,8 +205,9 @@ class BeatWindower:
         self.hop_beats = int(hop_beats)
         self.lookahead_beats = default_lookahead(window_beats, hop_beats) if lookahead_beats is None \
             else int(lookahead_beats)
-        if not 0 <= self.lookahead_beats <= self.window_beats - self.hop_beats:
-            raise ValueError(f"lookahead_beats must be in 0..{self.window_beats - self.hop_beats}, "
+        # at least one beat before the labelled ones, whose time starts the first labelled interval
+        if not 0 <= self.lookahead_beats <= max_lookahead(self.window_beats, self.hop_beats):
+            raise ValueError(f"lookahead_beats must be in 0..{max_lookahead(self.window_beats, self.hop_beats)}, "
                              f"got {lookahead_beats}")
         self.lead = self.window_beats - self.hop_beats - self.lookahead_beats
         self.reset()
@@ -292,9 +298,12 @@ class BeatWindower:
         sqi_mean = _nanmean_rows(np.where(present, sq, np.nan))
         centre_start = t[rows, cpos0]
         first_rr_s = rr[rows, cpos0] / 1000.0
-        labelled_start = np.where(np.isfinite(first_rr_s), centre_start - first_rr_s, centre_start)
+        start = t[rows, first_pos]
+        # a stream's first beat may come with its RR (BLE), but nothing before it was seen
+        labelled_start = np.where(np.isfinite(first_rr_s) & (c0 > 0), np.maximum(centre_start - first_rr_s, start),
+                                  centre_start)
         batch = WindowBatch(rr_ms=rr, index=js, centre_first=c0, centre_last=c1,
-                            start_s=t[rows, first_pos], end_s=t[rows, last_pos],
+                            start_s=start, end_s=t[rows, last_pos],
                             centre_start_s=centre_start, centre_end_s=t[rows, cpos1],
                             labelled_start_s=labelled_start, sqi=sqi_mean, n_beats=n_present)
         self._next = last_j + 1

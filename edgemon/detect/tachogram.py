@@ -22,6 +22,7 @@ from edgemon.detect.rr_features import (
     beats_to_lists,
     centred_window,
     default_lookahead,
+    max_lookahead,
     rr_evidence,
     window_features,
 )
@@ -42,9 +43,9 @@ def lookahead_beats(model: LoadedModel, hop_beats: int = HOP_BEATS) -> int:
     la = (model.card.preprocessing or {}).get("lookahead_beats")
     if la is None:
         return default_lookahead(W, hop_beats)
-    if isinstance(la, bool) or not isinstance(la, int) or not 0 <= la <= W - hop_beats:
+    if isinstance(la, bool) or not isinstance(la, int) or not 0 <= la <= max_lookahead(W, hop_beats):
         raise ModelInputError(f"model {model.name} {model.version}: card preprocessing.lookahead_beats must be "
-                              f"an integer in 0..{W - hop_beats}, got {la!r}")
+                              f"an integer in 0..{max_lookahead(W, hop_beats)}, got {la!r}")
     return la
 
 
