@@ -136,6 +136,14 @@ class DetectSection(_Strict):
         "all", description="On ECG, a beat-timing AF window counts as AF only if the rhythm CNN's 10-s windows "
                            "overlapping its centre beats agree: all of them, a majority, or any one. 'all' was "
                            "chosen on MITDB DS1 (false AF alerts 3 -> 0, AF episodes found unchanged, 8 of 8).")
+    af_rhythm_lookahead: bool = Field(
+        True, description="On ECG, a beat-timing AF window the rhythm CNN confirmed also counts its look-ahead "
+                          "(the beats after the ones it labels) toward alerts.af_onset_s, as far as every "
+                          "completed rhythm-CNN window after its labelled beats says AF: the CNN that sees the "
+                          "P waves vouches for the beats the beat-timing model has not labelled yet. Chosen on "
+                          "development data (docs/alerts.md): MITDB DS1 median AF onset delay 54.8 -> 38.8 s, "
+                          "CinC 2017 validation recordings' first AF alert 53 -> 41 s, with the same alerts "
+                          "there and on nstdb 119e*. No effect on PPG or beat-time streams.")
 
 
 class DaemonSection(_Strict):

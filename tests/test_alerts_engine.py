@@ -143,6 +143,30 @@ def test_onset_counts_lookahead_confirms_sooner_and_keeps_the_labelled_end():
                                                           (430.0, "resolved", 65.0, 375.0)]
 
 
+def test_count_end_s_evidence_counts_toward_onset_up_to_the_window_end():
+    """A detection whose evidence says another detector confirmed it past its labelled span
+    (count_end_s, the ECG AF fusion's) counts that far toward confirmation, never past its window."""
+    def script(count_end):
+        def s(t):  # as above, each window also vouched for up to count_end(t)
+            if t % 5 or t < 60:
+                return [], []
+            p = 0.9 if 100 <= t <= 400 else 0.1
+            return [det("af", t - 60, t, p=p, centre_start_s=t - 35.0, centre_end_s=t - 25.0,
+                        count_end_s=count_end(t))], []
+        return s
+
+    def first_and_last(count_end):
+        out = run(AlertEngine(policy30()), script(count_end), 700)
+        return [(t, m.notification, m.onset.timestamp(), m.resolved and m.resolved.timestamp()) for t, m in out]
+
+    # 65..t-20: 15 s in the first positive window, 30 s in the fourth (t = 115)
+    assert first_and_last(lambda t: t - 20.0) == [(115.0, "new", 65.0, None), (430.0, "resolved", 65.0, 375.0)]
+    # past the window's end it counts only to the end: as onset_counts_lookahead
+    assert first_and_last(lambda t: t + 100.0) == [(110.0, "new", 65.0, None), (430.0, "resolved", 65.0, 375.0)]
+    # before the labelled end it changes nothing
+    assert first_and_last(lambda t: t - 40.0) == [(120.0, "new", 65.0, None), (430.0, "resolved", 65.0, 375.0)]
+
+
 def test_vt_fires_immediately_without_group_wait():
     eng = AlertEngine(policy30())
     assert eng.push([], [], 99.0) == []

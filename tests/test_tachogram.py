@@ -234,3 +234,38 @@ def test_ecg_af_fusion_modes(mode, agrees):
         fused = pipe._fuse_af(dets)
         got.append(fused[-1].evidence["af"])
     assert got == agrees
+
+
+@pytest.mark.parametrize("rhythm_lookahead", [True, False])
+def test_ecg_af_rhythm_lookahead_counts_as_far_as_completed_rhythm_windows_say_af(rhythm_lookahead):
+    """detect.af_rhythm_lookahead: a confirmed beat-timing AF window carries count_end_s, the end of
+    the unbroken run of completed rhythm-CNN AF windows after its labelled beats (cut where a window
+    not classed AF starts, or where no completed window reaches yet), never past its own end."""
+    from edgemon.config import DeviceConfig
+    from edgemon.daemon.pipeline import Pipeline, load_models
+    from edgemon.events import Detection
+
+    cfg = DeviceConfig.model_validate({"detect": {"af_rhythm_lookahead": rhythm_lookahead}})
+    models = load_models(cfg, roles=("rhythm", "tachogram"))
+    if models.rhythm is None or models.tachogram is None:
+        pytest.skip(f"models not available: {models.errors}")
+    rhythm_name, tach_name = models.rhythm.card.name, models.tachogram.card.name
+
+    def count_end(windows, end_offset=30.0):
+        pipe = Pipeline(cfg, 250.0, "ecg", "MLII", models=models, alerts=False)
+        a = 1000.0  # labelled beats a..a+8; rhythm windows of 10 s starting at a-1, a+4, a+9, ...
+        dets = [Detection(c, 0.9, a - 1.0 + 5.0 * i, a + 9.0 + 5.0 * i, 1.0, rhythm_name)
+                for i, c in enumerate(windows)]
+        dets.append(Detection("af", 0.9, a - 20.0, a + end_offset, 1.0, tach_name,
+                              evidence={"af": True, "centre_start_s": a, "centre_end_s": a + 8.0}))
+        ev = pipe._fuse_af(dets)[-1].evidence
+        assert ev["af"] is True
+        return None if ev.get("count_end_s") is None else ev["count_end_s"] - a
+
+    if not rhythm_lookahead:
+        assert count_end(["af", "af", "af"]) is None
+        return
+    assert count_end(["af", "af", "af", "normal"]) == 14.0       # cut where the normal window starts
+    assert count_end(["af", "af", "af"]) == 19.0                 # as far as completed windows reach
+    assert count_end(["af", "af", "af", "af", "af"], 25.0) == 25.0  # never past the window's end
+    assert count_end(["af", "af", "other", "af"]) == 9.0         # a later AF window does not bridge the cut

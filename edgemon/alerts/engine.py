@@ -389,7 +389,11 @@ class AlertEngine:
         ep = self._episode(cond)
         # onset_counts_lookahead: the part of a window after the span its decision labels counts
         # toward confirmation too (faster, more false alerts: docs/alerts.md); never toward the end.
+        # A detection may itself say how far another detector confirmed it (evidence count_end_s).
         count_b = full_b if self.policy.onset_counts_lookahead else b
+        count_end = (det.evidence or {}).get("count_end_s") if det is not None else None
+        if _finite(count_end):
+            count_b = max(count_b, min(float(count_end), full_b))
         ep.spans.add(a, count_b)
         ep.count_end_s = max(ep.count_end_s, count_b)
         ep.last_seen_s = max(ep.last_seen_s, full_b)

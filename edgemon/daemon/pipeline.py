@@ -222,6 +222,7 @@ class Pipeline:
         self.engine = None
         self._rhythm_af: deque[tuple[float, float, bool]] = deque()  # recent rhythm-CNN windows
         self._af_fusion = det.af_fusion
+        self._af_rhythm_lookahead = det.af_rhythm_lookahead
         if alerts:
             from edgemon import __version__
             from edgemon.alerts.engine import AlertEngine
@@ -337,11 +338,31 @@ class Pipeline:
                     agree = bool(votes) and 2 * sum(votes) >= len(votes)
                 else:  # "all"
                     agree = bool(votes) and all(votes)
-                out.append(d if agree else replace(d, evidence={**d.evidence, "af": False,
-                                                                 "fusion": "rhythm CNN did not confirm"}))
+                if not agree:
+                    out.append(replace(d, evidence={**d.evidence, "af": False, "fusion": "rhythm CNN did not confirm"}))
+                elif self._af_rhythm_lookahead:
+                    out.append(replace(d, evidence={**d.evidence, "count_end_s": self._rhythm_af_until(b, d.end_s)}))
+                else:
+                    out.append(d)
             else:
                 out.append(d)
         return out
+
+    def _rhythm_af_until(self, t0: float, t_max: float) -> float:
+        """How far past t0 (at most t_max) the completed rhythm-CNN windows say AF without a break:
+        the end of the run of AF windows from one that covers t0, cut at the start of the first
+        window after t0 not classed AF (windows overlap, so that cut is conservative)."""
+        until = t0
+        for ra, rb, is_af in sorted(self._rhythm_af):
+            if rb <= t0:
+                continue
+            if ra > until:  # a stretch no completed window covers yet
+                break
+            if not is_af:
+                until = max(t0, ra)
+                break
+            until = max(until, rb)
+        return min(until, t_max)
 
     def _fitted(self, role: str, build):
         """build(model) for the model of ``role``; None, with the reason kept for a model_load_failed
