@@ -1,0 +1,89 @@
+"""Development checks of the ECG alert path on data no figure in the README comes from.
+
+Takes a device config (``--config F``, else the defaults) and the shared data root; gives JSON.
+
+    python tools/dev_alert_checks.py cinc  [--config F]   # CinC 2017 validation recordings
+    python tools/dev_alert_checks.py noise [--config F]   # MITDB DS1 records + nstdb bw/ma noise
+
+``cinc`` streams each of the 1023 CinC 2017 inner-validation recordings (tools/splits/cinc2017.json;
+9-61 s, AF from the first beat or not at all) through the pipeline as recorded and counts, per reference
+class, the recordings that raised an AF alert and the median time of the first one: AF alerts on
+normal/other/noisy recordings are false. ``noise`` adds ``bw`` and ``ma`` at 6 and 0 dB (nstdb's
+schedule) to the DS1 records among the noise-stress base records (101 112 115 122) and counts alerts per
+condition: none may be a rhythm alert. Neither touches a test set (cinc2017/test, MITDB DS2, nstdb 118e*).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from edgemon.config import DeviceConfig, load_config  # noqa: E402
+from edgemon.evaluate.alerts import _load, add_noise, alert_spans, read_lead, run_signal  # noqa: E402
+from edgemon.evaluate.common import default_data_root  # noqa: E402
+
+DS1_NOISE_BASE = ["101", "112", "115", "122"]
+
+
+def cinc(root: Path, cfg, models) -> dict:
+    from edgemon.evaluate.rhythm import read_ecg, read_reference
+
+    folder = root / "cinc2017" / "train"
+    labels = dict(read_reference(folder))
+    first: dict[str, list] = {lab: [] for lab in "NAO~"}
+    for name in json.loads((REPO / "tools" / "splits" / "cinc2017.json").read_text())["validation"]:
+        x, fs = read_ecg(folder / name)
+        sent = [m.sent_at.timestamp() for m in run_signal(x, fs, cfg, models)
+                if m.condition == "af" and m.notification == "new"]
+        first[labels[name]].append(min(sent) if sent else None)
+    return {lab: {"recordings": len(t), "with_af_alert": sum(v is not None for v in t),
+                  "median_first_af_alert_s": (round(float(np.median([v for v in t if v is not None])), 1)
+                                              if any(v is not None for v in t) else None)}
+            for lab, t in first.items()}
+
+
+def noise(root: Path, cfg, models) -> dict:
+    from edgemon.sources.reference import read_reference
+
+    kinds = {k: read_lead(root / "nstdb" / k, "noise1")[0] for k in ("bw", "ma")}
+    alerts: Counter = Counter()
+    for rec in DS1_NOISE_BASE:
+        x, fs, _ = read_lead(root / "mitdb" / rec)
+        r_samples = read_reference(root / "mitdb" / rec).beat_samples
+        for kind, n in kinds.items():
+            for snr_db in (6.0, 0.0):
+                for cond, spans in alert_spans(run_signal(add_noise(x, n, r_samples, fs, snr_db), fs, cfg,
+                                                          models)).items():
+                    alerts[cond] += len(spans)
+    return {"records": DS1_NOISE_BASE, "alerts": dict(alerts)}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("check", choices=("cinc", "noise"))
+    ap.add_argument("--config", help="device config TOML (default: the built-in defaults)")
+    ap.add_argument("--data-dir", help="shared data root (default: ../shared/data or EDGEMON_DATA)")
+    a = ap.parse_args()
+    cfg = load_config(a.config) if a.config else DeviceConfig()
+    root = Path(a.data_dir) if a.data_dir else default_data_root()
+    if root is None or not root.is_dir():
+        print(f"no data folder: {a.data_dir or '../shared/data (or EDGEMON_DATA)'} not found", file=sys.stderr)
+        return 1
+    models, errors = _load(cfg)
+    if errors:
+        print(f"models not loaded: {errors}", file=sys.stderr)
+        return 1
+    out = (cinc if a.check == "cinc" else noise)(root, cfg, models)
+    print(json.dumps({"check": a.check, "config": a.config, **out}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
