@@ -316,6 +316,10 @@ class Pipeline:
         "majority" at least half, with "any" one. The rhythm CNN's own AF windows
         are kept for display but do not count alone. Both detectors keep their own
         tuned thresholds; the fusion mode was chosen on MITDB DS1 (docs/alerts.md).
+        With detect.af_rhythm_lookahead a confirmed window also carries
+        evidence["count_end_s"] (``_rhythm_af_until``): how far past its labelled
+        beats the completed rhythm windows say AF, which the alert engine counts
+        toward the AF onset.
         """
         out = []
         for d in dets:
