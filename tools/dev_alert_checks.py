@@ -3,14 +3,18 @@
 Takes a device config (``--config F``, else the defaults) and the shared data root; gives JSON.
 
     python tools/dev_alert_checks.py cinc  [--config F]   # CinC 2017 validation recordings
-    python tools/dev_alert_checks.py noise [--config F]   # MITDB DS1 records + nstdb bw/ma noise
+    python tools/dev_alert_checks.py noise [--config F]   # MITDB DS1 records + nstdb noise (channel 2)
 
 ``cinc`` streams each of the 1023 CinC 2017 inner-validation recordings (tools/splits/cinc2017.json;
 9-61 s, AF from the first beat or not at all) through the pipeline as recorded and counts, per reference
 class, the recordings that raised an AF alert and the median time of the first one: AF alerts on
-normal/other/noisy recordings are false. ``noise`` adds ``bw`` and ``ma`` at 6 and 0 dB (nstdb's
-schedule) to the DS1 records among the noise-stress base records (101 112 115 122) and counts alerts per
-condition: none may be a rhythm alert. Neither touches a test set (cinc2017/test, MITDB DS2, nstdb 118e*).
+normal/other/noisy recordings are false. ``noise`` adds nstdb ``bw``, ``ma`` and ``em`` at 6 and 0 dB
+(nstdb's schedule) to the MITDB DS1 records without AF or VT episodes (118 left out: nstdb 118e* is a test
+set) and counts, per kind and SNR, the rhythm alerts the noise made: those whose onset lies in a noisy
+segment and that no rhythm alert of the same condition on the clean record overlaps. It takes the noise
+records' second channel (``noise2``): the noise-stress test run (``edgemon evaluate alerts``) adds
+``noise1`` to some of the same records, so the two never share a noisy signal. Neither check touches a
+test set (cinc2017/test, MITDB DS2, nstdb 118e*, the noise-stress run's signals).
 """
 from __future__ import annotations
 
@@ -26,10 +30,14 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from edgemon.config import DeviceConfig, load_config  # noqa: E402
-from edgemon.evaluate.alerts import _load, add_noise, alert_spans, read_lead, run_signal  # noqa: E402
+from edgemon.evaluate.alerts import (_load, _overlaps, add_noise, alert_spans, noisy_segments,  # noqa: E402
+                                     read_lead, run_signal)
 from edgemon.evaluate.common import default_data_root  # noqa: E402
 
-DS1_NOISE_BASE = ["101", "112", "115", "122"]
+# MITDB DS1 records whose rhythm annotations hold no AF or VT (118: base of the nstdb 118e* test records)
+DS1_NOISE_BASE = ["101", "108", "109", "112", "114", "115", "116", "119", "122", "124", "208", "209", "220", "230"]
+NOISE_KINDS = ("bw", "ma", "em")
+TECHNICAL = ("signal_quality", "lead_off")
 
 
 def cinc(root: Path, cfg, models) -> dict:
@@ -52,17 +60,30 @@ def cinc(root: Path, cfg, models) -> dict:
 def noise(root: Path, cfg, models) -> dict:
     from edgemon.sources.reference import read_reference
 
-    kinds = {k: read_lead(root / "nstdb" / k, "noise1")[0] for k in ("bw", "ma")}
-    alerts: Counter = Counter()
+    kinds = {k: read_lead(root / "nstdb" / k, "noise2")[0] for k in NOISE_KINDS}
+    made: dict[str, Counter] = {}
+    where: list[str] = []
     for rec in DS1_NOISE_BASE:
         x, fs, _ = read_lead(root / "mitdb" / rec)
         r_samples = read_reference(root / "mitdb" / rec).beat_samples
+        segments = noisy_segments(len(x), fs)
+        clean = alert_spans(run_signal(x, fs, cfg, models))
         for kind, n in kinds.items():
             for snr_db in (6.0, 0.0):
+                run = f"{kind}/{int(snr_db)}dB"
+                counts = made.setdefault(run, Counter())
                 for cond, spans in alert_spans(run_signal(add_noise(x, n, r_samples, fs, snr_db), fs, cfg,
                                                           models)).items():
-                    alerts[cond] += len(spans)
-    return {"records": DS1_NOISE_BASE, "alerts": dict(alerts)}
+                    if cond in TECHNICAL:
+                        counts[cond] += len(spans)
+                        continue
+                    for a in spans:
+                        if (any(s <= a["onset"] <= e for s, e in segments) and not any(
+                                _overlaps(a["onset"], a["end"], c["onset"], c["end"]) for c in clean.get(cond, []))):
+                            counts[cond] += 1
+                            where.append(f"{rec}+{kind}{int(snr_db)} {cond} at {a['onset']:.0f} s")
+    return {"records": DS1_NOISE_BASE, "noise_channel": "noise2",
+            "alerts": {run: dict(c) for run, c in made.items()}, "noise_made_rhythm_alerts": where}
 
 
 def main() -> int:
