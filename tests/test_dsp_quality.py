@@ -72,3 +72,26 @@ def test_quality_chunk_invariant(nsr):
     a = [(w.start_sample, w.reason, round(w.sqi, 9)) for w in _run(x, fs, chunk_s=1.0)]
     b = [(w.start_sample, w.reason, round(w.sqi, 9)) for w in _run(x, fs, chunk_s=0.1)]
     assert a == b
+
+
+def test_hf_rising_over_the_recordings_own_floor_is_noise(nsr):
+    """Muscle noise below the absolute HF limit is noise once it rises well above the level this
+    recording had over the last minutes; the same level all along (no rise) stays 'ok'."""
+    from edgemon.dsp.quality import _HF_RATIO_NOISE, _HF_RISE, _HF_RISE_MIN
+
+    x, fs = nsr
+    n = int(fs)
+    noise = np.random.default_rng(1).normal(0.0, 1.0, len(x))
+    burst = np.zeros(len(x), bool)
+    burst[90 * n:110 * n] = True
+    for scale in (0.03, 0.04, 0.05, 0.06, 0.07):
+        inside = [w for w in _run(x + scale * noise * burst, fs) if 92 <= w.start_s and w.end_s <= 108]
+        if all(max(_HF_RISE_MIN, _HF_RISE * w.features["hf_floor"]) < w.features["hf_ratio"] < _HF_RATIO_NOISE
+               for w in inside):
+            break
+    else:
+        pytest.fail("no noise level between the floor's limit and the absolute one")
+    assert inside and all(w.reason == "noise" and w.sqi < 0.5 for w in inside)
+    steady = _run(x + scale * noise, fs)
+    assert not [w for w in steady if w.reason == "noise"]
+    assert "hf_floor" not in steady[0].features and "hf_floor" in steady[-1].features

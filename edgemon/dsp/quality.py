@@ -8,7 +8,8 @@ the dominant ``reason``:
 - ``lead_off`` / ``nan``: most samples invalid (sensor said so / file held NaN);
 - ``flatline``: no amplitude (ECG peak-to-peak < 0.05 mV, PPG < 1e-6 of range);
 - ``saturation``: many samples pinned at the window's extreme value (railing ADC);
-- ``noise``: high-frequency power (EMG, mains) large against the signal;
+- ``noise``: high-frequency power (EMG, mains) large against the signal, or
+  (ECG) risen well above this recording's own level of the last minutes;
 - ``motion``: baseline swings or beat morphology that no longer repeats
   (electrode motion looks like ECG in frequency, so it is caught by the beats:
   low correlation between each beat and the window's median beat, or a beat
@@ -22,6 +23,7 @@ beats only, never on chunk boundaries.
 from __future__ import annotations
 
 import math
+from collections import deque
 
 import numpy as np
 
@@ -36,6 +38,17 @@ _FLAT_PTP_MV = 0.05
 _INVALID_FRACTION = 0.5
 _SATURATION_FRACTION = 0.08
 _HF_RATIO_NOISE = 0.06       # robust HF level / beat amplitude (clean MITDB: 95th pct <= 0.045)
+# Muscle noise is bursty and often stays below _HF_RATIO_NOISE (nstdb 'ma' added to MITDB at 6 dB SNR:
+# median 0.043), yet it turns wide-QRS-looking spikes and noisy sinus beats into "V" runs. So a window is
+# noise also when its ratio rises above _HF_RISE x this recording's own recent floor (a low percentile of
+# the last _HF_FLOOR_S of windows) and above _HF_RISE_MIN; a recording whose clean signal is itself
+# HF-rich has a high floor and is judged by the absolute limit only. Chosen on development data only
+# (MITDB DS1 + nstdb noise channel 2, DS1 alerts; docs/dsp.md).
+_HF_RISE = 2.5
+_HF_RISE_MIN = 0.035
+_HF_FLOOR_PCT = 20
+_HF_FLOOR_S = 300.0
+_HF_FLOOR_MIN_S = 60.0      # no floor before this much signal: only the absolute limit applies
 _BASELINE_PTP_MV = 1.0       # baseline swing (< 0.7 Hz) within one window
 _TEMPLATE_CORR_MIN = 0.7
 _BEAT_LAG_S = 2.5
@@ -66,6 +79,9 @@ class QualityMonitor:
         self._beats: list[int] = []
         self._segments: dict[int, np.ndarray | None] = {}  # beat sample -> normalised segment
         self._beat_amplitude: float | None = None  # QRS amplitude of the last window with beats
+        # hf_ratio of the recent windows, for this recording's HF floor
+        self._hf_history: deque[float] = deque(maxlen=max(1, int(round(_HF_FLOOR_S / window_s))))
+        self._hf_floor_min_windows = max(1, int(round(_HF_FLOOR_MIN_S / window_s)))
 
     @property
     def filter_sos(self) -> list[np.ndarray]:
@@ -169,8 +185,14 @@ class QualityMonitor:
                 amplitude = max(amplitude, self._beat_amplitude)
             ratio = float(1.4826 * _median(np.abs(hf)) / max(1e-9, amplitude))
             features["hf_ratio"] = ratio
-            if ratio > _HF_RATIO_NOISE:
-                reason, sqi = "noise", 0.4 * _HF_RATIO_NOISE / ratio  # unusable: below 0.5
+            limit = _HF_RATIO_NOISE
+            if self.kind == "ecg" and len(self._hf_history) >= self._hf_floor_min_windows:
+                floor = _percentiles(np.array(self._hf_history), (_HF_FLOOR_PCT,))[0]
+                features["hf_floor"] = floor
+                limit = min(limit, max(_HF_RISE_MIN, _HF_RISE * floor))
+            self._hf_history.append(ratio)
+            if ratio > limit:
+                reason, sqi = "noise", 0.4 * limit / ratio  # unusable: below 0.5
         if self.kind == "ecg":
             base = self._base[a - o: b - o]
             swing = float(_MAX(base) - _MIN(base))
