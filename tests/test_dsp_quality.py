@@ -86,12 +86,13 @@ def test_hf_rising_over_the_recordings_own_floor_is_noise(nsr):
     burst[90 * n:110 * n] = True
     for scale in (0.03, 0.04, 0.05, 0.06, 0.07):
         inside = [w for w in _run(x + scale * noise * burst, fs) if 92 <= w.start_s and w.end_s <= 108]
-        if all(max(_HF_RISE_MIN, _HF_RISE * w.features["hf_floor"]) < w.features["hf_ratio"] < _HF_RATIO_NOISE
-               for w in inside):
+        if all("hf_floor" in w.features and max(_HF_RISE_MIN, _HF_RISE * w.features["hf_floor"])
+               < w.features["hf_ratio"] < _HF_RATIO_NOISE for w in inside):
             break
     else:
         pytest.fail("no noise level between the floor's limit and the absolute one")
     assert inside and all(w.reason == "noise" and w.sqi < 0.5 for w in inside)
     steady = _run(x + scale * noise, fs)
     assert not [w for w in steady if w.reason == "noise"]
-    assert "hf_floor" not in steady[0].features and "hf_floor" in steady[-1].features
+    floors = [w.end_s for w in steady if "hf_floor" in w.features]  # consulted, once there is history
+    assert floors and min(floors) > 60

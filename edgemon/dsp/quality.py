@@ -186,7 +186,9 @@ class QualityMonitor:
             ratio = float(1.4826 * _median(np.abs(hf)) / max(1e-9, amplitude))
             features["hf_ratio"] = ratio
             limit = _HF_RATIO_NOISE
-            if self.kind == "ecg" and len(self._hf_history) >= self._hf_floor_min_windows:
+            # the floor matters only between the two limits (features["hf_floor"] is there when it did)
+            if (self.kind == "ecg" and _HF_RISE_MIN < ratio <= _HF_RATIO_NOISE
+                    and len(self._hf_history) >= self._hf_floor_min_windows):
                 floor = _percentiles(np.array(self._hf_history), (_HF_FLOOR_PCT,))[0]
                 features["hf_floor"] = floor
                 limit = min(limit, max(_HF_RISE_MIN, _HF_RISE * floor))
