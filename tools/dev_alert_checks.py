@@ -4,6 +4,7 @@ Takes a device config (``--config F``, else the defaults) and the shared data ro
 
     python tools/dev_alert_checks.py cinc  [--config F]   # CinC 2017 validation recordings
     python tools/dev_alert_checks.py noise [--config F]   # MITDB DS1 records + nstdb noise (channel 2)
+    python tools/dev_alert_checks.py hf                   # quality windows' HF ratio, clean vs noisy DS1
 
 ``cinc`` streams each of the 1023 CinC 2017 inner-validation recordings (tools/splits/cinc2017.json;
 9-61 s, AF from the first beat or not at all) through the pipeline as recorded and counts, per reference
@@ -14,7 +15,9 @@ set) and counts, per kind and SNR, the rhythm alerts the noise made: those whose
 segment and that no rhythm alert of the same condition on the clean record overlaps. It takes the noise
 records' second channel (``noise2``): the noise-stress test run (``edgemon evaluate alerts``) adds
 ``noise1`` to some of the same records, so the two never share a noisy signal. Neither check touches a
-test set (cinc2017/test, MITDB DS2, nstdb 118e*, the noise-stress run's signals).
+test set (cinc2017/test, MITDB DS2, nstdb 118e*, the noise-stress run's signals). ``hf`` gives, for
+the quality windows of every DS1 record but 118, the HF ratio's percentiles and the share judged ``noise``:
+clean, and with each noise (channel 2) at 6 and 0 dB inside the noisy segments.
 """
 from __future__ import annotations
 
@@ -86,9 +89,38 @@ def noise(root: Path, cfg, models) -> dict:
             "alerts": {run: dict(c) for run, c in made.items()}, "noise_made_rhythm_alerts": where}
 
 
+def hf(root: Path, cfg, models) -> dict:
+    from edgemon.daemon.pipeline import Pipeline
+    from edgemon.events import Chunk, QualityWindow
+    from edgemon.sources.reference import read_reference
+
+    split = json.loads((REPO / "tools" / "splits" / "mitdb_ds.json").read_text())
+    kinds = {k: read_lead(root / "nstdb" / k, "noise2")[0] for k in NOISE_KINDS}
+    found: dict[str, list[tuple[float, bool]]] = {}
+    for rec in [r for r in split["DS1"] if r != "118"]:
+        x, fs, _ = read_lead(root / "mitdb" / rec)
+        r_samples = read_reference(root / "mitdb" / rec).beat_samples
+        segments = noisy_segments(len(x), fs)
+        runs = {"clean": x, **{f"{k}/{int(snr)}dB": add_noise(x, n, r_samples, fs, snr)
+                               for k, n in kinds.items() for snr in (6.0, 0.0)}}
+        for run, y in runs.items():
+            pipe = Pipeline(cfg, fs, "ecg", "MLII", models=None, alerts=False)
+            step = int(fs)
+            events = [e for k in range(0, len(y), step)
+                      for e in pipe.push_chunk(Chunk(np.ascontiguousarray(y[k:k + step, None]), fs, ("MLII",),
+                                                     ("ecg",), start_sample=k))] + pipe.flush()
+            found.setdefault(run, []).extend(
+                (q.features["hf_ratio"], q.reason == "noise") for q in events
+                if isinstance(q, QualityWindow) and "hf_ratio" in q.features
+                and (run == "clean" or any(a <= q.start_s < b for a, b in segments)))
+    return {run: {"windows": len(v), "hf_ratio_p50_p95_p99": [round(float(p), 3) for p in
+                                                             np.percentile([r for r, _ in v], (50, 95, 99))],
+                  "noise_pct": round(100.0 * sum(f for _, f in v) / len(v), 1)} for run, v in found.items()}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("check", choices=("cinc", "noise"))
+    ap.add_argument("check", choices=("cinc", "noise", "hf"))
     ap.add_argument("--config", help="device config TOML (default: the built-in defaults)")
     ap.add_argument("--data-dir", help="shared data root (default: ../shared/data or EDGEMON_DATA)")
     a = ap.parse_args()
@@ -101,7 +133,7 @@ def main() -> int:
     if errors:
         print(f"models not loaded: {errors}", file=sys.stderr)
         return 1
-    out = (cinc if a.check == "cinc" else noise)(root, cfg, models)
+    out = {"cinc": cinc, "noise": noise, "hf": hf}[a.check](root, cfg, models)
     print(json.dumps({"check": a.check, "config": a.config, **out}))
     return 0
 
