@@ -33,8 +33,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from edgemon.config import DeviceConfig, load_config  # noqa: E402
-from edgemon.evaluate.alerts import (_load, _overlaps, add_noise, alert_spans, noisy_segments,  # noqa: E402
-                                     read_lead, run_signal)
+from edgemon.evaluate.alerts import (LEAD, _load, _overlaps, add_noise, alert_spans,  # noqa: E402
+                                     noisy_segments, read_lead, run_signal)
 from edgemon.evaluate.common import default_data_root  # noqa: E402
 
 # MITDB DS1 records whose rhythm annotations hold no AF or VT (118: base of the nstdb 118e* test records)
@@ -104,10 +104,10 @@ def hf(root: Path, cfg, models) -> dict:
         runs = {"clean": x, **{f"{k}/{int(snr)}dB": add_noise(x, n, r_samples, fs, snr)
                                for k, n in kinds.items() for snr in (6.0, 0.0)}}
         for run, y in runs.items():
-            pipe = Pipeline(cfg, fs, "ecg", "MLII", models=None, alerts=False)
+            pipe = Pipeline(cfg, fs, "ecg", LEAD, models=None, alerts=False)
             step = int(fs)
             events = [e for k in range(0, len(y), step)
-                      for e in pipe.push_chunk(Chunk(np.ascontiguousarray(y[k:k + step, None]), fs, ("MLII",),
+                      for e in pipe.push_chunk(Chunk(np.ascontiguousarray(y[k:k + step, None]), fs, (LEAD,),
                                                      ("ecg",), start_sample=k))] + pipe.flush()
             found.setdefault(run, []).extend(
                 (q.features["hf_ratio"], q.reason == "noise") for q in events
