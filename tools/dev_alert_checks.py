@@ -33,14 +33,13 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from edgemon.config import DeviceConfig, load_config  # noqa: E402
-from edgemon.evaluate.alerts import (LEAD, _load, _overlaps, add_noise, alert_spans,  # noqa: E402
+from edgemon.evaluate.alerts import (LEAD, TECHNICAL, _load, _overlaps, add_noise, alert_spans,  # noqa: E402
                                      noisy_segments, read_lead, run_signal)
 from edgemon.evaluate.common import default_data_root  # noqa: E402
 
 # MITDB DS1 records whose rhythm annotations hold no AF or VT (118: base of the nstdb 118e* test records)
 DS1_NOISE_BASE = ["101", "108", "109", "112", "114", "115", "116", "119", "122", "124", "208", "209", "220", "230"]
-NOISE_KINDS = ("bw", "ma", "em")
-TECHNICAL = ("signal_quality", "lead_off")
+NOISE_KINDS = ("bw", "ma", "em")  # the test run's bw and ma, and electrode motion
 
 
 def cinc(root: Path, cfg, models) -> dict:
