@@ -7,7 +7,9 @@ from edgemon.dsp.quality import QualityMonitor
 from edgemon.sources.replay import open_record
 
 
-def _run(x, fs, valid=None, chunk_s=1.0, kind="ecg"):
+def _run(x, fs, valid=None, chunk_s=1.0, kind="ecg", settled=True, lags=None):
+    """As the pipeline runs it: ECG windows wait for the QRS detector's settled_sample (settled=False:
+    the fixed lag). lags: a list that gets each window's delay behind the stream, in seconds."""
     valid = np.isfinite(x) if valid is None else valid
     q = QrsDetector(fs) if kind == "ecg" else None
     m = QualityMonitor(fs, kind)
@@ -15,7 +17,11 @@ def _run(x, fs, valid=None, chunk_s=1.0, kind="ecg"):
     out = []
     for i in range(0, len(x), n):
         beats = q.push(x[i:i + n], valid[i:i + n]) if q else []
-        out += m.push(x[i:i + n], valid[i:i + n], beats)
+        new = m.push(x[i:i + n], valid[i:i + n], beats,
+                     beats_settled_sample=q.settled_sample if q and settled else None)
+        if lags is not None:
+            lags += [(min(i + n, len(x)) - w.end_sample) / fs for w in new]
+        out += new
     out += m.flush()
     return out
 
@@ -67,11 +73,28 @@ def test_motion_baseline_swing(nsr):
     assert sum(w.reason == "motion" for w in windows if 42 <= w.start_s <= 58) >= 5
 
 
-def test_quality_chunk_invariant(nsr):
+@pytest.mark.parametrize("settled", [True, False])
+def test_quality_chunk_invariant(nsr, settled):
+    """Also for chunks longer than a window, where one push judges several windows."""
     x, fs = nsr
-    a = [(w.start_sample, w.reason, round(w.sqi, 9)) for w in _run(x, fs, chunk_s=1.0)]
-    b = [(w.start_sample, w.reason, round(w.sqi, 9)) for w in _run(x, fs, chunk_s=0.1)]
-    assert a == b
+
+    def run(chunk_s):
+        return [(w.start_sample, w.reason, w.sqi) for w in _run(x, fs, chunk_s=chunk_s, settled=settled)]
+
+    assert run(1.0) == run(0.1) == run(5.0)
+
+
+@pytest.mark.parametrize("name", ["nsr", "noise"])
+def test_windows_judged_once_their_beats_are_settled(samples_dir, name):
+    """Waiting for the QRS detector's settled_sample gives the verdicts of the fixed 2.5-s wait,
+    about 2 s sooner."""
+    rec = open_record(samples_dir / name)
+    x, fs = rec.samples[:, 0].copy(), rec.fs_hz
+    lag_settled, lag_fixed = [], []
+    a = _run(x, fs, chunk_s=0.1, lags=lag_settled)
+    b = _run(x, fs, chunk_s=0.1, settled=False, lags=lag_fixed)
+    assert [(w.start_sample, w.reason, w.sqi) for w in a] == [(w.start_sample, w.reason, w.sqi) for w in b]
+    assert np.median(lag_fixed) >= 2.5 and np.median(lag_settled) <= 1.0
 
 
 def test_hf_rising_over_the_recordings_own_floor_is_noise(nsr):

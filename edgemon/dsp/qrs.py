@@ -108,6 +108,29 @@ class QrsDetector:
         """End of stream: decide the candidates still waiting for look-ahead."""
         return self._evaluate(final=True)
 
+    @property
+    def settled_sample(self) -> int:
+        """Every beat whose R peak lies before this sample has been returned already.
+
+        A later candidate places its R at most ``_qrs_back`` (+ the locator's delay)
+        before its MWI peak, and the candidates that a later decision may still take
+        (before the first thresholds, or open to search-back) are waiting with
+        their R known. Consumers that need all beats of a span (the quality stage)
+        wait for this instead of a fixed delay. Depends on the samples only.
+        """
+        if self._final:
+            return self._n_in
+        settled = self._next_eval - self._qrs_back - self._loc_delay
+        if not self._learned:
+            waiting = self._pending
+        elif self._last_qrs is not None and self._next_eval - 1 < self._searchback_deadline():
+            waiting = self._noise_since_qrs  # any of them may still pass a lowered threshold
+        else:
+            waiting = []  # no beat yet, or the search-back deadline passed: they stay noise
+        if waiting:
+            settled = min(settled, min(c.r_index for c in waiting))
+        return max(0, settled)
+
     # views of the kept history (stream indices from _hist_start on)
     @property
     def _hist_start(self) -> int:
@@ -257,7 +280,7 @@ class QrsDetector:
 
     def _searchback(self, upto: int, beats: list[Beat]) -> None:
         while self._last_qrs is not None:
-            deadline = self._last_qrs + int(_SEARCHBACK_RR * self._rr_avg())
+            deadline = self._searchback_deadline()
             if upto < deadline:
                 return
             _, thr2 = self._thresholds()
@@ -271,6 +294,9 @@ class QrsDetector:
                 return
             best = max(pool, key=lambda c: c.value)
             self._accept(best, beats, searchback=True)
+
+    def _searchback_deadline(self) -> int:
+        return self._last_qrs + int(_SEARCHBACK_RR * self._rr_avg())
 
     def _accept(self, cand: _Candidate, beats: list[Beat], searchback: bool) -> None:
         w = 0.25 if searchback else 0.125

@@ -16,9 +16,11 @@ the dominant ``reason``:
   count that is not physiological);
 - ``ok``.
 
-Windows are emitted once the stream has passed their end by ``beat_lag_s`` so
-that the QRS detector's late beats are in; the result depends on samples and
-beats only, never on chunk boundaries.
+A window is judged once all of its beats are in: when the caller passes the
+beat detector's ``settled_sample`` (the ECG QRS detector has one: every beat
+before it is reported), as soon as it passes the window's end; otherwise
+``_BEAT_LAG_S`` after the end. The result depends on samples and beats only,
+never on chunk boundaries.
 """
 from __future__ import annotations
 
@@ -51,7 +53,8 @@ _HF_FLOOR_S = 300.0
 _HF_FLOOR_MIN_S = 60.0      # no floor before this much signal: only the absolute limit applies
 _BASELINE_PTP_MV = 1.0       # baseline swing (< 0.7 Hz) within one window
 _TEMPLATE_CORR_MIN = 0.7
-_BEAT_LAG_S = 2.5
+_BEAT_LAG_S = 2.5          # without a detector's settled_sample: late beats are in by then
+_SEGMENT_HALF_S = 0.1      # each beat's +-0.1 s are compared with the recent beats'
 _BEAT_CONTEXT_S = 10.0    # beats this far back count as 'recent' for the consistency check
 
 
@@ -64,6 +67,8 @@ class QualityMonitor:
         self.start_time_s = start_time_s
         self.window = max(8, int(round(window_s * fs_hz)))
         self._lag = int(round(_BEAT_LAG_S * fs_hz))
+        self._half = int(_SEGMENT_HALF_S * fs_hz)
+        self._settled: int | None = None  # the beat detector's settled_sample, when it gives one
         self._context = max(self.window, int(round(_BEAT_CONTEXT_S * fs_hz)))
         hf_corner = 40.0 if kind == "ecg" else 8.0
         self._has_hf = hf_corner < 0.45 * fs_hz
@@ -90,9 +95,13 @@ class QualityMonitor:
         return [f.sos for f in self._filters.filters]
 
     def push(self, x: np.ndarray, valid: np.ndarray | None = None,
-             beats: list[Beat] = (), filtered: list[np.ndarray] | None = None) -> list[QualityWindow]:
+             beats: list[Beat] = (), filtered: list[np.ndarray] | None = None,
+             beats_settled_sample: int | None = None) -> list[QualityWindow]:
         """filtered: the outputs of ``filter_sos`` on this chunk, when the caller already ran
-        them (e.g. in one ``SosBank`` pass with its own filters); then give it on every push."""
+        them (e.g. in one ``SosBank`` pass with its own filters); then give it on every push.
+        beats_settled_sample: the beat detector's ``settled_sample`` after this chunk (give it
+        on every push, or never): windows are judged as soon as their beats are all in."""
+        self._settled = beats_settled_sample
         x = np.asarray(x, dtype=float)
         valid = np.isfinite(x) if valid is None else (np.asarray(valid, dtype=bool) & np.isfinite(x))
         outs = self._filters.process(x) if filtered is None else filtered
@@ -133,7 +142,11 @@ class QualityMonitor:
         while True:
             a = self._next_window
             b = a + self.window
-            ready = b <= self._n and (final or self._n - b >= self._lag)
+            if self._settled is None:
+                beats_in = self._n - b >= self._lag
+            else:
+                beats_in = self._settled >= b and self._n - b >= self._half
+            ready = b <= self._n and (final or beats_in)
             if not ready:
                 break
             out.append(self._score(a, b))
@@ -217,10 +230,13 @@ class QualityMonitor:
         consistent, since a PVC looks like the other PVCs, while beats found in
         electrode-motion noise resemble nothing.
         """
-        half = int(0.1 * self.fs_hz)
+        half = self._half
         o = self._start
         cache = self._segments
-        pos = [s for s in self._beats if s - half >= o and s + half <= self._n and s < b]
+        # the recent beats are those of the _context before the window, explicitly: the buffers are
+        # trimmed after each emit, and one emit may judge several windows (flush, long chunks)
+        lo = max(o, a - self._context)
+        pos = [s for s in self._beats if s - half >= lo and s + half <= self._n and s < b]
         new = [s for s in pos if s not in cache]
         if new:  # a beat sits in ~5 windows' context: normalise it once
             self._normalise_segments(new, half)
