@@ -541,6 +541,36 @@ def test_rhythm_detection_at_the_start_of_a_noise_burst_is_not_believed():
     assert [m.condition for m in eng.push([det("vt", 8.5, 9.5)], qs, 10.0)] == ["vt"]
 
 
+def rhythm_window(cond, start, end):
+    """A rhythm-CNN window: a detector that can call a window noise (its probabilities say so)."""
+    probs = {"normal": 0.1, "af": 0.1, "other": 0.1, "noise": 0.1, cond: 0.7}
+    return Detection(cond, 0.7, float(start), float(end), 0.9, "rhythm_ecg", "1.0", "ab" * 32,
+                     evidence={"probabilities": probs})
+
+
+def test_run_after_unusable_signal_waits_for_the_noise_calling_detector_too():
+    # A rhythm CNN calls 10-s windows noise seconds after the quality windows cover the same time
+    # (nstdb 119e12: a false VT at 1527 s, then [1525, 1535] called noise). A run just after unusable
+    # signal is judged once those windows too reach quality_after_s past it, so the verdict does not
+    # depend on which of the two arrived first.
+    qs = [qw(t, t + 2, "motion" if t == 2 else "ok") for t in range(0, 16, 2)]
+    eng = AlertEngine(policy30())
+    eng.push([rhythm_window("normal", 0, 10)], [], 10.0)
+    assert eng.push([det("vt", 8.5, 9.5)], qs, 16.0) == []       # quality known to 16 s, the CNN to 10 s
+    assert eng.push([rhythm_window("noise", 5, 15)], [], 16.0) == []
+    assert eng.stats["detections_inhibited_by_quality"] == 1
+    # the same run with the CNN's window [5, 15] normal goes out when that window arrives
+    eng = AlertEngine(policy30())
+    eng.push([rhythm_window("normal", 0, 10)], [], 10.0)
+    assert eng.push([det("vt", 8.5, 9.5)], qs, 16.0) == []
+    assert [m.condition for m in eng.push([rhythm_window("normal", 5, 15)], [], 16.0)] == ["vt"]
+    # a run in clean signal does not wait for the CNN
+    eng = AlertEngine(policy30())
+    eng.push([rhythm_window("normal", 0, 10)], [], 10.0)
+    clean = [qw(t, t + 2) for t in range(0, 10, 2)]
+    assert [m.condition for m in eng.push([det("vt", 8.5, 9.5)], clean, 10.0)] == ["vt"]
+
+
 def test_rhythm_detection_after_mostly_unusable_signal_is_not_believed():
     # the default quality_context_s (10 s, at most half unusable): the same run inside artefact is
     # dropped, while one bad window before a run in clean signal does not stop it

@@ -77,6 +77,31 @@ def test_long_gap_seen_at_once_is_asystole_only():
     assert conds(dets) == ["asystole"]
 
 
+def test_open_gap_stops_where_beats_may_still_be_held_back():
+    """On ECG the beat classifier hands a beat on once its successor is seen, so at RR 1.9 s the
+    rules get each beat about one RR late, while quality windows come ~1 s after their end. The
+    open gap must stop at beats_until_s (where a held-back beat may lie), not run to the clock."""
+    t = regular(0, 60, 60 / 1.9)
+    quality = windows(0, 60)
+
+    def run_late(with_until):
+        rules, out, handed, fed_q = RhythmRules(), [], 0, 0
+        for k in range(1, 61):
+            now = float(k)
+            seen = [x for x in t if x + 0.3 <= now]         # detected ~0.3 s after the R peak
+            new = beats_at(seen[handed:len(seen) - 1])      # the last one waits for its successor
+            handed = max(handed, len(seen) - 1)
+            q = [w for w in quality[fed_q:] if w.end_s <= now - 1.0]
+            fed_q += len(q)
+            until = seen[-1] if seen else 0.0
+            out += rules.push(new, q, now_s=now, beats_until_s=until if with_until else None)
+        return out
+
+    # (32 bpm is a true bradycardia; the pause is false)
+    assert conds(run_late(False)) == ["bradycardia", "pause"]   # what beats_until_s prevents
+    assert conds(run_late(True)) == ["bradycardia"]
+
+
 def test_gap_during_lead_off_is_not_a_pause():
     t = regular(0, 20, 60) + regular(25, 40, 60)
     q = windows(0, 20) + windows(20, 24, reason="lead_off") + windows(24, 40)

@@ -17,7 +17,8 @@ condition. Lifecycle of an episode:
 
 A rhythm detection is judged once the quality windows covering it have
 arrived (at most quality_wait_s later), so noise is seen before the rhythm it
-faked. Notifications of a firing episode are held while it is silenced, inhibited,
+faked; one that follows unusable signal also waits for the detectors that can
+call a window noise (the rhythm CNN). Notifications of a firing episode are held while it is silenced, inhibited,
 acknowledged (repeats only), within group_wait, or over the hourly budget;
 a held first notification goes out once the hold ends if the episode is still
 firing. An episode that was never notified resolves without a message.
@@ -164,6 +165,8 @@ class AlertEngine:
         self._sent_times: deque[float] = deque()
         self._quality_until: float | None = None  # end of the quality stream seen so far (gating channels)
         self._deferred: list[tuple[float, Detection, StripProvider | None]] = []  # waiting for quality
+        # detectors that can call a window noise (the rhythm CNN): the end of their latest window
+        self._noise_judged_until: dict[str, float] = {}
         self._now: float | None = None
         self._last_heartbeat_s: float | None = None
         self._warned: set[str] = set()
@@ -178,7 +181,11 @@ class AlertEngine:
         self._heartbeat(now)
         for q in sorted(quality, key=lambda w: w.start_s):
             self._quality(q)
-        self._deferred += [(now, d, strip_provider) for d in detections]
+        for d in detections:
+            if d.condition == "noise" or "noise" in (d.evidence.get("probabilities") or {}):
+                until = self._noise_judged_until.get(d.source, d.end_s)
+                self._noise_judged_until[d.source] = max(until, d.end_s)
+            self._deferred.append((now, d, strip_provider))
         self._release(now)
         self._evaluate(now)
         return self._flush()
@@ -304,13 +311,13 @@ class AlertEngine:
         ready, keep = [], []
         for item in self._deferred:
             t_in, d, _ = item
-            known = self._quality_until is None or self._quality_needed_until(d) <= self._quality_until + _EPS
-            if known or wait <= 0 or now - t_in >= wait or d.condition == "noise":
+            if d.condition == "noise" or wait <= 0 or now - t_in >= wait or self._quality_known(d):
                 ready.append(item)
             else:
                 keep.append(item)
         self._deferred = keep
-        for _, d, provider in sorted(ready, key=lambda x: (x[1].end_s, x[1].start_s)):
+        # noise verdicts first: a rhythm detection released with them is judged with them
+        for _, d, provider in sorted(ready, key=lambda x: (x[1].condition != "noise", x[1].end_s, x[1].start_s)):
             self._detection(d, provider)
 
     def _quality(self, q: QualityWindow) -> None:
@@ -362,10 +369,18 @@ class AlertEngine:
         p = self.policy
         return p.quality_after_s > 0 and self._bad.covered(a - max(p.quality_context_s, _EPS), a) > _EPS
 
-    def _quality_needed_until(self, d: Detection) -> float:
-        """Stream time up to which quality must be known before d is judged."""
+    def _quality_known(self, d: Detection) -> bool:
+        """The quality d's verdict needs has arrived: the quality windows up to its end, or, when
+        unusable signal came just before it, up to quality_after_s past its span, and then also
+        the windows of the detectors that can call noise (the rhythm CNN's complete seconds
+        after the quality windows; a verdict must not depend on which came first)."""
         a, b = labelled_span(d)
-        return max(d.end_s, b + self.policy.quality_after_s) if self._near_bad(a) else d.end_s
+        needed = d.end_s
+        if self._near_bad(a):
+            needed = max(needed, b + self.policy.quality_after_s)
+            if any(until < needed - _EPS for until in self._noise_judged_until.values()):
+                return False
+        return self._quality_until is None or needed <= self._quality_until + _EPS
 
     def _bad_fraction(self, a: float, b: float) -> float:
         if b - a <= _EPS:

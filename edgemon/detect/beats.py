@@ -176,6 +176,11 @@ class BeatFeatures:
     def n_seen(self) -> int:
         return self._n_seen
 
+    @property
+    def held_from_sample(self) -> int | None:
+        """Sample of the oldest beat still waiting for its window or successor (None: none)."""
+        return self._pending[0].sample if self._pending else None
+
     def push(self, x: np.ndarray, beats: Sequence[Beat] = ()) -> list[tuple[Beat, np.ndarray | None]]:
         x = np.asarray(x, dtype=np.float64).ravel()
         self._hist.append(x)
@@ -378,6 +383,11 @@ class BeatClassifier:
 
     def flush(self) -> list[Beat]:
         return self._label(self._features.flush())
+
+    @property
+    def held_from_sample(self) -> int | None:
+        """Every beat returned later lies at or after this sample (None: no beat is held back)."""
+        return self._features.held_from_sample
 
     def _label(self, rows: list[tuple[Beat, np.ndarray | None]]) -> list[Beat]:
         if not rows:

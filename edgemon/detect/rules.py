@@ -12,7 +12,9 @@ instead of resolving it while it still lasts:
   ``asystole`` instead when the gap reaches ``asystole_s`` (5 s; Holter
   convention: a 3-s pause is reportable, >= 5 s without a beat is treated as
   asystole). The clock is the later of the last beat and the end of the last
-  quality window, so a pause is reported while it is still going on; a gap
+  quality window (or ``now_s``), so a pause is reported while it is still going
+  on, but never past ``beats_until_s`` when the caller gives it: a beat that a
+  stage before is still holding back ends the gap; a gap
   during which any quality window was not ``ok`` (lead off, noise) is not a
   pause: the heart may have beaten unseen.
 * ``bradycardia`` / ``tachycardia``: the rate over the last ``sustained_s``
@@ -71,6 +73,7 @@ class RhythmRules:
         self._bad: deque[tuple[float, float]] = deque()  # spans of unusable signal (start_s, end_s)
         self._sqi: deque[tuple[float, float, float]] = deque()  # (start_s, end_s, sqi) of recent windows
         self._clock_s: float | None = None
+        self._beats_until_s: float | None = None   # every beat before this has been pushed (None: all)
         self._times: deque[float] = deque()        # beat times within the sustained window (+ margin)
         self._times_sorted = True                  # every time appended >= the one before (then bisect)
         self._rate_ep: _Episode | None = None
@@ -80,9 +83,14 @@ class RhythmRules:
 
     # ------------------------------------------------------------------ public
     def push(self, beats: Sequence[Beat] = (), quality: Sequence[QualityWindow] = (),
-             now_s: float | None = None) -> list[Detection]:
+             now_s: float | None = None, beats_until_s: float | None = None) -> list[Detection]:
         """Feed new beats and quality windows; ``now_s`` (optional) advances the clock
-        for pause detection when neither beats nor windows arrive."""
+        for pause detection when neither beats nor windows arrive. ``beats_until_s``
+        (optional, give it on every push or never): every beat before this time has
+        been pushed. A stream whose beats come late (held back until their
+        successor is seen, like ``BeatClassifier``'s) must give it, or the open gap
+        would be measured past a beat that is on its way."""
+        self._beats_until_s = beats_until_s
         out: list[Detection] = []
         for q in quality:
             if not q.usable or q.sqi < self.min_sqi:
@@ -119,7 +127,8 @@ class RhythmRules:
                 still.append((start, end, done))
         self._closed = still
         if self._last_beat_s is not None and self._clock_s is not None:
-            out += self._judge(self._last_beat_s, self._clock_s, self._open_done, ongoing=True)
+            clock = self._clock_s if self._beats_until_s is None else min(self._clock_s, self._beats_until_s)
+            out += self._judge(self._last_beat_s, clock, self._open_done, ongoing=True)
         return out
 
     def _limits(self) -> tuple[tuple[str, float], ...]:
