@@ -243,7 +243,8 @@ class Pipeline:
         if self._bank is not None:  # ECG
             outs = self._bank.process(x)
             beats = self.qrs.push(x, valid, filtered=outs[:2])
-            windows = self.quality.push(x, valid, beats, filtered=outs[3:])
+            windows = self.quality.push(x, valid, beats, filtered=outs[3:],
+                                        beats_settled_sample=self.qrs.settled_sample)
             self._ecg_out.last = outs[2]
             xf = self.filter.process(x)  # through the attribute, so a wrapper of it sees the signal
         else:
@@ -251,7 +252,9 @@ class Pipeline:
                 beats = self.qrs.push(x, valid)
             elif self.ppg is not None:
                 beats = self.ppg.push(x, valid)
-            windows = self.quality.push(x, valid, beats) if self.quality is not None else []
+            settled = self.qrs.settled_sample if self.qrs is not None else None
+            windows = (self.quality.push(x, valid, beats, beats_settled_sample=settled)
+                       if self.quality is not None else [])
             xf = self.filter.process(x) if self.filter is not None else x
         dets: list[Detection] = []
         if self.rhythm is not None:
@@ -381,6 +384,16 @@ class Pipeline:
             return None
 
     # ------------------------------------------------------------------ shared tail
+    def _beats_until_s(self) -> float | None:
+        """Stream time before which the rules have every beat: the QRS detector may still report
+        a beat after its settled sample, and the beat classifier holds beats until their successor."""
+        if self.qrs is None:
+            return None  # beat-time input: each push brings its beats complete
+        until = self.qrs.settled_sample
+        if self.beat_classifier is not None and self.beat_classifier.held_from_sample is not None:
+            until = min(until, self.beat_classifier.held_from_sample)
+        return self.start_time_s + until / self.fs_hz
+
     def _after_beats(self, beats: list[Beat], windows: list[QualityWindow], dets: list[Detection],
                      now_s: float, xf: np.ndarray | None = None, x_start: int = 0, final: bool = False) -> list:
         self._now_s = max(self._now_s, now_s)
@@ -401,7 +414,8 @@ class Pipeline:
         if self.rhythm is not None and self.tachogram is not None:
             dets = self._fuse_af(dets)
         if self.rules is not None:
-            dets += self.rules.push(labelled, windows, now_s=self._now_s)
+            dets += self.rules.push(labelled, windows, now_s=self._now_s,
+                                    beats_until_s=None if final else self._beats_until_s())
         out: list = [*labelled, *windows, *dets]
         if self.engine is not None:
             alerts = []
