@@ -183,8 +183,7 @@ class AlertEngine:
             self._quality(q)
         for d in detections:
             if d.condition == "noise" or "noise" in (d.evidence.get("probabilities") or {}):
-                until = self._noise_judged_until.get(d.source, d.end_s)
-                self._noise_judged_until[d.source] = max(until, d.end_s)
+                self._noise_judged_until[d.source] = max(self._noise_judged_until.get(d.source, d.end_s), d.end_s)
             self._deferred.append((now, d, strip_provider))
         self._release(now)
         self._evaluate(now)
