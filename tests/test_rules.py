@@ -182,6 +182,20 @@ def test_results_do_not_depend_on_chunking():
     assert {"tachycardia", "vt", "pause"} <= set(conds(a))
 
 
+def test_many_windows_in_one_push_give_what_one_window_per_push_gives():
+    """Rules judge window by window, in stream order, so a push that brings many quality windows (a
+    long chunk, or windows held back for their beats) reports what one window per push reports: here
+    a pause while it lasts, then asystole. Judged once at the end, the gap was asystole only."""
+    t = regular(0, 20, 60)
+    b, q = beats_at(t), windows(0, 30)
+    one_by_one, rules = [], RhythmRules()
+    for w in q:
+        one_by_one += rules.push([x for x in b if w.start_s <= x.time_s < w.end_s], [w], beats_until_s=w.end_s)
+    at_once = RhythmRules().push(b, q, beats_until_s=30.0)
+    assert conds(one_by_one) == conds(at_once) == ["pause", "asystole"]
+    assert [(d.start_s, d.end_s, d.evidence) for d in at_once] == [(d.start_s, d.end_s, d.evidence) for d in one_by_one]
+
+
 def test_bad_parameters_are_refused():
     with pytest.raises(ValueError, match="brady_bpm"):
         RhythmRules(brady_bpm=160, tachy_bpm=150)

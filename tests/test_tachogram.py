@@ -204,6 +204,23 @@ def test_low_sqi_beats_give_no_detection(model):
     assert det.push(beats, sqi=0.1) + det.flush() == []
 
 
+def test_per_beat_sqi_masks_only_the_beats_in_bad_signal(model):
+    """push(beats, sqi=[...]) gives each beat its own quality: the same as pushing the beats in runs
+    with one value each."""
+    rng = np.random.default_rng(11)
+    beats = _beats(_rr_af(200, rng))
+    sqi = [0.1 if 60 <= i < 90 else 0.9 for i in range(len(beats))]
+    per_beat = TachogramAfDetector(model)
+    got = per_beat.push(beats, sqi=sqi) + per_beat.flush()
+    runs = TachogramAfDetector(model)
+    want = (runs.push(beats[:60], sqi=0.9) + runs.push(beats[60:90], sqi=0.1) + runs.push(beats[90:], sqi=0.9)
+            + runs.flush())
+    assert [repr(d) for d in got] == [repr(d) for d in want]
+    assert len(got) > 5 and any(d.evidence["n_beats"] < 64 for d in got)  # masked beats are missing
+    with pytest.raises(ValueError, match="sqi values for"):
+        TachogramAfDetector(model).push(beats, sqi=sqi[:-1])
+
+
 @pytest.mark.parametrize("mode, agrees", [("all", [True, False, False]), ("majority", [True, True, False]),
                                           ("any", [True, True, True])])
 def test_ecg_af_fusion_modes(mode, agrees):
@@ -239,8 +256,10 @@ def test_ecg_af_fusion_modes(mode, agrees):
 @pytest.mark.parametrize("rhythm_lookahead", [True, False])
 def test_ecg_af_rhythm_lookahead_counts_as_far_as_completed_rhythm_windows_say_af(rhythm_lookahead):
     """detect.af_rhythm_lookahead: a confirmed beat-timing AF window carries count_end_s, the end of
-    the unbroken run of completed rhythm-CNN AF windows after its labelled beats (cut where a window
-    not classed AF starts, or where no completed window reaches yet), never past its own end."""
+    the unbroken run of rhythm-CNN AF windows after its labelled beats (cut where a window not
+    classed AF starts, or where no window reaches yet), never past its own end. Only windows that end
+    by the quality window holding its last beat count (here there are no quality windows: by its last
+    beat), whether or not later ones are already done."""
     from edgemon.config import DeviceConfig
     from edgemon.daemon.pipeline import Pipeline, load_models
     from edgemon.events import Detection
@@ -267,5 +286,6 @@ def test_ecg_af_rhythm_lookahead_counts_as_far_as_completed_rhythm_windows_say_a
         return
     assert count_end(["af", "af", "af", "normal"]) == 14.0       # cut where the normal window starts
     assert count_end(["af", "af", "af"]) == 19.0                 # as far as completed windows reach
-    assert count_end(["af", "af", "af", "af", "af"], 25.0) == 25.0  # never past the window's end
+    assert count_end(["af", "af", "af", "af", "af"], 25.0) == 24.0  # windows ending after its end: not counted
+    assert count_end(["af", "af", "af", "af", "normal"], 25.0) == 24.0  # ... not even to cut it
     assert count_end(["af", "af", "other", "af"]) == 9.0         # a later AF window does not bridge the cut

@@ -15,10 +15,17 @@ daemon's runner all drive this same object, so what is scored is what runs.
 
 Models are loaded once by ``load_models`` (sha256-verified); a model that fails
 to load is reported as a technical alert and its stage is skipped, the rest runs.
+
+Every event depends on the stream only, never on how it was cut into chunks:
+beats reach the tachogram and the rules, and rhythm-CNN windows leave, once the
+quality windows of their own signal are judged, and they take their sqi from
+those windows (``_QualityTrack``). Only when an alert goes out follows the chunks.
 """
 from __future__ import annotations
 
+import bisect
 import logging
+import math
 from collections import deque
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -157,6 +164,52 @@ class _PassOutput:
         return self.last
 
 
+class _QualityTrack:
+    """The quality windows judged so far, so that beats and detections get the sqi of their own
+    stretch of signal, not that of whichever window was newest when they arrived (which depended
+    on chunk sizes). An unusable window counts as sqi 0. Before the first window the sqi is 1.0;
+    past the last judged one (the partial window at the end of a stream is never judged), the
+    last window's. Keeps about the last ``keep_s``."""
+
+    def __init__(self, keep_s: float = 120.0):
+        self.keep_s = keep_s
+        self._starts: list[float] = []  # windows are contiguous and in order
+        self._ends: list[float] = []
+        self._sqi: list[float] = []
+        self.until_s = -math.inf  # end of the last judged window
+
+    def add(self, windows: list[QualityWindow]) -> None:
+        for w in windows:
+            self._starts.append(w.start_s)
+            self._ends.append(w.end_s)
+            self._sqi.append(w.sqi if w.usable else 0.0)
+            self.until_s = w.end_s
+        if self._ends and self._ends[0] < self.until_s - 2 * self.keep_s:  # trimmed now and then
+            k = bisect.bisect_left(self._ends, self.until_s - self.keep_s)
+            del self._starts[:k], self._ends[:k], self._sqi[:k]
+
+    def sqi_at(self, t_s: float) -> float:
+        i = bisect.bisect_right(self._starts, t_s) - 1
+        return 1.0 if i < 0 else self._sqi[i]
+
+    def window_end_at(self, t_s: float) -> float:
+        """End of the judged window that holds t_s (t_s itself where none does)."""
+        i = bisect.bisect_right(self._starts, t_s) - 1
+        return self._ends[i] if 0 <= i and t_s < self._ends[i] else t_s
+
+    def mean(self, a_s: float, b_s: float) -> float:
+        """Time-weighted sqi over [a_s, b_s]."""
+        if b_s <= a_s or not self._starts:
+            return self.sqi_at(a_s)
+        total = max(0.0, min(b_s, self._starts[0]) - a_s)  # before the first window: 1.0
+        total += max(0.0, b_s - max(a_s, self.until_s)) * self._sqi[-1]
+        for k in range(max(bisect.bisect_right(self._starts, a_s) - 1, 0), len(self._starts)):
+            if self._starts[k] >= b_s:
+                break
+            total += max(0.0, min(b_s, self._ends[k]) - max(a_s, self._starts[k])) * self._sqi[k]
+        return total / (b_s - a_s)
+
+
 class Pipeline:
     """Synchronous stage chain for one channel of one device (see module doc)."""
 
@@ -171,7 +224,14 @@ class Pipeline:
         dsp, det = config.dsp, config.detect
         self._invert = channel_kind == "ecg" and dsp.invert_ecg
         self._now_s = start_time_s
-        self._last_sqi = 1.0
+        # Beats and detections wait here until the quality windows of their own signal are judged,
+        # and take their sqi from those windows (beats: the tachogram masks intervals in unusable
+        # signal). Beat-time input has no quality stage: its beats pass at once with sqi 1.0.
+        self._quality_track = _QualityTrack()
+        self._tach_beats: list[Beat] = []
+        self._rule_beats: list[Beat] = []
+        self._rhythm_held: list[Detection] = []
+        self._tach_held: list[Detection] = []
         self.counts: dict[str, int] = {"beats": 0, "windows": 0, "detections": 0, "alerts": 0}
 
         self.qrs = self.ppg = self.quality = self.filter = self.resampler = None
@@ -180,7 +240,6 @@ class Pipeline:
         self._bank = None
         # raw chunks held back from the resampler + rhythm model until they complete a window
         self._rhythm_raw: list[np.ndarray] = []
-        self._rhythm_sqi: list[tuple[int, float]] = []  # (model-rate samples after the chunk, its sqi)
         self._rhythm_n_in = 0
         # models that loaded but do not fit this channel (rate, shape, card fields): reported as
         # model_load_failed alerts on the first push, like the models that did not load
@@ -265,14 +324,12 @@ class Pipeline:
         """Resampler + rhythm model, run only when the held-back chunks complete a window.
 
         Both stages are chunk-size invariant, so running them once per window
-        instead of once per chunk gives the same samples; each chunk's output
-        samples keep the sqi that was current when the chunk arrived, and a
-        window's Detection comes out with the chunk that completes it, as before.
+        instead of once per chunk gives the same samples; a window's Detection
+        comes out with the chunk that completes it.
         """
         if len(x):
             self._rhythm_raw.append(x)
             self._rhythm_n_in += len(x)
-            self._rhythm_sqi.append((self.resampler.outputs_after(self._rhythm_n_in), self._last_sqi))
         if not final and self.resampler.outputs_after(self._rhythm_n_in) < self.rhythm.next_window_end:
             return []
         if not self._rhythm_raw:
@@ -280,13 +337,8 @@ class Pipeline:
         start_m = self.resampler.next_output_index
         xm = self.resampler.process(np.concatenate(self._rhythm_raw) if len(self._rhythm_raw) > 1
                                     else self._rhythm_raw[0])
-        sqi = np.empty(len(xm))
-        a = start_m
-        for b, q in self._rhythm_sqi:
-            sqi[a - start_m: b - start_m] = q
-            a = b
-        self._rhythm_raw, self._rhythm_sqi = [], []
-        return self.rhythm.push(xm, start_m, sqi=sqi) if len(xm) else []
+        self._rhythm_raw = []
+        return self.rhythm.push(xm, start_m) if len(xm) else []
 
     def push_beats(self, beats: list[Beat], now_s: float | None = None) -> list:
         """Beat-time path (annotation replay, BLE RR, PPG IBIs from elsewhere)."""
@@ -303,7 +355,7 @@ class Pipeline:
             start_m = self.resampler.next_output_index
             xm = self.resampler.flush()
             if len(xm):
-                dets += self.rhythm.push(xm, start_m, sqi=self._last_sqi)
+                dets += self.rhythm.push(xm, start_m)
         out = self._after_beats(beats, windows, dets, self._now_s, final=True)
         return out
 
@@ -321,8 +373,11 @@ class Pipeline:
         tuned thresholds; the fusion mode was chosen on MITDB DS1 (docs/alerts.md).
         With detect.af_rhythm_lookahead a confirmed window also carries
         evidence["count_end_s"] (``_rhythm_af_until``): how far past its labelled
-        beats the completed rhythm windows say AF, which the alert engine counts
-        toward the AF onset.
+        beats the rhythm windows say AF, which the alert engine counts toward the
+        AF onset. Only rhythm windows that end by the quality window holding the
+        beat-timing window's last beat vote or count (``_judged`` holds it until
+        those are all in), so the verdict does not depend on how the stream was cut
+        into chunks.
         """
         out = []
         for d in dets:
@@ -338,7 +393,8 @@ class Pipeline:
             elif d.evidence.get("af"):
                 a = d.evidence.get("centre_start_s", d.start_s)
                 b = d.evidence.get("centre_end_s", d.end_s)
-                votes = [is_af for ra, rb, is_af in self._rhythm_af if ra < b and a < rb]
+                until = self._votes_until_s(d)
+                votes = [is_af for ra, rb, is_af in self._rhythm_af if ra < b and a < rb and rb <= until]
                 if self._af_fusion == "any":
                     agree = any(votes)
                 elif self._af_fusion == "majority":
@@ -348,20 +404,27 @@ class Pipeline:
                 if not agree:
                     out.append(replace(d, evidence={**d.evidence, "af": False, "fusion": "rhythm CNN did not confirm"}))
                 elif self._af_rhythm_lookahead:
-                    out.append(replace(d, evidence={**d.evidence, "count_end_s": self._rhythm_af_until(b, d.end_s)}))
+                    out.append(replace(d, evidence={**d.evidence,
+                                                             "count_end_s": self._rhythm_af_until(b, d.end_s, until)}))
                 else:
                     out.append(d)
             else:
                 out.append(d)
         return out
 
-    def _rhythm_af_until(self, t0: float, t_max: float) -> float:
-        """How far past t0 (at most t_max) the completed rhythm-CNN windows say AF without a break:
-        the end of the run of AF windows from one that covers t0, cut at the start of the first
-        window after t0 not classed AF (windows overlap, so that cut is conservative)."""
+    def _votes_until_s(self, d: Detection) -> float:
+        """The rhythm-CNN windows that vote on a beat-timing window d end by this time: the end of
+        the quality window holding d's last beat (d is judged once that window is, and waits
+        until the rhythm CNN has done its windows up to there)."""
+        return self._quality_track.window_end_at(d.end_s)
+
+    def _rhythm_af_until(self, t0: float, t_max: float, windows_until: float) -> float:
+        """How far past t0 (at most t_max) the rhythm-CNN windows that end by windows_until say AF
+        without a break: the end of the run of AF windows from one that covers t0, cut at the start
+        of the first window after t0 not classed AF (windows overlap, so that cut is conservative)."""
         until = t0
         for ra, rb, is_af in sorted(self._rhythm_af):
-            if rb <= t0:
+            if rb <= t0 or rb > windows_until:
                 continue
             if ra > until:  # a stretch no completed window covers yet
                 break
@@ -384,21 +447,62 @@ class Pipeline:
             return None
 
     # ------------------------------------------------------------------ shared tail
-    def _beats_until_s(self) -> float | None:
-        """Stream time before which the rules have every beat: the QRS detector may still report
-        a beat after its settled sample, and the beat classifier holds beats until their successor."""
-        if self.qrs is None:
-            return None  # beat-time input: each push brings its beats complete
-        until = self.qrs.settled_sample
-        if self.beat_classifier is not None and self.beat_classifier.held_from_sample is not None:
-            until = min(until, self.beat_classifier.held_from_sample)
-        return self.start_time_s + until / self.fs_hz
+    def _judged(self, rhythm_dets: list[Detection], beats: list[Beat], final: bool) -> list[Detection]:
+        """The rhythm-CNN and tachogram detections whose signal quality is judged, with the sqi
+        of their own span (or beats). Depends on the stream only, never on chunk sizes.
 
-    def _after_beats(self, beats: list[Beat], windows: list[QualityWindow], dets: list[Detection],
+        A rhythm window waits for the quality windows up to its end. A beat waits for the window
+        that holds it before the tachogram sees it (a beat in unusable signal has its interval
+        masked). On ECG a tachogram window also waits until the rhythm CNN has done every window
+        that ends by its last beat, the windows the AF fusion votes with."""
+        track, dets = self._quality_track, []
+        if self.rhythm is not None:
+            self._rhythm_held += rhythm_dets
+            ready = [d for d in self._rhythm_held
+                     if final or self.quality is None or d.end_s <= track.until_s + 1e-6]
+            self._rhythm_held = self._rhythm_held[len(ready):]  # windows come in order
+            dets += [replace(d, sqi=track.mean(d.start_s, d.end_s)) for d in ready]
+        if self.tachogram is not None:
+            if self.quality is None:
+                self._tach_held += self.tachogram.push(beats)
+            else:
+                ready_beats, self._tach_beats = _split_at(self._tach_beats + beats,
+                                                          math.inf if final else track.until_s)
+                if ready_beats:
+                    self._tach_held += self.tachogram.push(ready_beats, sqi=[track.sqi_at(b.time_s)
+                                                                            for b in ready_beats])
+            if final:
+                self._tach_held += self.tachogram.flush()
+            done_s = (math.inf if final or self.rhythm is None else
+                      self.rhythm.start_time_s + self.rhythm.next_window_end / self.rhythm.fs_hz)
+            k = next((i for i, d in enumerate(self._tach_held) if self._votes_until_s(d) >= done_s),
+                     len(self._tach_held))
+            dets += self._tach_held[:k]
+            self._tach_held = self._tach_held[k:]
+        return dets
+
+    def _for_rules(self, beats: list[Beat], final: bool) -> tuple[list[Beat], float | None]:
+        """The beats the rules may take now, those whose quality window is judged, and the time
+        before which they have every beat (``beats_until_s``): the QRS detector may still report a
+        beat before its settled sample, the beat classifier holds a beat until its successor."""
+        if self.quality is None:
+            return beats, None  # beat-time input: each push brings its beats complete
+        if final:
+            ready, self._rule_beats = self._rule_beats + beats, []
+            return ready, None
+        until = self._quality_track.until_s
+        ready, self._rule_beats = _split_at(self._rule_beats + beats, until)
+        if self.qrs is not None:
+            settled = self.qrs.settled_sample
+            if self.beat_classifier is not None and self.beat_classifier.held_from_sample is not None:
+                settled = min(settled, self.beat_classifier.held_from_sample)
+            until = min(until, self.start_time_s + settled / self.fs_hz)
+        return ready, until
+
+    def _after_beats(self, beats: list[Beat], windows: list[QualityWindow], rhythm_dets: list[Detection],
                      now_s: float, xf: np.ndarray | None = None, x_start: int = 0, final: bool = False) -> list:
         self._now_s = max(self._now_s, now_s)
-        if windows:
-            self._last_sqi = windows[-1].sqi if windows[-1].usable else 0.0
+        self._quality_track.add(windows)
         labelled = beats
         if self.beat_classifier is not None:
             labelled = self.beat_classifier.push(xf if xf is not None else np.zeros(0), beats)
@@ -406,16 +510,12 @@ class Pipeline:
                 labelled = labelled + self.beat_classifier.flush()
         if self.strip is not None and xf is not None:
             self.strip.add(x_start, xf, labelled)
-        if self.tachogram is not None:
-            tach = self.tachogram.push(beats, sqi=self._last_sqi)
-            if final:
-                tach += self.tachogram.flush()
-            dets += tach
+        dets = self._judged(rhythm_dets, beats, final)
         if self.rhythm is not None and self.tachogram is not None:
             dets = self._fuse_af(dets)
         if self.rules is not None:
-            dets += self.rules.push(labelled, windows, now_s=self._now_s,
-                                    beats_until_s=None if final else self._beats_until_s())
+            rule_beats, until_s = self._for_rules(labelled, final)
+            dets += self.rules.push(rule_beats, windows, now_s=self._now_s, beats_until_s=until_s)
         out: list = [*labelled, *windows, *dets]
         if self.engine is not None:
             alerts = []
@@ -429,6 +529,12 @@ class Pipeline:
         self.counts["windows"] += len(windows)
         self.counts["detections"] += len(dets)
         return out
+
+
+def _split_at(beats: list[Beat], t_s: float) -> tuple[list[Beat], list[Beat]]:
+    """(beats before t_s, the rest) of beats in time order."""
+    k = bisect.bisect_left([b.time_s for b in beats], t_s)
+    return beats[:k], beats[k:]
 
 
 def event_to_dict(ev) -> dict:

@@ -249,12 +249,16 @@ class BeatWindower:
         last_ready = (self._n - (self.window_beats - self.lead)) // self.hop_beats
         return self._emit(last_ready)
 
-    def push_values(self, rr_ms: list[float], time_s: list[float], sqi: float = 1.0) -> WindowBatch:
-        """``push_arrays`` for a few beats as lists of floats (taken over: do not reuse them)."""
+    def push_values(self, rr_ms: list[float], time_s: list[float], sqi: float | list[float] = 1.0) -> WindowBatch:
+        """``push_arrays`` for a few beats as lists of floats (taken over: do not reuse them);
+        sqi one value or one per beat."""
         if len(rr_ms) != len(time_s):
             raise ValueError(f"rr_ms and time_s differ in length ({len(rr_ms)} vs {len(time_s)})")
         if rr_ms:
-            self._pending.append((rr_ms, time_s, [float(sqi)] * len(rr_ms)))
+            sq = [float(q) for q in sqi] if isinstance(sqi, (list, tuple)) else [float(sqi)] * len(rr_ms)
+            if len(sq) != len(rr_ms):
+                raise ValueError(f"{len(sq)} sqi values for {len(rr_ms)} beats")
+            self._pending.append((rr_ms, time_s, sq))
             self._n += len(rr_ms)
             self._last_t = float(time_s[-1])
         last_ready = (self._n - (self.window_beats - self.lead)) // self.hop_beats

@@ -11,10 +11,11 @@ instead of resolving it while it still lasts:
 * ``pause``: no beat for >= ``pause_s`` (3 s) while the signal is good.
   ``asystole`` instead when the gap reaches ``asystole_s`` (5 s; Holter
   convention: a 3-s pause is reportable, >= 5 s without a beat is treated as
-  asystole). The clock is the later of the last beat and the end of the last
-  quality window (or ``now_s``), so a pause is reported while it is still going
-  on, but never past ``beats_until_s`` when the caller gives it: a beat that a
-  stage before is still holding back ends the gap; a gap
+  asystole). With a quality stream the open gap is judged at each quality
+  window's end, once every beat before it is in (``beats_until_s``: a beat that
+  a stage before is still holding back ends the gap), so a pause is reported
+  while it is still going on, and the same way whatever the chunk sizes;
+  without one, at the later of the last beat and ``now_s``. A gap
   during which any quality window was not ``ok`` (lead off, noise) is not a
   pause: the heart may have beaten unseen.
 * ``bradycardia`` / ``tachycardia``: the rate over the last ``sustained_s``
@@ -31,6 +32,7 @@ the stream was chunked. Beats are assumed to come from one channel, in order.
 """
 from __future__ import annotations
 
+import math
 from bisect import bisect_right
 from collections import deque
 from dataclasses import dataclass
@@ -66,7 +68,9 @@ class RhythmRules:
         self.vt_beats, self.vt_bpm = int(vt_beats), float(vt_bpm)
         self.min_sqi = float(min_sqi)
         self.refresh_s = float(refresh_s)
-        self._last_beat_s: float | None = None
+        self._last_beat_s: float | None = None     # the last beat the gap judgement has reached
+        self._gap_beats: deque[float] = deque()    # beat times not yet reached by the gap judgement
+        self._gap_points: deque[float] = deque()   # quality-window ends where gaps are still to be judged
         self._open_done: set[str] = set()          # conditions already reported for the open gap
         self._closed: list[tuple[float, float, set]] = []   # finished gaps awaiting their quality
         self._q_until: float | None = None         # end of the quality stream seen so far
@@ -85,31 +89,53 @@ class RhythmRules:
     def push(self, beats: Sequence[Beat] = (), quality: Sequence[QualityWindow] = (),
              now_s: float | None = None, beats_until_s: float | None = None) -> list[Detection]:
         """Feed new beats and quality windows; ``now_s`` (optional) advances the clock
-        for pause detection when neither beats nor windows arrive. ``beats_until_s``
+        for pause detection when there is no quality stream. ``beats_until_s``
         (optional, give it on every push or never): every beat before this time has
         been pushed. A stream whose beats come late (held back until their
         successor is seen, like ``BeatClassifier``'s) must give it, or the open gap
-        would be measured past a beat that is on its way."""
+        would be measured past a beat that is on its way. A beat should come once
+        the quality windows up to it have (rate and VT are judged on arrival)."""
         self._beats_until_s = beats_until_s
         out: list[Detection] = []
-        for q in quality:
+        for q in sorted(quality, key=lambda w: w.start_s):
             if not q.usable or q.sqi < self.min_sqi:
                 self._bad.append((q.start_s, q.end_s))
             self._sqi.append((q.start_s, q.end_s, q.sqi))
             self._q_until = q.end_s if self._q_until is None else max(self._q_until, q.end_s)
+            self._gap_points.append(q.end_s)
         for b in sorted(beats, key=lambda b: b.time_s):
-            t = b.time_s
+            self._gap_beats.append(b.time_s)
+            out += self._on_beat(b)  # rate and VT need only the windows up to the beat
+        # Gaps are judged in stream order, at each quality window's end once every beat before it
+        # is in: a push that brings many windows reports what one window per push reports (a
+        # pause while it lasts, then asystole), and a beat still held back ends no gap too late.
+        while self._gap_points and (beats_until_s is None or self._gap_points[0] <= beats_until_s):
+            e = self._gap_points.popleft()
+            self._gap_beats_before(e)
+            self._advance_clock(e)
+            out += self._judge_gaps()
+        if beats_until_s is None or self._q_until is None:  # no quality stream, or the end of one
+            until = math.inf if beats_until_s is None else beats_until_s
+            self._gap_beats_before(until)
+            self._advance_clock(min(until, max(([now_s] if now_s is not None else [])
+                                               + ([self._last_beat_s] if self._last_beat_s is not None else []),
+                                               default=-math.inf)))
+            out += self._judge_gaps()
+        self._prune()
+        return out
+
+    def _gap_beats_before(self, t_s: float) -> None:
+        """Close the gaps the beats before t_s end (in order; their rate and VT are already done)."""
+        while self._gap_beats and self._gap_beats[0] < t_s:
+            t = self._gap_beats.popleft()
             if self._last_beat_s is not None and t - self._last_beat_s >= self.pause_s:
                 self._closed.append((self._last_beat_s, t, self._open_done))
             self._open_done = set()
-            out += self._on_beat(b)
-        clock = max([q.end_s for q in quality] + ([now_s] if now_s is not None else [])
-                    + ([self._last_beat_s] if self._last_beat_s is not None else []), default=None)
-        if clock is not None and (self._clock_s is None or clock > self._clock_s):
-            self._clock_s = clock
-        out += self._judge_gaps()
-        self._prune()
-        return out
+            self._last_beat_s = t
+
+    def _advance_clock(self, t: float) -> None:
+        if math.isfinite(t) and (self._clock_s is None or t > self._clock_s):
+            self._clock_s = t
 
     # ------------------------------------------------------------------ gaps
     def _judge_gaps(self) -> list[Detection]:
@@ -127,8 +153,7 @@ class RhythmRules:
                 still.append((start, end, done))
         self._closed = still
         if self._last_beat_s is not None and self._clock_s is not None:
-            clock = self._clock_s if self._beats_until_s is None else min(self._clock_s, self._beats_until_s)
-            out += self._judge(self._last_beat_s, clock, self._open_done, ongoing=True)
+            out += self._judge(self._last_beat_s, self._clock_s, self._open_done, ongoing=True)
         return out
 
     def _limits(self) -> tuple[tuple[str, float], ...]:
@@ -163,7 +188,6 @@ class RhythmRules:
     def _on_beat(self, b: Beat) -> list[Detection]:
         t = b.time_s
         out: list[Detection] = []
-        self._last_beat_s = t
         if self._times and t < self._times[-1]:
             self._times_sorted = False
         self._times.append(t)

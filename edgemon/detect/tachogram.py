@@ -81,11 +81,17 @@ class TachogramAfDetector:
         self.min_sqi = float(min_sqi)
         self.windower = BeatWindower(shape[0], hop_beats, lookahead_beats(model, hop_beats))
 
-    def push(self, beats: list[Beat], sqi: float = 1.0) -> list[Detection]:
+    def push(self, beats: list[Beat], sqi: float | list[float] = 1.0) -> list[Detection]:
+        """sqi: one value for all the beats, or one per beat (the quality of the signal around it)."""
         # push_rr's steps on lists: a push carries a beat or two, arrays would cost more than the work
         rr, t = beats_to_lists(beats, self.windower.last_time_s)
-        if sqi < self.min_sqi:
-            rr = [np.nan] * len(rr)
+        if not isinstance(sqi, (list, tuple)):
+            if sqi < self.min_sqi:
+                rr = [np.nan] * len(rr)
+        else:
+            if len(sqi) != len(rr):
+                raise ValueError(f"TachogramAfDetector.push: {len(sqi)} sqi values for {len(rr)} beats")
+            rr = [r if q >= self.min_sqi else np.nan for r, q in zip(rr, sqi)]
         return self._detections(self.windower.push_values(rr, t, sqi))
 
     def push_rr(self, rr_ms: np.ndarray, time_s: np.ndarray, sqi: float = 1.0) -> list[Detection]:
