@@ -77,7 +77,6 @@ class RhythmRules:
         self._bad: deque[tuple[float, float]] = deque()  # spans of unusable signal (start_s, end_s)
         self._sqi: deque[tuple[float, float, float]] = deque()  # (start_s, end_s, sqi) of recent windows
         self._clock_s: float | None = None
-        self._beats_until_s: float | None = None   # every beat before this has been pushed (None: all)
         self._times: deque[float] = deque()        # beat times within the sustained window (+ margin)
         self._times_sorted = True                  # every time appended >= the one before (then bisect)
         self._rate_ep: _Episode | None = None
@@ -95,7 +94,6 @@ class RhythmRules:
         successor is seen, like ``BeatClassifier``'s) must give it, or the open gap
         would be measured past a beat that is on its way. A beat should come once
         the quality windows up to it have (rate and VT are judged on arrival)."""
-        self._beats_until_s = beats_until_s
         out: list[Detection] = []
         for q in sorted(quality, key=lambda w: w.start_s):
             if not q.usable or q.sqi < self.min_sqi:
