@@ -458,8 +458,7 @@ class Pipeline:
         track, dets = self._quality_track, []
         if self.rhythm is not None:
             self._rhythm_held += rhythm_dets
-            ready = [d for d in self._rhythm_held
-                     if final or self.quality is None or d.end_s <= track.until_s + 1e-6]
+            ready = [d for d in self._rhythm_held if final or d.end_s <= track.until_s + 1e-6]
             self._rhythm_held = self._rhythm_held[len(ready):]  # windows come in order
             dets += [replace(d, sqi=track.mean(d.start_s, d.end_s)) for d in ready]
         if self.tachogram is not None:
