@@ -24,13 +24,14 @@ def _gauss(t, mu, sigma, amp):
     return amp * np.exp(-0.5 * ((t - mu) / sigma) ** 2)
 
 
-def synthetic_ecg(n_beats=40, rr_s=0.8, pvc_at=(15, 28), seed=0):
+def synthetic_ecg(n_beats=40, rr_s=0.8, pvc_at=(15, 28), seed=0, apc_at=()):
     """Sinus beats (P, narrow QRS, T) with PVC-like beats: 35 % early, no P, wide and tall
-    QRS with an opposite T wave, followed by a compensatory pause. Returns (x_mV, r_samples)."""
+    QRS with an opposite T wave, followed by a compensatory pause; and atrial premature beats
+    (``apc_at``): the sinus shape 35 % early, also followed by a pause. Returns (x_mV, r_samples)."""
     rng = np.random.default_rng(seed)
     times, t = [], 1.0
     for i in range(n_beats):
-        if i in pvc_at:
+        if i in pvc_at or i in apc_at:
             t += -0.35 * rr_s
             times.append(t)
             t += rr_s * 0.35
@@ -56,10 +57,11 @@ def synthetic_ecg(n_beats=40, rr_s=0.8, pvc_at=(15, 28), seed=0):
 class FakeModel:
     """Stands in for LoadedModel where only plumbing is tested: p(V) from the template difference."""
 
-    def __init__(self):
+    def __init__(self, premature_rule=None):
         self.card = type("Card", (), {"classes": list(B.CLASSES), "name": "fake",
                                       "preprocessing": {"feature_version": B.FEATURE_VERSION},
-                                      "input_shape": [1, B.N_FEATURES], "decision_thresholds": {}})()
+                                      "input_shape": [1, B.N_FEATURES], "decision_thresholds": {},
+                                      "premature_rule": premature_rule})()
 
     def predict(self, x):
         x = np.atleast_2d(x)
@@ -188,6 +190,61 @@ def test_nan_window_leaves_beat_unlabelled_and_bad_input_is_refused():
         B.BeatClassifier(FakeModel(), FS).push(x[:10], [Beat(sample=5, fs_hz=360.0, kind="ecg_r")])
 
 
+def _rule(pre_rr_over_long_max=0.775, irregularity_max=0.15):
+    from edgemon.detect.card import PrematureRule
+
+    return PrematureRule(pre_rr_over_long_max=pre_rr_over_long_max, irregularity_max=irregularity_max,
+                         chosen_on="test")
+
+
+def test_premature_rule_calls_early_sinus_shaped_beats_s_in_any_chunking():
+    x, r = synthetic_ecg(n_beats=40, pvc_at=(28,), apc_at=(15, 22))
+    results = []
+    for chunk in (1, 77, 250, len(x)):
+        out = stream(B.BeatClassifier(FakeModel(_rule()), FS), x, r, chunk)
+        results.append([(b.sample, b.label, b.label_probability) for b in out])
+    assert all(res == results[0] for res in results)
+    labels = [lab for _, lab, _ in results[0]]
+    assert labels[15] == "S" and labels[22] == "S"   # premature, regular rhythm before them
+    assert labels[28] == "V"                         # the model's V stands: the rule only turns N into S
+    assert [i for i, lab in enumerate(labels) if lab == "S"] == [15, 22]
+    # without a rule the same beats are N: the fake model knows no S
+    plain = [b.label for b in stream(B.BeatClassifier(FakeModel(), FS), x, r, 250)]
+    assert plain[15] == "N" and plain[22] == "N"
+
+
+def test_premature_rule_on_feature_rows_equals_the_streaming_classifier():
+    x, r = synthetic_ecg(n_beats=40, pvc_at=(28,), apc_at=(15, 22))
+    feats = B.beat_features(x, r, FS)
+    ok = np.all(np.isfinite(feats), axis=1)
+    pred = np.full(len(r), -1)
+    pred[ok] = B.decide(FakeModel().predict(feats[ok]))
+    pred[ok] = B.apply_premature_rule(pred[ok], feats[ok], _rule())
+    streamed = [b.label for b in stream(B.BeatClassifier(FakeModel(_rule()), FS), x, r, 100)]
+    assert [B.CLASSES[k] if k >= 0 else None for k in pred] == streamed
+    assert np.array_equal(B.apply_premature_rule(pred, feats, None), pred)
+    # an irregular rhythm before the beat (AF) keeps it N; so does a beat on time
+    row = feats[15].copy()
+    assert B.premature_supraventricular(row, 0.775, 0.15)[0]
+    row[2 * B.N_WAVE + 8] = 0.3
+    assert not B.premature_supraventricular(row, 0.775, 0.15)[0]
+    assert not B.premature_supraventricular(feats[10], 0.775, 0.15)[0]
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("pre_rr_over_long_max", 1.2, "less than 1"), ("pre_rr_over_long_max", 0.0, "greater than 0"),
+    ("irregularity_max", -0.1, "greater than 0"), ("irregularity_max", float("nan"), "finite number")])
+def test_card_premature_rule_values_are_checked(tmp_path, field, value, message):
+    from edgemon.detect.card import ModelCardError, load_card
+
+    d = json.loads(CARD.read_text())
+    d["premature_rule"][field] = value
+    bad = tmp_path / "beat.card.json"
+    bad.write_text(json.dumps(d))
+    with pytest.raises(ModelCardError, match=rf"beat\.card\.json.*premature_rule\.{field}.*{message}"):
+        load_card(bad)
+
+
 def test_decide_thresholds_shift_decisions():
     p = np.array([[0.6, 0.3, 0.1, 0, 0]])
     assert B.decide(p)[0] == 0
@@ -221,6 +278,8 @@ def test_card_is_valid_and_small(model):
     assert card.float_vs_int8 is not None and card.float_vs_int8.decision_agreement_pct > 95
     names = {m.name for m in card.metrics}
     assert {"VEB_se_pct", "VEB_ppv_pct", "SVEB_se_pct", "SVEB_ppv_pct"} <= names
+    rule = card.premature_rule
+    assert rule is not None and "DS1" in rule.chosen_on and "DS2" not in rule.chosen_on
     split = json.loads((ROOT / card.split).read_text())
     assert not set(split["DS1"]) & set(split["DS2"])
 

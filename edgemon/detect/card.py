@@ -91,6 +91,19 @@ class RecordingHead(_Strict):
         return self
 
 
+class PrematureRule(_Strict):
+    """A beat-model decision rule beside the model (beat model): a beat the model calls N is called S
+    when its pre-RR interval is shorter than ``pre_rr_over_long_max`` x the long-term mean RR (both
+    from the model's own RR features) and the RR intervals before it are regular (irregularity
+    feature below ``irregularity_max``, so AF's short intervals do not count as premature)."""
+
+    pre_rr_over_long_max: float = Field(..., gt=0, lt=1)
+    irregularity_max: float = Field(..., gt=0)
+    chosen_on: str = Field(..., description="Data the two values were chosen on (never test data).")
+    cv_out_of_fold_ds1: dict[str, Any] = Field(default_factory=dict,
+                                               description="Figures on that data without and with the rule.")
+
+
 class ModelCard(_Strict):
     name: str = Field(..., pattern=r"^[A-Za-z0-9_.-]{1,64}$")
     version: str = Field(..., min_length=1, max_length=32)
@@ -113,6 +126,8 @@ class ModelCard(_Strict):
     report: str | None = None
     preprocessing: dict[str, Any] = Field(default_factory=dict,
                                           description="Constants the feature builder needs (clip ranges, ...).")
+    premature_rule: PrematureRule | None = Field(None, description="Optional rule beside the model's "
+                                                 "decision (beat model): premature regular beats called N -> S.")
     recording_head: RecordingHead | None = Field(None, description="Optional decision for a whole recording "
                                                  "from its window probabilities (rhythm model).")
 
