@@ -2,8 +2,8 @@
 
 Takes MITDB (data root's ``mitdb``) and the committed split
 ``tools/splits/mitdb_ds.json``; gives ``models/beat_aami.tflite`` and its card.
-DS2 is never read here: model selection and decision thresholds come from
-patient-grouped cross-validation over DS1 (``DS1_folds``).
+DS2 is never read here: model selection, decision thresholds and the premature
+rule come from patient-grouped cross-validation over DS1 (``DS1_folds``).
 
 Steps (each caches under tools/.work/beats/):
 
@@ -11,7 +11,7 @@ Steps (each caches under tools/.work/beats/):
     python tools/train_beats.py cv                 # 4-fold grouped CV on DS1: OOF metrics, thresholds
     python tools/train_beats.py final              # train on all DS1, int8 export, card
     python tools/train_beats.py premature          # the card's premature rule, from the CV predictions
-    python tools/train_beats.py all                # the three in order
+    python tools/train_beats.py all                # the four in order
     edgemon evaluate beats --json > /tmp/beats_ds2.json   # DS2 figures (test set, once)
     python tools/train_beats.py metrics --from /tmp/beats_ds2.json   # copy them into the card
 
@@ -37,7 +37,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from edgemon.detect.beats import (CLASSES, FEATURE_VERSION, MODEL_FS_HZ, N_FEATURES, N_WAVE,  # noqa: E402
-                                  PREPROCESSING, apply_premature_rule, beat_features, decide)
+                                  PREPROCESSING, apply_premature_rule, beat_features, decide,
+                                  pre_rr_over_long_term)
 from edgemon.dsp.qrs import detect_qrs  # noqa: E402
 from edgemon.detect.card import PrematureRule  # noqa: E402
 from edgemon.evaluate.beats import SPLIT_FILE, Tally, load_mitdb_record, match_beats, summarise  # noqa: E402
@@ -283,9 +284,8 @@ def premature(tag: str = "") -> dict:
     card_path = MODELS / f"{NAME}.card.json"
     card = json.loads(card_path.read_text())
     # why the long-term mean: how well each prematurity measure alone separates S from N beats
-    pre_local = X[:, 2 * N_WAVE].astype(np.float64)
-    pre_long = pre_local * X[:, 2 * N_WAVE + 2]
-    for name, v in (("pre-RR / local mean (10 beats)", pre_local), ("pre-RR / long-term mean", pre_long)):
+    pre_local = X[:, 2 * N_WAVE].astype(np.float64)   # beat_vector's first RR feature
+    for name, v in (("pre-RR / local mean (10 beats)", pre_local), ("pre-RR / long-term mean", pre_rr_over_long_term(X))):
         log(f"DS1, S vs N beats, AUC of {name}: {_auc(-v[y == 1], -v[y == 0]):.3f}")
     rule = tune_premature_rule(oof["probs"], y, X, card["decision_thresholds"])
     log(f"premature rule: {json.dumps(rule)}")

@@ -344,8 +344,13 @@ def premature_supraventricular(features: np.ndarray, pre_rr_over_long_max: float
     local/long-term RR is pre-RR over the long-term mean: unlike the local mean, that one is not
     pulled down by a run of premature beats (SVTA, or atrial ectopy as frequent as sinus beats)."""
     f = np.atleast_2d(np.asarray(features, dtype=np.float64))
-    pre_over_long = f[:, _PRE_OVER_LOCAL] * f[:, _LOCAL_OVER_LONG]
-    return (pre_over_long < pre_rr_over_long_max) & (f[:, _IRREGULARITY] < irregularity_max)
+    return (pre_rr_over_long_term(f) < pre_rr_over_long_max) & (f[:, _IRREGULARITY] < irregularity_max)
+
+
+def pre_rr_over_long_term(features: np.ndarray) -> np.ndarray:
+    """Per feature row: pre-RR over the long-term mean RR (pre-RR/local x local/long-term)."""
+    f = np.atleast_2d(np.asarray(features, dtype=np.float64))
+    return f[:, _PRE_OVER_LOCAL] * f[:, _LOCAL_OVER_LONG]
 
 
 def apply_premature_rule(labels: np.ndarray, features: np.ndarray, rule) -> np.ndarray:
@@ -455,4 +460,4 @@ class BeatClassifier:
 
 __all__ = ["AAMI_FROM_SYMBOL", "BEAT_SYMBOLS", "BeatClassifier", "BeatFeatures", "CLASSES", "FEATURE_VERSION",
            "MODEL_FS_HZ", "N_FEATURES", "PREPROCESSING", "apply_premature_rule", "beat_features", "beat_vector",
-           "decide", "premature_supraventricular"]
+           "decide", "pre_rr_over_long_term", "premature_supraventricular"]
