@@ -24,10 +24,12 @@ def _gauss(t, mu, sigma, amp):
     return amp * np.exp(-0.5 * ((t - mu) / sigma) ** 2)
 
 
-def synthetic_ecg(n_beats=40, rr_s=0.8, pvc_at=(15, 28), seed=0, apc_at=()):
+def synthetic_ecg(n_beats=40, rr_s=0.8, pvc_at=(15, 28), seed=0, apc_at=(), rr_jitter=0.0):
     """Sinus beats (P, narrow QRS, T) with PVC-like beats: 35 % early, no P, wide and tall
-    QRS with an opposite T wave, followed by a compensatory pause; and atrial premature beats
-    (``apc_at``): the sinus shape 35 % early, also followed by a pause. Returns (x_mV, r_samples)."""
+    QRS with an opposite T wave, followed by a compensatory pause; atrial premature beats
+    (``apc_at``): the sinus shape 35 % early, also followed by a pause; with ``rr_jitter`` each
+    RR interval drawn uniformly within +- that fraction (an irregular, AF-like rhythm).
+    Returns (x_mV, r_samples)."""
     rng = np.random.default_rng(seed)
     times, t = [], 1.0
     for i in range(n_beats):
@@ -37,7 +39,7 @@ def synthetic_ecg(n_beats=40, rr_s=0.8, pvc_at=(15, 28), seed=0, apc_at=()):
             t += rr_s * 0.35
         else:
             times.append(t)
-        t += rr_s
+        t += rr_s * (1 + rr_jitter * rng.uniform(-1, 1)) if rr_jitter else rr_s
     n = int((t + 1.0) * FS)
     tt = np.arange(n) / FS
     x = np.zeros(n)
@@ -55,19 +57,22 @@ def synthetic_ecg(n_beats=40, rr_s=0.8, pvc_at=(15, 28), seed=0, apc_at=()):
 
 
 class FakeModel:
-    """Stands in for LoadedModel where only plumbing is tested: p(V) from the template difference."""
+    """Stands in for LoadedModel where only plumbing is tested: p(V) from the template difference;
+    the rest N, or S with ``say_s``."""
 
-    def __init__(self, premature_rule=None):
+    def __init__(self, sv_rule=None, say_s=False):
         self.card = type("Card", (), {"classes": list(B.CLASSES), "name": "fake",
                                       "preprocessing": {"feature_version": B.FEATURE_VERSION},
                                       "input_shape": [1, B.N_FEATURES], "decision_thresholds": {},
-                                      "premature_rule": premature_rule})()
+                                      "supraventricular_rule": sv_rule})()
+        self.say_s = say_s
 
     def predict(self, x):
         x = np.atleast_2d(x)
         d = np.abs(x[:, 1:2 * B.N_WAVE:2]).mean(axis=1)
         pv = 1 / (1 + np.exp(-(d - 0.1) * 40))
-        return np.stack([1 - pv, 0 * pv, pv, 0 * pv, 0 * pv], axis=1).astype(np.float32)
+        rest = [0 * pv, 1 - pv] if self.say_s else [1 - pv, 0 * pv]
+        return np.stack([*rest, pv, 0 * pv, 0 * pv], axis=1).astype(np.float32)
 
 
 def stream(clf, x, r_samples, chunk):
@@ -190,14 +195,18 @@ def test_nan_window_leaves_beat_unlabelled_and_bad_input_is_refused():
         B.BeatClassifier(FakeModel(), FS).push(x[:10], [Beat(sample=5, fs_hz=360.0, kind="ecg_r")])
 
 
-def _rule(pre_rr_over_long_max=0.775, irregularity_max=0.15):
-    from edgemon.detect.card import PrematureRule
+def _rule(pre_rr_over_long_max=0.75, irregularity_max=0.1):
+    from edgemon.detect.card import SupraventricularRule
 
-    return PrematureRule(pre_rr_over_long_max=pre_rr_over_long_max, irregularity_max=irregularity_max,
-                         chosen_on="test")
+    return SupraventricularRule(pre_rr_over_long_max=pre_rr_over_long_max, irregularity_max=irregularity_max,
+                                chosen_on="test")
 
 
-def test_premature_rule_calls_early_sinus_shaped_beats_s_in_any_chunking():
+def _labels(model, x, r, chunk=250):
+    return [b.label for b in stream(B.BeatClassifier(model, FS), x, r, chunk)]
+
+
+def test_sv_rule_calls_early_sinus_shaped_beats_s_in_a_regular_rhythm_in_any_chunking():
     x, r = synthetic_ecg(n_beats=40, pvc_at=(28,), apc_at=(15, 22))
     results = []
     for chunk in (1, 77, 250, len(x)):
@@ -205,43 +214,46 @@ def test_premature_rule_calls_early_sinus_shaped_beats_s_in_any_chunking():
         results.append([(b.sample, b.label, b.label_probability) for b in out])
     assert all(res == results[0] for res in results)
     labels = [lab for _, lab, _ in results[0]]
-    assert labels[15] == "S" and labels[22] == "S"   # premature, regular rhythm before them
-    assert labels[28] == "V"                         # the model's V stands: the rule only turns N into S
-    assert [i for i, lab in enumerate(labels) if lab == "S"] == [15, 22]
-    # without a rule the same beats are N: the fake model knows no S
-    plain = [b.label for b in stream(B.BeatClassifier(FakeModel(), FS), x, r, 250)]
+    assert [i for i, lab in enumerate(labels) if lab == "S"] == [15, 22]   # early, after a regular rhythm
+    assert labels[28] == "V"                      # the model's V stands: the rule moves beats between N and S only
+    plain = _labels(FakeModel(), x, r)            # without a rule: N (the fake model knows no S)
     assert plain[15] == "N" and plain[22] == "N"
 
 
-def test_premature_rule_on_feature_rows_equals_the_streaming_classifier():
-    x, r = synthetic_ecg(n_beats=40, pvc_at=(28,), apc_at=(15, 22))
-    feats = B.beat_features(x, r, FS)
-    ok = np.all(np.isfinite(feats), axis=1)
-    pred = np.full(len(r), -1)
-    pred[ok] = B.decide(FakeModel().predict(feats[ok]))
-    pred[ok] = B.apply_premature_rule(pred[ok], feats[ok], _rule())
-    streamed = [b.label for b in stream(B.BeatClassifier(FakeModel(_rule()), FS), x, r, 100)]
-    assert [B.CLASSES[k] if k >= 0 else None for k in pred] == streamed
-    assert np.array_equal(B.apply_premature_rule(pred, feats, None), pred)
-    # an irregular rhythm before the beat (AF) keeps it N; so does a beat on time
-    row = feats[15].copy()
-    assert B.premature_supraventricular(row, 0.775, 0.15)[0]
-    row[2 * B.N_WAVE + 8] = 0.3
-    assert not B.premature_supraventricular(row, 0.775, 0.15)[0]
-    assert not B.premature_supraventricular(feats[10], 0.775, 0.15)[0]
+def test_sv_rule_turns_s_into_n_in_an_irregular_rhythm():
+    x, r = synthetic_ecg(n_beats=60, pvc_at=(), rr_jitter=0.3, seed=3)
+    said = _labels(FakeModel(say_s=True), x, r)
+    ruled = _labels(FakeModel(_rule(), say_s=True), x, r)
+    assert said[12:].count("S") == len(said[12:])          # the model calls every beat S ...
+    assert ruled[12:].count("N") >= 0.9 * len(ruled[12:])  # ... but after an irregular rhythm few are
+    x, r = synthetic_ecg(n_beats=40, pvc_at=())
+    assert _labels(FakeModel(_rule(), say_s=True), x, r)[12:].count("S") == 28   # a regular one keeps them
+
+
+def test_sv_rule_on_feature_rows_equals_the_streaming_classifier():
+    for say_s, jitter in ((False, 0.0), (True, 0.3), (True, 0.0)):
+        x, r = synthetic_ecg(n_beats=50, pvc_at=(28,), apc_at=(15, 22), rr_jitter=jitter, seed=5)
+        feats = B.beat_features(x, r, FS)
+        ok = np.all(np.isfinite(feats), axis=1)
+        model = FakeModel(say_s=say_s)
+        pred = np.full(len(r), -1)
+        pred[ok] = B.apply_supraventricular_rule(B.decide(model.predict(feats[ok])), feats[ok], _rule())
+        streamed = _labels(FakeModel(_rule(), say_s=say_s), x, r, 100)
+        assert [B.CLASSES[k] if k >= 0 else None for k in pred] == streamed
+        assert np.array_equal(B.apply_supraventricular_rule(pred, feats, None), pred)
 
 
 @pytest.mark.parametrize("field, value, message", [
     ("pre_rr_over_long_max", 1.2, "less than 1"), ("pre_rr_over_long_max", 0.0, "greater than 0"),
     ("irregularity_max", -0.1, "greater than 0"), ("irregularity_max", float("nan"), "finite number")])
-def test_card_premature_rule_values_are_checked(tmp_path, field, value, message):
+def test_card_sv_rule_values_are_checked(tmp_path, field, value, message):
     from edgemon.detect.card import ModelCardError, load_card
 
     d = json.loads(CARD.read_text())
-    d["premature_rule"][field] = value
+    d["supraventricular_rule"][field] = value
     bad = tmp_path / "beat.card.json"
     bad.write_text(json.dumps(d))
-    with pytest.raises(ModelCardError, match=rf"beat\.card\.json.*premature_rule\.{field}.*{message}"):
+    with pytest.raises(ModelCardError, match=rf"beat\.card\.json.*supraventricular_rule\.{field}.*{message}"):
         load_card(bad)
 
 
@@ -278,7 +290,7 @@ def test_card_is_valid_and_small(model):
     assert card.float_vs_int8 is not None and card.float_vs_int8.decision_agreement_pct > 95
     names = {m.name for m in card.metrics}
     assert {"VEB_se_pct", "VEB_ppv_pct", "SVEB_se_pct", "SVEB_ppv_pct"} <= names
-    rule = card.premature_rule
+    rule = card.supraventricular_rule
     assert rule is not None and "DS1" in rule.chosen_on and "DS2" not in rule.chosen_on
     split = json.loads((ROOT / card.split).read_text())
     assert not set(split["DS1"]) & set(split["DS2"])

@@ -2,15 +2,15 @@
 
 Takes MITDB (data root's ``mitdb``) and the committed split
 ``tools/splits/mitdb_ds.json``; gives ``models/beat_aami.tflite`` and its card.
-DS2 is never read here: model selection, decision thresholds and the premature
-rule come from patient-grouped cross-validation over DS1 (``DS1_folds``).
+DS2 is never read here: model selection, decision thresholds and the
+supraventricular rule come from patient-grouped cross-validation over DS1 (``DS1_folds``).
 
 Steps (each caches under tools/.work/beats/):
 
     python tools/train_beats.py prepare            # features of DS1 records (+ jittered copies)
     python tools/train_beats.py cv                 # 4-fold grouped CV on DS1: OOF metrics, thresholds
     python tools/train_beats.py final              # train on all DS1, int8 export, card
-    python tools/train_beats.py premature          # the card's premature rule, from the CV predictions
+    python tools/train_beats.py sv-rule            # the card's supraventricular rule, from the CV predictions
     python tools/train_beats.py all                # the four in order
     edgemon evaluate beats --json > /tmp/beats_ds2.json   # DS2 figures (test set, once)
     python tools/train_beats.py metrics --from /tmp/beats_ds2.json   # copy them into the card
@@ -37,17 +37,17 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from edgemon.detect.beats import (CLASSES, FEATURE_VERSION, MODEL_FS_HZ, N_FEATURES, N_WAVE,  # noqa: E402
-                                  PREPROCESSING, apply_premature_rule, beat_features, decide,
+                                  PREPROCESSING, apply_supraventricular_rule, beat_features, decide,
                                   pre_rr_over_long_term)
 from edgemon.dsp.qrs import detect_qrs  # noqa: E402
-from edgemon.detect.card import PrematureRule  # noqa: E402
+from edgemon.detect.card import SupraventricularRule  # noqa: E402
 from edgemon.evaluate.beats import SPLIT_FILE, Tally, load_mitdb_record, match_beats, summarise  # noqa: E402
 
 WORK = ROOT / "tools" / ".work" / "beats"
 TEMPLATE_GATE: float | None = None   # --template-gate (edgemon.detect.beats.BeatFeatures)
 MODELS = ROOT / "models"
 NAME = "beat_aami"
-VERSION = "1.1.0"  # 1.1.0: the same network with the premature rule (card premature_rule)
+VERSION = "1.2.0"  # 1.1.0 added a premature rule, 1.2.0 the supraventricular rule (the same network)
 SEED = 20040701          # de Chazal 2004
 JITTER_SAMPLES = 3       # +-12 ms at 250 Hz
 EPOCHS = 12
@@ -232,19 +232,19 @@ def tune_thresholds(probs: np.ndarray, y: np.ndarray) -> dict[str, float]:
     return best_thr
 
 
-PREMATURE_GRID = {"pre_rr_over_long_max": [round(0.6 + 0.025 * i, 3) for i in range(13)],  # 0.60 .. 0.90
-                  "irregularity_max": [0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 4.0]}               # 4.0: no gate (clip)
+SV_RULE_GRID = {"pre_rr_over_long_max": [round(0.6 + 0.025 * i, 3) for i in range(13)],  # 0.60 .. 0.90
+                "irregularity_max": [0.03, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 4.0]}  # 4.0: no gate (clip)
 
 
-def tune_premature_rule(probs: np.ndarray, y: np.ndarray, X: np.ndarray, thr: dict[str, float]) -> dict:
-    """The premature rule's two values maximising F1(SVEB) on out-of-fold DS1 predictions (the rule
-    only turns N into S, so VEB cannot change), with the figures without and with it."""
+def tune_supraventricular_rule(probs: np.ndarray, y: np.ndarray, X: np.ndarray, thr: dict[str, float]) -> dict:
+    """The supraventricular rule's two values maximising F1(SVEB) on out-of-fold DS1 predictions (the
+    rule only moves beats between N and S, so VEB cannot change), with the figures without and with it."""
     base = decide(probs, thr)
     best = None
-    for t in PREMATURE_GRID["pre_rr_over_long_max"]:
-        for g in PREMATURE_GRID["irregularity_max"]:
-            rule = PrematureRule(pre_rr_over_long_max=t, irregularity_max=g, chosen_on="grid")
-            pred = apply_premature_rule(base, X, rule)
+    for t in SV_RULE_GRID["pre_rr_over_long_max"]:
+        for g in SV_RULE_GRID["irregularity_max"]:
+            rule = SupraventricularRule(pre_rr_over_long_max=t, irregularity_max=g, chosen_on="grid")
+            pred = apply_supraventricular_rule(base, X, rule)
             tp = int(((pred == 1) & (y == 1)).sum())
             f1 = 2 * tp / max(int((pred == 1).sum()) + int((y == 1).sum()), 1)
             if best is None or f1 > best[0] + 1e-12:
@@ -258,8 +258,8 @@ def tune_premature_rule(probs: np.ndarray, y: np.ndarray, X: np.ndarray, thr: di
     return {"pre_rr_over_long_max": t, "irregularity_max": g,
             "chosen_on": ("4-fold patient-grouped CV on DS1 (DS1_folds, reference R positions): the out-of-fold "
                           "predictions with the card's thresholds; grid "
-                          f"{PREMATURE_GRID['pre_rr_over_long_max'][0]}-{PREMATURE_GRID['pre_rr_over_long_max'][-1]}"
-                          f" x {PREMATURE_GRID['irregularity_max']}, max F1(SVEB)"),
+                          f"{SV_RULE_GRID['pre_rr_over_long_max'][0]}-{SV_RULE_GRID['pre_rr_over_long_max'][-1]}"
+                          f" x {SV_RULE_GRID['irregularity_max']}, max F1(SVEB)"),
             "cv_out_of_fold_ds1": {"without": tally(base), "with": tally(pred)}}
 
 
@@ -274,8 +274,8 @@ def _auc(pos: np.ndarray, neg: np.ndarray) -> float:
     return float((ranks[:len(pos)].sum() - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg)))
 
 
-def premature(tag: str = "") -> dict:
-    """Choose the premature rule on the CV predictions and write it into the card (same network)."""
+def supraventricular_rule(tag: str = "") -> dict:
+    """Choose the supraventricular rule on the CV predictions and write it into the card (same network)."""
     oof = np.load(WORK / f"cv_oof{tag}.npz")
     folds = split()["DS1_folds"]
     X, y, g = load([r for f in folds for r in f], jitter=False)
@@ -287,12 +287,13 @@ def premature(tag: str = "") -> dict:
     pre_local = X[:, 2 * N_WAVE].astype(np.float64)   # beat_vector's first RR feature
     for name, v in (("pre-RR / local mean (10 beats)", pre_local), ("pre-RR / long-term mean", pre_rr_over_long_term(X))):
         log(f"DS1, S vs N beats, AUC of {name}: {_auc(-v[y == 1], -v[y == 0]):.3f}")
-    rule = tune_premature_rule(oof["probs"], y, X, card["decision_thresholds"])
-    log(f"premature rule: {json.dumps(rule)}")
-    card["premature_rule"] = rule
+    rule = tune_supraventricular_rule(oof["probs"], y, X, card["decision_thresholds"])
+    log(f"supraventricular rule: {json.dumps(rule)}")
+    card.pop("premature_rule", None)   # its first form (one DS2 run, README)
+    card["supraventricular_rule"] = rule
     card["version"] = VERSION
     card["preprocessing"]["decision"] = ("argmax of probability / threshold (edgemon.detect.beats.decide), then "
-                                         "the premature rule (edgemon.detect.beats.apply_premature_rule)")
+                                         "the supraventricular rule (edgemon.detect.beats.apply_supraventricular_rule)")
     sys.path.insert(0, str(ROOT / "tools"))
     from make_card import make_card
 
@@ -497,7 +498,7 @@ def metrics(eval_json: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("step", choices=["prepare", "cv", "final", "premature", "all", "metrics"])
+    ap.add_argument("step", choices=["prepare", "cv", "final", "sv-rule", "all", "metrics"])
     ap.add_argument("--from", dest="from_json", help="metrics: JSON printed by `edgemon evaluate beats --json`")
     ap.add_argument("--epochs", type=int, default=EPOCHS)
     ap.add_argument("--force", action="store_true", help="rebuild cached features")
@@ -515,8 +516,8 @@ def main(argv: list[str] | None = None) -> int:
         cv(a.epochs, tag=a.tag)
     if a.step in ("final", "all"):
         final(a.epochs)
-    if a.step in ("premature", "all"):
-        premature()
+    if a.step in ("sv-rule", "all"):
+        supraventricular_rule()
     if a.step == "metrics":
         if not a.from_json:
             ap.error("metrics needs --from FILE")

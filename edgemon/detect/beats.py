@@ -5,9 +5,11 @@ pipeline's rate and the ``Beat``s the QRS detector found in it; gives the same
 beats back, ``dataclasses.replace``d with ``label`` (AAMI N/S/V/F/Q) and
 ``label_probability``, once 0.40 s of signal after the R peak and the next
 beat (for the post-RR interval) are available. Where the card has a
-``premature_rule``, a beat the model calls N that is premature against the
-long-term RR in a regular rhythm is called S (``premature_supraventricular``);
-its ``label_probability`` stays the model's probability of S.
+``supraventricular_rule``, the rhythm before a beat decides with the model: in
+an irregular rhythm (AF) an S becomes N, and in a regular one a beat the model
+calls N that is early against the long-term mean RR becomes S
+(``apply_supraventricular_rule``); ``label_probability`` stays the model's
+probability of the label given.
 
 What the model sees per beat (one flat float32 vector, see ``beat_vector``):
 
@@ -70,7 +72,7 @@ CLIP = 4.0
 N_RR = 9
 N_FEATURES = 2 * N_WAVE + N_RR
 _MID = (WINDOW_SAMPLES // 2 - 1, WINDOW_SAMPLES // 2)  # the window's two middle order statistics
-# RR features the premature rule reads (see beat_vector)
+# RR features the supraventricular rule reads (see beat_vector)
 _PRE_OVER_LOCAL, _LOCAL_OVER_LONG, _IRREGULARITY = 2 * N_WAVE, 2 * N_WAVE + 2, 2 * N_WAVE + 8
 assert WINDOW_SAMPLES % 2 == 0
 
@@ -337,28 +339,29 @@ def decide(probabilities: np.ndarray, thresholds: dict[str, float] | None = None
     return np.argmax(p / thr, axis=1)
 
 
-def premature_supraventricular(features: np.ndarray, pre_rr_over_long_max: float,
-                               irregularity_max: float) -> np.ndarray:
-    """Per feature row: is the beat premature against the patient's long-term rhythm while the
-    rhythm before it is regular (the card's ``premature_rule``)? The product of pre-RR/local and
-    local/long-term RR is pre-RR over the long-term mean: unlike the local mean, that one is not
-    pulled down by a run of premature beats (SVTA, or atrial ectopy as frequent as sinus beats)."""
-    f = np.atleast_2d(np.asarray(features, dtype=np.float64))
-    return (pre_rr_over_long_term(f) < pre_rr_over_long_max) & (f[:, _IRREGULARITY] < irregularity_max)
-
-
 def pre_rr_over_long_term(features: np.ndarray) -> np.ndarray:
-    """Per feature row: pre-RR over the long-term mean RR (pre-RR/local x local/long-term)."""
+    """Per feature row: pre-RR over the long-term mean RR (pre-RR/local x local/long-term). Unlike
+    the local mean, the long-term one is not pulled down by a run of premature beats (SVTA, or
+    atrial ectopy as frequent as sinus beats), so those stay early against it."""
     f = np.atleast_2d(np.asarray(features, dtype=np.float64))
     return f[:, _PRE_OVER_LOCAL] * f[:, _LOCAL_OVER_LONG]
 
 
-def apply_premature_rule(labels: np.ndarray, features: np.ndarray, rule) -> np.ndarray:
-    """Class indices (``decide``'s) with the card's premature rule applied: N -> S where it holds."""
+def apply_supraventricular_rule(labels: np.ndarray, features: np.ndarray, rule) -> np.ndarray:
+    """Class indices (``decide``'s) with the card's ``supraventricular_rule`` applied: a beat is S only
+    after a regular rhythm (irregularity of the RRs before it < ``irregularity_max``; AF's beats are
+    not premature against anything), and there a beat called N is S when its pre-RR is below
+    ``pre_rr_over_long_max`` x the long-term mean RR."""
     out = np.array(labels, copy=True)
-    if rule is not None:
-        hit = premature_supraventricular(features, rule.pre_rr_over_long_max, rule.irregularity_max)
-        out[(out == CLASSES.index("N")) & hit] = CLASSES.index("S")
+    if rule is None:
+        return out
+    f = np.atleast_2d(np.asarray(features, dtype=np.float64))
+    regular = f[:, _IRREGULARITY] < rule.irregularity_max
+    early = pre_rr_over_long_term(f) < rule.pre_rr_over_long_max
+    n, sv = CLASSES.index("N"), CLASSES.index("S")
+    was = out.copy()
+    out[(was == n) & regular & early] = sv
+    out[(was == sv) & ~regular] = n
     return out
 
 
@@ -404,8 +407,8 @@ class BeatClassifier:
         self.thresholds = dict(getattr(card, "decision_thresholds", {}) or {})
         self._thr = np.array([max(self.thresholds.get(c, 0.5), 1e-6) for c in CLASSES])  # as in decide()
         self._thr_list = self._thr.tolist()
-        rule = getattr(card, "premature_rule", None)
-        self._premature = None if rule is None else (float(rule.pre_rr_over_long_max), float(rule.irregularity_max))
+        rule = getattr(card, "supraventricular_rule", None)
+        self._sv_rule = None if rule is None else (float(rule.pre_rr_over_long_max), float(rule.irregularity_max))
         gate = pre.get("template_gate")
         self._features = BeatFeatures(fs_hz, template_gate=None if gate is None else float(gate))
 
@@ -438,26 +441,30 @@ class BeatClassifier:
                 p = np.ravel(self.model.predict(rows[i][1][None])).tolist()  # float32 -> exact floats
                 score = [v / t for v, t in zip(p, thr)]
                 k = score.index(max(score))
-                if k == 0 and self._premature is not None and self._is_premature(rows[i][1]):
-                    k = 1
+                if self._sv_rule is not None and k < 2:
+                    k = self._rule_class(k, rows[i][1])
                 out[i] = _labelled(out[i], CLASSES[k], p[k])
             return out
         probs = np.atleast_2d(self.model.predict(np.stack([rows[i][1] for i in have])))
         idx = np.argmax(np.asarray(probs, dtype=np.float64) / self._thr, axis=1)  # decide(), inlined
         for j, i in enumerate(have):
             k = int(idx[j])
-            if k == 0 and self._premature is not None and self._is_premature(rows[i][1]):
-                k = 1
+            if self._sv_rule is not None and k < 2:
+                k = self._rule_class(k, rows[i][1])
             out[i] = _labelled(out[i], CLASSES[k], float(probs[j, k]))
         return out
 
-    def _is_premature(self, v: np.ndarray) -> bool:
-        # premature_supraventricular() for one row, in plain floats (the same float64 arithmetic)
-        pre_long_max, irregularity_max = self._premature
-        return (float(v[_PRE_OVER_LOCAL]) * float(v[_LOCAL_OVER_LONG]) < pre_long_max
-                and float(v[_IRREGULARITY]) < irregularity_max)
+    def _rule_class(self, k: int, v: np.ndarray) -> int:
+        """apply_supraventricular_rule() for one row whose class k is N (0) or S (1), in plain floats
+        (the same float64 arithmetic)."""
+        pre_long_max, irregularity_max = self._sv_rule
+        if not float(v[_IRREGULARITY]) < irregularity_max:
+            return 0
+        if k == 0 and float(v[_PRE_OVER_LOCAL]) * float(v[_LOCAL_OVER_LONG]) < pre_long_max:
+            return 1
+        return k
 
 
 __all__ = ["AAMI_FROM_SYMBOL", "BEAT_SYMBOLS", "BeatClassifier", "BeatFeatures", "CLASSES", "FEATURE_VERSION",
-           "MODEL_FS_HZ", "N_FEATURES", "PREPROCESSING", "apply_premature_rule", "beat_features", "beat_vector",
-           "decide", "pre_rr_over_long_term", "premature_supraventricular"]
+           "MODEL_FS_HZ", "N_FEATURES", "PREPROCESSING", "apply_supraventricular_rule", "beat_features",
+           "beat_vector", "decide", "pre_rr_over_long_term"]

@@ -91,11 +91,11 @@ class RecordingHead(_Strict):
         return self
 
 
-class PrematureRule(_Strict):
-    """A beat-model decision rule beside the model (beat model): a beat the model calls N is called S
-    when its pre-RR interval is shorter than ``pre_rr_over_long_max`` x the long-term mean RR (both
-    from the model's own RR features) and the RR intervals before it are regular (irregularity
-    feature below ``irregularity_max``, so AF's short intervals do not count as premature)."""
+class SupraventricularRule(_Strict):
+    """Beat model: the rhythm before a beat decides with the model whether it is S
+    (``edgemon.detect.beats.apply_supraventricular_rule``). After an irregular rhythm (irregularity
+    feature >= ``irregularity_max``: AF) the model's S becomes N; after a regular one, a beat the model
+    calls N whose pre-RR is below ``pre_rr_over_long_max`` x the long-term mean RR becomes S."""
 
     pre_rr_over_long_max: float = Field(..., gt=0, lt=1)
     irregularity_max: float = Field(..., gt=0)
@@ -126,8 +126,9 @@ class ModelCard(_Strict):
     report: str | None = None
     preprocessing: dict[str, Any] = Field(default_factory=dict,
                                           description="Constants the feature builder needs (clip ranges, ...).")
-    premature_rule: PrematureRule | None = Field(None, description="Optional rule beside the model's "
-                                                 "decision (beat model): premature regular beats called N -> S.")
+    supraventricular_rule: SupraventricularRule | None = Field(
+        None, description="Optional rule beside the model's decision (beat model): S only after a regular "
+                          "rhythm, and there also a beat early against the long-term RR.")
     recording_head: RecordingHead | None = Field(None, description="Optional decision for a whole recording "
                                                  "from its window probabilities (rhythm model).")
 
