@@ -285,11 +285,11 @@ def supraventricular_rule(tag: str = "") -> dict:
     card = json.loads(card_path.read_text())
     # why the long-term mean: how well each prematurity measure alone separates S from N beats
     pre_local = X[:, 2 * N_WAVE].astype(np.float64)   # beat_vector's first RR feature
-    for name, v in (("pre-RR / local mean (10 beats)", pre_local), ("pre-RR / long-term mean", pre_rr_over_long_term(X))):
+    for name, v in (("pre-RR / local mean (10 beats)", pre_local),
+                    ("pre-RR / long-term mean", pre_rr_over_long_term(X))):
         log(f"DS1, S vs N beats, AUC of {name}: {_auc(-v[y == 1], -v[y == 0]):.3f}")
     rule = tune_supraventricular_rule(oof["probs"], y, X, card["decision_thresholds"])
     log(f"supraventricular rule: {json.dumps(rule)}")
-    card.pop("premature_rule", None)   # its first form (one DS2 run, README)
     card["supraventricular_rule"] = rule
     card["version"] = VERSION
     card["preprocessing"]["decision"] = ("argmax of probability / threshold (edgemon.detect.beats.decide), then "
@@ -504,7 +504,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--force", action="store_true", help="rebuild cached features")
     ap.add_argument("--template-gate", type=float, default=None,
                     help="beats join the running template only when RMS(beat - template) < this x its peak-to-peak")
-    ap.add_argument("--tag", default="", help="cv: suffix of the cv_oof/cv_result files")
+    ap.add_argument("--tag", default="", help="cv, sv-rule: suffix of the cv_oof/cv_result files")
     a = ap.parse_args(argv)
     global TEMPLATE_GATE
     TEMPLATE_GATE = a.template_gate
@@ -517,7 +517,7 @@ def main(argv: list[str] | None = None) -> int:
     if a.step in ("final", "all"):
         final(a.epochs)
     if a.step in ("sv-rule", "all"):
-        supraventricular_rule()
+        supraventricular_rule(a.tag)
     if a.step == "metrics":
         if not a.from_json:
             ap.error("metrics needs --from FILE")

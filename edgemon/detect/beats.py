@@ -352,14 +352,14 @@ def apply_supraventricular_rule(labels: np.ndarray, features: np.ndarray, rule) 
     after a regular rhythm (irregularity of the RRs before it < ``irregularity_max``; AF's beats are
     not premature against anything), and there a beat called N is S when its pre-RR is below
     ``pre_rr_over_long_max`` x the long-term mean RR."""
-    out = np.array(labels, copy=True)
+    was = np.asarray(labels)
+    out = was.copy()
     if rule is None:
         return out
     f = np.atleast_2d(np.asarray(features, dtype=np.float64))
     regular = f[:, _IRREGULARITY] < rule.irregularity_max
     early = pre_rr_over_long_term(f) < rule.pre_rr_over_long_max
     n, sv = CLASSES.index("N"), CLASSES.index("S")
-    was = out.copy()
     out[(was == n) & regular & early] = sv
     out[(was == sv) & ~regular] = n
     return out
