@@ -57,6 +57,20 @@ def test_replay_bad_input_is_one_clear_line(tmp_path, make, needle):
     assert r.stdout == ""
 
 
+
+def test_replay_truncated_edf_keeps_stdout_clean(samples_dir, tmp_path):
+    """pyedflib's C reader printf()s why a file is not EDF: that goes into the error line, never onto
+    stdout, which carries the JSON event stream."""
+    bad = tmp_path / "cut.edf"
+    bad.write_bytes((samples_dir / "nsr.edf").read_bytes()[:5000])
+    r = subprocess.run([sys.executable, "-m", "edgemon", "replay", str(bad), "--fast", "--no-models"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2
+    assert r.stdout == ""
+    assert "cut.edf: cannot read EDF file" in r.stderr and "filesize 5000" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
 def test_replay_unexpected_rate(samples_dir, tmp_path):
     cfg = tmp_path / "c.toml"
     cfg.write_text("[source]\ntype = 'replay'\nexpected_fs_hz = 500\n")

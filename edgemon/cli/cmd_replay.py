@@ -33,7 +33,6 @@ def run(args) -> int:
 
     config = load_config(args.config) if args.config else DeviceConfig()
     wanted = {t.strip() for t in args.events.split(",") if t.strip()}
-    models = Models() if args.no_models else load_models(config)
     out = sys.stdout
 
     def emit(events):
@@ -43,11 +42,13 @@ def run(args) -> int:
                 out.write(json.dumps(d) + "\n")
         out.flush()
 
+    # The input is opened before the models load: a bad file is reported at once, before any model work.
     try:
         if args.beat_times:
             from edgemon.sources.beat_times import BeatTimeSource
 
             src = BeatTimeSource(args.record, annotator=args.annotator, realtime=not args.fast)
+            models = Models() if args.no_models else load_models(config)
             pipe = Pipeline(config, None, channel_kind="rr", models=models)
             for block in src.iter_beats(block_s=10.0):
                 emit(pipe.push_beats(block))
@@ -60,6 +61,7 @@ def run(args) -> int:
                           fs_hz=args.fs)
     except SourceError as err:
         raise UserError(str(err)) from None
+    models = Models() if args.no_models else load_models(config)
     if args.channel:
         idx = 0
     else:

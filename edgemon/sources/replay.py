@@ -32,10 +32,15 @@ stage to flag, with a note in ``Recording.warnings`` (also logged).
 """
 from __future__ import annotations
 
+import contextlib
 import csv
+import ctypes
 import logging
 import math
+import os
 import re
+import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -243,15 +248,50 @@ def _read_wfdb(base: Path, shown: str):
     return float(rec.fs), names, units, p, sat
 
 
+@contextlib.contextmanager
+def _c_stdout_captured():
+    """Capture what C code prints to file descriptor 1 while the block runs; yields a list that then
+    holds the text, stripped. pyedflib's C reader printf()s its diagnostics, and stdout carries
+    ``edgemon replay``'s event stream, which must stay pure JSON lines."""
+    said: list[str] = []
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):  # stdout is not a file (captured): nothing to protect
+        yield said
+        return
+    sys.stdout.flush()
+    saved = os.dup(fd)
+    with tempfile.TemporaryFile() as tmp:
+        os.dup2(tmp.fileno(), fd)
+        try:
+            yield said
+        finally:
+            try:
+                ctypes.CDLL(None).fflush(None)  # C stdio buffers a redirected stdout
+            except (OSError, AttributeError):  # pragma: no cover - no C library handle (not Linux/macOS)
+                pass
+            os.dup2(saved, fd)
+            os.close(saved)
+            tmp.seek(0)
+            said.append(" ".join(tmp.read().decode("utf-8", "replace").split()))
+
+
 def _read_edf(path: Path, shown: str):
     try:
         import pyedflib
     except ImportError:  # pragma: no cover - a declared dependency
         raise SourceError(shown, "reading EDF needs pyedflib (pip install pyedflib)") from None
-    try:
-        reader = pyedflib.EdfReader(str(path))
-    except Exception as err:
-        raise SourceError(shown, f"cannot read EDF file: {err}") from None
+    with _c_stdout_captured() as said:
+        try:
+            reader = pyedflib.EdfReader(str(path))
+        except Exception as err:
+            reader = None
+            failure = str(err)
+    if reader is None:
+        detail = f" ({said[0]})" if said and said[0] else ""
+        raise SourceError(shown, f"cannot read EDF file: {failure}{detail}") from None
+    if said and said[0]:
+        log.warning("%s: the EDF reader said: %s", shown, said[0])
     try:
         n = reader.signals_in_file
         names = [str(x).strip() for x in reader.getSignalLabels()]
