@@ -71,6 +71,27 @@ def test_replay_truncated_edf_keeps_stdout_clean(samples_dir, tmp_path):
     assert "Traceback" not in r.stderr
 
 
+
+def test_replay_prints_each_source_warning_once(samples_dir, tmp_path):
+    flat = tmp_path / "flat.csv"
+    flat.write_text("# fs_hz=250\necg\n" + "1\n" * 2500)
+    r = subprocess.run([sys.executable, "-m", "edgemon", "replay", str(flat), "--fast", "--no-models"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0
+    lines = [ln for ln in r.stderr.splitlines() if "flat line" in ln]
+    assert len(lines) == 1 and lines[0].startswith("edgemon: warning: ") and "flat.csv" in lines[0]
+    # a beat-time replay of a cut annotation file says so, and still replays what it holds
+    for ext in ("hea", "atr"):
+        (tmp_path / f"af.{ext}").write_bytes((samples_dir / f"af.{ext}").read_bytes())
+    atr = tmp_path / "af.atr"
+    atr.write_bytes(atr.read_bytes()[:300])
+    r = subprocess.run([sys.executable, "-m", "edgemon", "replay", str(tmp_path / "af"), "--beat-times", "--fast",
+                        "--no-models", "--events", "beat"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and r.stdout.count("\n") > 10
+    lines = [ln for ln in r.stderr.splitlines() if "probably truncated" in ln]
+    assert len(lines) == 1 and lines[0].startswith("edgemon: warning: ") and "af.atr" in lines[0]
+
+
 def test_replay_unexpected_rate(samples_dir, tmp_path):
     cfg = tmp_path / "c.toml"
     cfg.write_text("[source]\ntype = 'replay'\nexpected_fs_hz = 500\n")

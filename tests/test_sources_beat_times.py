@@ -21,6 +21,23 @@ def write_ann(tmp_path, name, samples, symbols, aux=None, fs=250, header=True, s
     return tmp_path / name
 
 
+
+def test_truncated_annotation_file_is_read_with_a_warning(tmp_path, caplog):
+    """wfdb.rdann reads a file cut short without complaint: the missing end mark is the only sign
+    that beats were lost, and it must not pass in silence."""
+    samples = list(range(100, 100 + 250 * 200, 250))
+    base = write_ann(tmp_path, "t", samples, ["N"] * len(samples))
+    whole = read_reference(base)
+    assert whole.warnings == () and len(whole.beat_samples) == len(samples)
+    atr = tmp_path / "t.atr"
+    atr.write_bytes(atr.read_bytes()[:200])
+    with caplog.at_level("WARNING", logger="edgemon.sources.reference"):
+        cut = read_reference(base)
+    assert 0 < len(cut.beat_samples) < len(samples)
+    assert len(cut.warnings) == 1 and "probably truncated" in cut.warnings[0]
+    assert any("t.atr" in r.getMessage() and "probably truncated" in r.getMessage() for r in caplog.records)
+
+
 def test_rhythm_label():
     assert rhythm_label("(AFIB") == "AFIB"
     assert rhythm_label("(N\x00") == "N"

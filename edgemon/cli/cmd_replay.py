@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import sys
 
 
@@ -25,7 +26,26 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
+class _WarningLine(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return f"edgemon: {record.levelname.lower()}: {record.getMessage()}"
+
+
 def run(args) -> int:
+    # What the stages log as warnings (a flat channel, a truncated annotation file, ...) is printed
+    # once each as an "edgemon: warning:" line; the daemon sends the same records to its JSON log.
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setLevel(logging.WARNING)
+    handler.setFormatter(_WarningLine())
+    logger = logging.getLogger("edgemon")
+    logger.addHandler(handler)
+    try:
+        return _replay(args)
+    finally:
+        logger.removeHandler(handler)
+
+
+def _replay(args) -> int:
     from edgemon.cli import UserError
     from edgemon.config import DeviceConfig, load_config
     from edgemon.daemon.pipeline import Models, Pipeline, event_to_dict, load_models
@@ -69,8 +89,6 @@ def run(args) -> int:
         idx = kinds.index("ecg") if "ecg" in kinds else 0
     pipe = Pipeline(config, rec.fs_hz, channel_kind=rec.channel_kinds[idx], channel=rec.channel_names[idx],
                     models=models)
-    for warning in rec.warnings:
-        print(f"edgemon: warning: {rec.path}: {warning}", file=sys.stderr)
     for chunk in iter_chunks(rec, args.chunk_s, realtime=not args.fast):
         emit(pipe.push_chunk(chunk, idx))
     emit(pipe.flush())

@@ -9,15 +9,21 @@ the annotations of ``nsr.edf`` are read from ``nsr.atr``.
 
 Sample numbers are at the annotation's own rate ``fs_hz`` (the header's, when
 a header exists). Evaluators use ``Reference``; the detection path never sees it.
+A missing or unreadable file raises ``SourceError``; a file cut short (no
+end-of-annotations mark) is read as far as it goes, with a note in
+``Reference.warnings`` (also logged).
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from edgemon.sources.errors import SourceError
+
+log = logging.getLogger(__name__)
 
 # MIT/PhysioNet beat annotation codes; everything else ("+", "~", "|", "!", "[",
 # "]", "x", '"', ...) marks rhythm, quality or comments, not a beat.
@@ -46,6 +52,7 @@ class Reference:
     n_samples: record length (header), or one past the last annotation.
     ann_*: every annotation as stored (beats, "+", "~", ...), for writers and
         evaluators that need quality marks.
+    warnings: problems that did not stop the reading (a truncated file).
     """
 
     fs_hz: float
@@ -57,6 +64,7 @@ class Reference:
     ann_symbols: tuple[str, ...] = ()
     ann_subtypes: tuple[int, ...] = ()
     ann_aux: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = ()  # readable, but something a user should hear about
     path: str = ""
 
     @property
@@ -151,6 +159,12 @@ def read_reference(path: str | Path, annotator: str = "atr") -> Reference:
         raise SourceError(ann_file, "annotation samples are not in time order")
     if n_samples is None:
         n_samples = int(samples[-1]) + 1 if len(samples) else 0
+    warnings = ()
+    if not _ends_with_end_mark(ann_file):
+        last = f"{samples[-1] / fs_hz:.1f} s" if len(samples) else "none"
+        warnings = (f"the file lacks WFDB's end-of-annotations mark (two zero bytes), so it is probably truncated; "
+                    f"{len(samples)} annotations were read, the last at {last}",)
+        log.warning("%s: %s", ann_file, warnings[0])
     is_beat = np.array([s in BEAT_SYMBOLS for s in symbols], dtype=bool)
     return Reference(
         fs_hz=fs_hz,
@@ -163,4 +177,16 @@ def read_reference(path: str | Path, annotator: str = "atr") -> Reference:
         ann_subtypes=subtypes,
         ann_aux=aux,
         path=str(ann_file),
+        warnings=warnings,
     )
+
+
+def _ends_with_end_mark(ann_file: Path) -> bool:
+    # Every WFDB writer closes an annotation file with a zero annotation; wfdb.rdann reads a file cut
+    # short without complaint, so this is the only sign that annotations (beats) were lost.
+    with open(ann_file, "rb") as f:
+        f.seek(0, 2)
+        if f.tell() < 2:
+            return False
+        f.seek(-2, 2)
+        return f.read(2) == b"\x00\x00"
