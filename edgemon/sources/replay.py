@@ -41,6 +41,7 @@ import os
 import re
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -252,11 +253,15 @@ def _read_wfdb(base: Path, shown: str):
 def _c_stdout_captured():
     """Capture what C code prints to file descriptor 1 while the block runs; yields a list that then
     holds the text, stripped. pyedflib's C reader printf()s its diagnostics, and stdout carries
-    ``edgemon replay``'s event stream, which must stay pure JSON lines."""
+    ``edgemon replay``'s event stream, which must stay pure JSON lines. Only in a single-threaded
+    process: fd 1 is process-wide, and another thread's output (the daemon's printed alerts) must
+    never vanish into the capture."""
     said: list[str] = []
     try:
         fd = sys.stdout.fileno()
     except (AttributeError, OSError, ValueError):  # stdout is not a file (captured): nothing to protect
+        fd = None
+    if fd is None or threading.active_count() > 1:
         yield said
         return
     sys.stdout.flush()
