@@ -65,7 +65,8 @@ def test_run_under_fake_systemd(tmp_path):
     cfg = write_config(tmp_path, f'type = "replay"\npath = "{REPO / "sample-signals" / "nsr"}"\nrealtime = true\n'
                                  "chunk_s = 0.25", 'backpressure = "block"')
     t0 = time.monotonic()
-    proc = edgemon("run", "-c", str(cfg), "--no-mqtt", "--no-models", "--record-to", str(tmp_path / "rec"),
+    # with the models: the TFLite runtime's own start-up line must reach the log as JSON too
+    proc = edgemon("run", "-c", str(cfg), "--no-mqtt", "--record-to", str(tmp_path / "rec"),
                    env={"NOTIFY_SOCKET": sock_path, "WATCHDOG_USEC": "400000"})
     try:
         deadline = time.monotonic() + 20

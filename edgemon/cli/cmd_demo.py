@@ -63,6 +63,8 @@ def run(args) -> int:
     config.daemon.backpressure = "block"
     Path(config.daemon.state_dir).mkdir(parents=True)
 
+    # before any thread starts, so the runtime's own start-up line goes to the log (edgemon.cstdio)
+    models = Models() if args.no_models else load_models(config)
     print(f"edgemon demo: embedded broker on 127.0.0.1:{port} (amqtt, MQTT 3.1.1); hub store {work / 'hub.sqlite'}",
           file=sys.stderr)
     broker = start_embedded_broker(port)
@@ -82,7 +84,6 @@ def run(args) -> int:
     try:
         if not hub.wait_connected(10):
             raise UserError(f"demo hub could not connect to the embedded broker on port {port}")
-        models = Models() if args.no_models else load_models(config)
         pipeline = LivePipeline(config, models)
         lock = threading.RLock()
         try:

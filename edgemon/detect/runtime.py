@@ -12,13 +12,19 @@ integers. Imports numpy and pydantic only (no tensorflow, no scipy).
 from __future__ import annotations
 
 import hashlib
+import logging
+import re
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from edgemon.cstdio import captured
 from edgemon.detect.card import ModelCard, ModelCardError, load_card, model_path
+
+log = logging.getLogger(__name__)
 
 RUNTIMES = ("ai_edge_litert", "tflite_runtime")
 # "default": the runtime's own choice. LiteRT 2.x runs int8 models through its XNNPACK
@@ -256,11 +262,21 @@ def load_model(card_path: str | Path, num_threads: int = 1, runtime: str | None 
     mp = verify_file(card, card_path)  # before any interpreter touches the bytes
     cls, rt_name = _interpreter_class(runtime)
     extra = _resolver_kwargs(rt_name, kernels)
-    try:
-        interp = cls(model_path=str(mp), num_threads=int(num_threads), **extra)
-        interp.allocate_tensors()
-    except (ValueError, RuntimeError) as err:
-        raise ModelRuntimeError(f"model file {mp}: {rt_name} cannot load it: {err}") from None
+    # The runtime writes its own lines ("INFO: Created TensorFlow Lite XNNPACK delegate for CPU.") onto
+    # stderr, where the daemon keeps one JSON object per line: they go through logging instead.
+    with captured(sys.stderr) as said:
+        try:
+            interp = cls(model_path=str(mp), num_threads=int(num_threads), **extra)
+            interp.allocate_tensors()
+            failure = None
+        except (ValueError, RuntimeError) as err:
+            failure = err
+    if failure is not None:
+        detail = f" ({said[0]})" if said else ""
+        raise ModelRuntimeError(f"model file {mp}: {rt_name} cannot load it: {failure}{detail}") from None
+    for line in re.split(r"\s(?=(?:INFO|WARNING|ERROR): )", said[0]) if said else ():
+        log.log(logging.WARNING if line.startswith(("WARNING", "ERROR")) else logging.DEBUG,
+                "%s (%s): %s", rt_name, mp.name, line)
     ins, outs = interp.get_input_details(), interp.get_output_details()
     if len(ins) != 1 or len(outs) != 1:
         raise ModelIntegrityError(f"model file {mp}: expected 1 input and 1 output tensor, "

@@ -32,16 +32,11 @@ stage to flag, with a note in ``Recording.warnings`` (also logged).
 """
 from __future__ import annotations
 
-import contextlib
 import csv
-import ctypes
 import logging
 import math
-import os
 import re
 import sys
-import tempfile
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,6 +44,7 @@ from typing import Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
+from edgemon.cstdio import captured
 from edgemon.events import Chunk
 from edgemon.sources.errors import SourceError
 from edgemon.sources.reference import Reference, read_reference, record_base  # noqa: F401  (re-export)
@@ -249,53 +245,21 @@ def _read_wfdb(base: Path, shown: str):
     return float(rec.fs), names, units, p, sat
 
 
-@contextlib.contextmanager
-def _c_stdout_captured():
-    """Capture what C code prints to file descriptor 1 while the block runs; yields a list that then
-    holds the text, stripped. pyedflib's C reader printf()s its diagnostics, and stdout carries
-    ``edgemon replay``'s event stream, which must stay pure JSON lines. Only in a single-threaded
-    process: fd 1 is process-wide, and another thread's output (the daemon's printed alerts) must
-    never vanish into the capture."""
-    said: list[str] = []
-    try:
-        fd = sys.stdout.fileno()
-    except (AttributeError, OSError, ValueError):  # stdout is not a file (captured): nothing to protect
-        fd = None
-    if fd is None or threading.active_count() > 1:
-        yield said
-        return
-    sys.stdout.flush()
-    saved = os.dup(fd)
-    with tempfile.TemporaryFile() as tmp:
-        os.dup2(tmp.fileno(), fd)
-        try:
-            yield said
-        finally:
-            try:
-                ctypes.CDLL(None).fflush(None)  # C stdio buffers a redirected stdout
-            except (OSError, AttributeError):  # pragma: no cover - no C library handle (not Linux/macOS)
-                pass
-            os.dup2(saved, fd)
-            os.close(saved)
-            tmp.seek(0)
-            said.append(" ".join(tmp.read().decode("utf-8", "replace").split()))
-
-
 def _read_edf(path: Path, shown: str):
     try:
         import pyedflib
     except ImportError:  # pragma: no cover - a declared dependency
         raise SourceError(shown, "reading EDF needs pyedflib (pip install pyedflib)") from None
-    with _c_stdout_captured() as said:
+    with captured(sys.stdout) as said:  # its C reader printf()s; stdout may carry JSON lines
         try:
             reader = pyedflib.EdfReader(str(path))
         except Exception as err:
             reader = None
             failure = str(err)
     if reader is None:
-        detail = f" ({said[0]})" if said and said[0] else ""
+        detail = f" ({said[0]})" if said else ""
         raise SourceError(shown, f"cannot read EDF file: {failure}{detail}") from None
-    if said and said[0]:
+    if said:
         log.warning("%s: the EDF reader said: %s", shown, said[0])
     try:
         n = reader.signals_in_file
