@@ -335,6 +335,23 @@ def test_matching_and_aami_counting():
     assert s["SVEB"]["fn"] == 1 and s["SVEB"]["fp"] == 1   # missed S beat; extra detection labelled S
 
 
+
+def test_ventricular_flutter_is_not_scored():
+    """EC57: beats and detections inside ventricular flutter/fibrillation are left out (MITDB 207)."""
+    from edgemon.evaluate.beats import MitdbRecord, match_beats, scored, summarise, tally
+
+    ref = np.array([100, 300, 900, 1100])
+    det = np.array([100, 300, 500, 560, 620, 700, 900, 1100])   # flutter waves at 500-700 detected
+    rec = MitdbRecord("x", 250.0, np.zeros(1200), np.zeros(1200), ref, ["N", "V", "N", "V"],
+                      np.array(["N", "V", "N", "V"]), excluded=[(450, 800)])
+    d4r, r4d = match_beats(ref, det, tol=37)
+    labels = ["N", "V", "V", "V", "V", "V", "N", "V"]
+    ref_aami, unscored = scored(rec, det)
+    assert unscored.tolist() == [False, False, True, True, True, True, False, False]
+    assert summarise(tally(ref_aami, labels, d4r, r4d, unscored))["VEB"]["fp"] == 0
+    assert summarise(tally(rec.ref_aami, labels, d4r, r4d))["VEB"]["fp"] == 4
+
+
 @pytest.mark.data
 def test_one_mitdb_record_end_to_end(data_root, model):
     from edgemon.evaluate.beats import evaluate_records

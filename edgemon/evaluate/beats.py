@@ -8,7 +8,9 @@ and for a rule-only baseline, plus an optional rhythm-rule section (``--rules``)
 Per record it runs the daemon's own stages: ``Resampler`` (360 -> 250 Hz),
 ``EcgFilter``, the QRS detector (``edgemon.dsp.qrs.detect_qrs``; reference
 R positions only with ``--reference-peaks``), ``BeatClassifier`` fed in 1-s
-chunks. Detections are matched to reference beats within 150 ms (EC57).
+chunks. Detections are matched to reference beats within 150 ms (EC57);
+as EC57 prescribes, ventricular flutter/fibrillation is left out of the
+comparison (MITDB: record 207, DS1 only).
 Counting follows AAMI/de Chazal: fusion beats labelled V are not VEB false
 positives, Q beats labelled S are not SVEB false positives; reference beats
 the detector missed count as false negatives of their class; detections
@@ -49,6 +51,8 @@ class MitdbRecord:
     ref_aami: np.ndarray               # AAMI class per reference beat, "" where unmapped
     rhythm: list[tuple[int, str]] = field(default_factory=list)   # (sample at fs_hz, "(VT" ...)
     noise: list[tuple[int, str]] = field(default_factory=list)    # '~' annotations (aux = quality)
+    # ventricular flutter/fibrillation (sample spans at fs_hz): not scored, as EC57 prescribes
+    excluded: list[tuple[int, int]] = field(default_factory=list)
 
 
 def split_records(part: str) -> list[str]:
@@ -86,7 +90,11 @@ def load_mitdb_record(path: str | Path, fs_hz: float = MODEL_FS_HZ, mains_hz: fl
     aami = np.array([AAMI_FROM_SYMBOL.get(s, "") for s in sym])
     rhythm = [(int(round(s * ratio)), a) for s, sy, a in zip(samples, symbols, aux) if sy == "+" and a]
     noise = [(int(round(s * ratio)), a) for s, sy, a in zip(samples, symbols, aux) if sy == "~"]
-    return MitdbRecord(path.name, fs_hz, x250, xf, ref, sym, aami, rhythm, noise)
+    from edgemon.evaluate.qrs import excluded_intervals
+
+    excluded = [(int(round(a * ratio)), int(round(b * ratio)))
+                for a, b in excluded_intervals(samples, symbols, aux, len(x))]
+    return MitdbRecord(path.name, fs_hz, x250, xf, ref, sym, aami, rhythm, noise, excluded)
 
 
 # --------------------------------------------------------------------------- matching and scoring
@@ -135,8 +143,10 @@ class Tally:
 
 
 def tally(ref_aami: np.ndarray, det_labels: list[str | None], det_for_ref: np.ndarray,
-          ref_for_det: np.ndarray) -> Tally:
-    """Count one record. Unlabelled detections count as Q (AAMI: unclassifiable)."""
+          ref_for_det: np.ndarray, unscored_det: np.ndarray | None = None) -> Tally:
+    """Count one record. Unlabelled detections count as Q (AAMI: unclassifiable). Reference beats
+    whose class is "" are not scored, nor are unmatched detections flagged in ``unscored_det``
+    (both: inside ventricular flutter/fibrillation, see ``scored``)."""
     k = {c: i for i, c in enumerate(CLASSES)}
     t = Tally()
     for i, c in enumerate(ref_aami):
@@ -148,9 +158,22 @@ def tally(ref_aami: np.ndarray, det_labels: list[str | None], det_for_ref: np.nd
         else:
             t.cm[k[c], k.get(det_labels[j] or "Q", 4)] += 1
     for j, i in enumerate(ref_for_det):
-        if i < 0:
+        if i < 0 and not (unscored_det is not None and unscored_det[j]):
             t.extra[k.get(det_labels[j] or "Q", 4)] += 1
     return t
+
+
+def scored(rec: MitdbRecord, peaks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """EC57 leaves ventricular flutter and fibrillation out of the beat-by-beat comparison (as
+    ``evaluate qrs`` does): the reference classes with beats inside those spans blanked, and a mask of
+    the detections inside them."""
+    def inside(x: np.ndarray) -> np.ndarray:
+        m = np.zeros(len(x), dtype=bool)
+        for a, b in rec.excluded:
+            m |= (x >= a) & (x <= b)
+        return m
+
+    return np.where(inside(rec.ref_samples), "", rec.ref_aami), inside(np.asarray(peaks))
 
 
 def _pct(num: float, den: float) -> float | None:
@@ -273,6 +296,7 @@ def evaluate_records(data_dir: Path, records: list[str], card: Path | None, refe
         peaks = detect_peaks(rec, reference_peaks)
         tol = int(round(MATCH_TOL_S * rec.fs_hz))
         d4r, r4d = match_beats(rec.ref_samples, peaks, tol)
+        ref_aami, unscored_det = scored(rec, peaks)
         det_stats["n_reference"] += len(rec.ref_samples)
         det_stats["n_detected"] += len(peaks)
         det_stats["n_matched"] += int((d4r >= 0).sum())
@@ -282,7 +306,7 @@ def evaluate_records(data_dir: Path, records: list[str], card: Path | None, refe
             labels = classify_stream(model, rec, peaks)
             t_infer += time.perf_counter() - t0
             n_infer += len(peaks)
-            tm = tally(rec.ref_aami, labels, d4r, r4d)
+            tm = tally(ref_aami, labels, d4r, r4d, unscored_det)
             tot_model += tm
             s = summarise(tm)
             entry["model"] = {"VEB": s["VEB"], "SVEB": s["SVEB"]}
@@ -290,7 +314,7 @@ def evaluate_records(data_dir: Path, records: list[str], card: Path | None, refe
                 rules_per[r] = score_rules_record(rec, peaks, labels, pipeline_quality(rec, peaks))
         if with_baseline:
             feats = beat_features(rec.x_filtered, peaks, rec.fs_hz)
-            tb = tally(rec.ref_aami, baseline_labels(feats), d4r, r4d)
+            tb = tally(ref_aami, baseline_labels(feats), d4r, r4d, unscored_det)
             tot_base += tb
             s = summarise(tb)
             entry["baseline"] = {"VEB": s["VEB"], "SVEB": s["SVEB"]}
