@@ -391,7 +391,7 @@ def run_cmd(args) -> int:
     loop: MqttLoop
 
     def on_connected(_sp: bool) -> None:
-        loop.client.subscribe(topics.cmd_reply, 1)
+        loop.subscribe([(topics.cmd_reply, 1)])
         loop.publish(topics.cmd, json.dumps(cmd).encode(), qos=1)
 
     loop = MqttLoop(name="hub-cmd", host=kw["host"], port=kw["port"], client_id=f"edgemon-hub-cmd-{os.getpid()}",

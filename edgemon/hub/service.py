@@ -170,7 +170,7 @@ class HubService:
     def _on_connected(self, session_present: bool) -> None:
         p = self.opts.prefix
         # Subscribe on every connect: a broker restarted without persistence has forgotten us.
-        self._loop.client.subscribe([
+        self._loop.subscribe([
             (hub_filter("alerts", p, self.opts.shared_group), 1),
             (hub_filter("status", p), 1),
             (hub_filter("telemetry", p, self.opts.shared_group), 0),

@@ -287,8 +287,7 @@ class MqttTransport:
         return min(self.settings.retry_max_s, base * random.uniform(0.8, 1.2))
 
     def _on_connected(self, session_present: bool) -> None:
-        c = self._loop.client
-        c.subscribe([(self.topics.receipt, 1), (self.topics.cmd, 1)])
+        self._loop.subscribe([(self.topics.receipt, 1), (self.topics.cmd, 1)])
         self._loop.publish(self.topics.status, self._status_bytes("online"), qos=1, retain=True)
         now = self._clock()
         if session_present:

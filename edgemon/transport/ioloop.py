@@ -166,6 +166,10 @@ class MqttLoop:
         self.connected = False
         self._got_connack = False
         self.connected_event = threading.Event()
+        # set once the subscriptions made on connect are acknowledged (SUBACK): before that, a
+        # message to a subscribed topic (a command reply, say) can pass the broker unseen
+        self.ready_event = threading.Event()
+        self._pending_subscriptions: set[int] = set()
         self._first_connect = True
         self._delay_s = 0.0
         self._next_connect_at = 0.0
@@ -237,8 +241,11 @@ class MqttLoop:
         self._failures = 0
         self._delay_s = 0.0
         self.connected_event.set()
+        self._pending_subscriptions.clear()
         if self._on_connected:
             self._on_connected(session_present)
+        if not self._pending_subscriptions:
+            self.ready_event.set()
 
     def _cb_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
         if getattr(flags, "is_disconnect_packet_from_server", False):
@@ -269,16 +276,27 @@ class MqttLoop:
         except (OSError, AttributeError):
             pass
 
+    def subscribe(self, topics: list[tuple[str, int]]) -> None:
+        """Subscribe (I/O thread, from on_connected); ``wait_connected`` returns once the broker has
+        acknowledged every subscription made on connect."""
+        rc, mid = self.client.subscribe(topics)
+        if rc == mqtt.MQTT_ERR_SUCCESS and mid is not None:
+            self._pending_subscriptions.add(mid)
+
     def _cb_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
         for rc in reason_codes:
             if getattr(rc, "is_failure", False):
                 log.error("%s: broker refused a subscription: %s (check the broker ACL)", self.name, rc)
+        self._pending_subscriptions.discard(mid)
+        if self.connected and not self._pending_subscriptions:
+            self.ready_event.set()  # a refused subscription is logged above; waiting longer would not help
 
     # ------------------------------------------------------------------ loop
     def _mark_disconnected(self, reason: str) -> None:
         was = self.connected
         self.connected = False
         self.connected_event.clear()
+        self.ready_event.clear()
         if self._offline_since is None:
             self._offline_since = time.monotonic()
         if was:
@@ -447,4 +465,5 @@ class MqttLoop:
             pass
 
     def wait_connected(self, timeout: float) -> bool:
-        return self.connected_event.wait(timeout)
+        """Connected, and the subscriptions made on connect acknowledged."""
+        return self.ready_event.wait(timeout)
