@@ -11,6 +11,7 @@ Steps (each caches under tools/.work/beats/):
     python tools/train_beats.py cv                 # 4-fold grouped CV on DS1: OOF metrics, thresholds
     python tools/train_beats.py final              # train on all DS1, int8 export, card
     python tools/train_beats.py sv-rule            # the card's supraventricular rule, from the CV predictions
+    python tools/train_beats.py rules-oof          # the VT rule on DS1 with out-of-fold labels (judge label rules here)
     python tools/train_beats.py all                # the four in order
     edgemon evaluate beats --json > /tmp/beats_ds2.json   # DS2 figures (test set, once)
     python tools/train_beats.py metrics --from /tmp/beats_ds2.json   # copy them into the card
@@ -302,6 +303,38 @@ def supraventricular_rule(tag: str = "") -> dict:
     return rule
 
 
+
+def rules_out_of_fold(tag: str = "") -> dict:
+    """The VT rule (``RhythmRules`` as the daemon builds it) on DS1's reference beats labelled by the
+    out-of-fold CV predictions (card thresholds and supraventricular rule): how a rule that reads beat
+    labels behaves on patients the network has not seen. Judge such rules here, never with the committed
+    network's own DS1 labels, which are in-sample (docs/alerts.md, "Fusion beats inside a VT run")."""
+    from edgemon.evaluate.beats import load_mitdb_record, score_rules_record, summarise_rules
+
+    from edgemon.detect.card import load_card
+
+    card = load_card(MODELS / f"{NAME}.card.json")
+    oof = np.load(WORK / f"cv_oof{tag}.npz")
+    X, y, g = load([r for f in split()["DS1_folds"] for r in f], jitter=False)
+    if not np.array_equal(y, oof["y"]):
+        sys.exit(f"{WORK / f'cv_oof{tag}.npz'} does not match the cached features: run `cv` again")
+    pred = decide(oof["probs"], card.decision_thresholds)
+    if card.supraventricular_rule is not None:
+        pred = apply_supraventricular_rule(pred, X, card.supraventricular_rule)
+    per_record = {}
+    for rec_name in sorted(set(g.tolist())):
+        rec = load_mitdb_record(data_dir() / str(rec_name))
+        d = np.load(feature_dir() / f"{rec_name}.npz")
+        scored_rows = (d["y0"] >= 0) & np.all(np.isfinite(d["X0"]), axis=1)   # the rows `load` kept
+        labels: list[str | None] = [None] * len(d["y0"])
+        for i, k in zip(np.flatnonzero(scored_rows), pred[g == rec_name]):
+            labels[i] = CLASSES[k]
+        per_record[str(rec_name)] = score_rules_record(rec, rec.ref_samples, labels)
+    vt = summarise_rules(per_record)["pipeline"]["vt"]
+    log(f"VT rule on DS1 reference beats with out-of-fold labels: {json.dumps(vt)}")
+    return vt
+
+
 # --------------------------------------------------------------------------- steps
 
 def cv(epochs: int = EPOCHS, arch: dict | None = None, tag: str = "") -> dict:
@@ -498,13 +531,13 @@ def metrics(eval_json: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("step", choices=["prepare", "cv", "final", "sv-rule", "all", "metrics"])
+    ap.add_argument("step", choices=["prepare", "cv", "final", "sv-rule", "all", "metrics", "rules-oof"])
     ap.add_argument("--from", dest="from_json", help="metrics: JSON printed by `edgemon evaluate beats --json`")
     ap.add_argument("--epochs", type=int, default=EPOCHS)
     ap.add_argument("--force", action="store_true", help="rebuild cached features")
     ap.add_argument("--template-gate", type=float, default=None,
                     help="beats join the running template only when RMS(beat - template) < this x its peak-to-peak")
-    ap.add_argument("--tag", default="", help="cv, sv-rule: suffix of the cv_oof/cv_result files")
+    ap.add_argument("--tag", default="", help="cv, sv-rule, rules-oof: suffix of the cv_oof/cv_result files")
     a = ap.parse_args(argv)
     global TEMPLATE_GATE
     TEMPLATE_GATE = a.template_gate
@@ -518,6 +551,8 @@ def main(argv: list[str] | None = None) -> int:
         final(a.epochs)
     if a.step in ("sv-rule", "all"):
         supraventricular_rule(a.tag)
+    if a.step == "rules-oof":
+        rules_out_of_fold(a.tag)
     if a.step == "metrics":
         if not a.from_json:
             ap.error("metrics needs --from FILE")
