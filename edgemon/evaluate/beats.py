@@ -167,13 +167,9 @@ def scored(rec: MitdbRecord, peaks: np.ndarray) -> tuple[np.ndarray, np.ndarray]
     """EC57 leaves ventricular flutter and fibrillation out of the beat-by-beat comparison (as
     ``evaluate qrs`` does): the reference classes with beats inside those spans blanked, and a mask of
     the detections inside them."""
-    def inside(x: np.ndarray) -> np.ndarray:
-        m = np.zeros(len(x), dtype=bool)
-        for a, b in rec.excluded:
-            m |= (x >= a) & (x <= b)
-        return m
+    from edgemon.evaluate.qrs import in_spans
 
-    return np.where(inside(rec.ref_samples), "", rec.ref_aami), inside(np.asarray(peaks))
+    return np.where(in_spans(rec.ref_samples, rec.excluded), "", rec.ref_aami), in_spans(peaks, rec.excluded)
 
 
 def _pct(num: float, den: float) -> float | None:

@@ -81,11 +81,17 @@ def excluded_intervals(samples: np.ndarray, symbols: list[str], aux: list[str], 
     return sorted(spans)
 
 
-def _outside(x: np.ndarray, spans: list[tuple[int, int]]) -> np.ndarray:
-    keep = np.ones(len(x), dtype=bool)
+def in_spans(x: np.ndarray, spans: list[tuple[int, int]]) -> np.ndarray:
+    """Mask of the samples in x that lie inside any [a, b] of spans."""
+    x = np.asarray(x)
+    inside = np.zeros(len(x), dtype=bool)
     for a, b in spans:
-        keep &= ~((x >= a) & (x <= b))
-    return x[keep]
+        inside |= (x >= a) & (x <= b)
+    return inside
+
+
+def _outside(x: np.ndarray, spans: list[tuple[int, int]]) -> np.ndarray:
+    return x[~in_spans(x, spans)]
 
 
 def detect_edgemon(signal_mV: np.ndarray, fs_hz: float, chunk_s: float) -> np.ndarray:

@@ -165,9 +165,8 @@ class MqttLoop:
         self._socket_open = False
         self.connected = False
         self._got_connack = False
-        self.connected_event = threading.Event()
-        # set once the subscriptions made on connect are acknowledged (SUBACK): before that, a
-        # message to a subscribed topic (a command reply, say) can pass the broker unseen
+        # set once connected and the subscriptions made on connect are acknowledged (SUBACK): before
+        # that, a message to a subscribed topic (a command reply, say) can pass the broker unseen
         self.ready_event = threading.Event()
         self._pending_subscriptions: set[int] = set()
         self._first_connect = True
@@ -240,7 +239,6 @@ class MqttLoop:
         self._offline_since = None
         self._failures = 0
         self._delay_s = 0.0
-        self.connected_event.set()
         self._pending_subscriptions.clear()
         if self._on_connected:
             self._on_connected(session_present)
@@ -295,7 +293,6 @@ class MqttLoop:
     def _mark_disconnected(self, reason: str) -> None:
         was = self.connected
         self.connected = False
-        self.connected_event.clear()
         self.ready_event.clear()
         if self._offline_since is None:
             self._offline_since = time.monotonic()
