@@ -291,3 +291,26 @@ def test_delivery_delay_raises_and_clears_technical_alert():
     runner._check_delivery()          # 120 s > limit: raised once
     runner._check_delivery()          # delivered: cleared
     assert [c[:2] for c in alerts.calls] == [("raise", "delivery_delayed"), ("clear", "delivery_delayed")]
+
+
+class _FailingDiskTransport(StandInTransport):
+    """A transport whose outbox file cannot be written for a while (see tests/test_transport_disk_faults.py)."""
+
+    def __init__(self, errors):
+        super().__init__()
+        self._errors = list(errors)
+
+    def status(self):
+        return {"oldest_alert_age_s": 1.0, "outbox_storage_error": self._errors.pop(0)}
+
+
+def test_outbox_storage_failure_raises_and_clears_technical_alert():
+    alerts = FakeAlerts()
+    full = "OperationalError: database or disk is full"
+    runner = Runner(config(), source=StandInSource([]), pipeline=StandInPipeline(),
+                    transport=_FailingDiskTransport([None, full, full, None]), notifier=SdNotifier({}), alerts=alerts)
+    for _ in range(4):
+        runner._check_delivery()
+    assert alerts.calls == [("raise", "outbox_storage_failed",
+                             f"outbox file cannot be written ({full}); alerts held in memory"),
+                            ("clear", "outbox_storage_failed")]

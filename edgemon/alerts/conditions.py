@@ -61,6 +61,7 @@ CONDITIONS: dict[str, ConditionInfo] = {c.code: c for c in (
     _tech("sensor_disconnected", "Sensor disconnected", "medium"),
     _tech("model_load_failed", "Detection model failed to load", "medium"),
     _tech("delivery_delayed", "Alerts not reaching the hub", "medium"),
+    _tech("outbox_storage_failed", "Alert store on the device cannot be written", "medium"),
 )}
 
 # Detector outputs that are not alarm conditions: rhythm classes that mean

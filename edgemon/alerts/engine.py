@@ -286,6 +286,11 @@ class AlertEngine:
 
     # ---- internals ----------------------------------------------------------------------------
 
+    @property
+    def now_s(self) -> float | None:
+        """The engine's clock: the latest time it was given (it never goes back); None before any."""
+        return self._now
+
     def _advance(self, now_s: float | None) -> float:
         if now_s is None:
             if self._now is None:

@@ -50,6 +50,7 @@ log = logging.getLogger("edgemon.daemon")
 
 SENSOR_ALERT_CODE = "sensor_disconnected"
 DELIVERY_ALERT_CODE = "delivery_delayed"
+STORAGE_ALERT_CODE = "outbox_storage_failed"
 _DELIVERY_CHECK_S = 5.0
 EXIT_OK = 0
 EXIT_CRASH = 1
@@ -82,8 +83,8 @@ class Runner:
         self.transport = transport
         self.notifier = notifier if notifier is not None else SdNotifier()
         self.recorder = recorder
-        self.alerts = alerts if alerts is not None else (
-            getattr(pipeline, "alerts", None) or getattr(pipeline, "alert_engine", None))
+        # the engine that raises the runner's own technical alerts: by default the pipeline's (LivePipeline.engine)
+        self.alerts = alerts if alerts is not None else getattr(pipeline, "engine", None)
         self.clock = clock
         self.status_interval_s = status_interval_s
         self.telemetry_interval_s = d.telemetry_interval_s
@@ -113,7 +114,7 @@ class Runner:
         self._next_telemetry = 0.0
         self._next_tick = 0.0
         self._next_delivery_check = 0.0
-        self._delivery_late = False
+        self._technical_active: set[str] = set()  # technical alerts this runner raised and has not cleared
 
     # ------------------------------------------------------------------ control
     def stop(self, reason: str = "stop requested") -> None:
@@ -385,31 +386,53 @@ class Runner:
                 self._telemetry()
 
     def _check_delivery(self) -> None:
-        """Raise a technical alert while the oldest alert has waited past mqtt.alert_wait_limit_s.
+        """Technical alerts for the delivery path, raised and cleared as the transport's status changes.
 
-        It goes through the same outbox, so the hub learns of the delay once the
-        link is back; until then it is in the log and the STATUS line.
+        - ``delivery_delayed`` while the oldest alert has waited past mqtt.alert_wait_limit_s;
+        - ``outbox_storage_failed`` while the outbox cannot write its file and holds alerts in memory.
+
+        They go through the same outbox, so the hub learns of them once the link
+        is back; until then they are in the log and the STATUS line.
         """
         status = getattr(self.transport, "status", None) if self.transport is not None else None
         if not callable(status) or self.alerts is None:
             return
         try:
-            age = status().get("oldest_alert_age_s")
+            st = status()
         except Exception:  # diagnostics only
             return
+        age = st.get("oldest_alert_age_s")
         limit = self.config.mqtt.alert_wait_limit_s
         late = age is not None and age > limit
-        if late == self._delivery_late:
+        self._set_technical(DELIVERY_ALERT_CODE, late,
+                            lambda: f"oldest alert has waited {age:.0f} s for the hub (limit {limit:.0f} s)")
+        storage_error = st.get("outbox_storage_error")
+        self._set_technical(STORAGE_ALERT_CODE, storage_error is not None,
+                            lambda: f"outbox file cannot be written ({storage_error}); alerts held in memory")
+
+    def _set_technical(self, code: str, active: bool, detail) -> None:
+        """Raise ``code`` when it becomes active, clear it when it stops being so (``detail()`` gives the text)."""
+        if active == (code in self._technical_active):
             return
-        self._delivery_late = late
         with self.lock:
-            if late:
-                log.warning("alert delivery delayed", **_f(oldest_alert_age_s=round(age, 1), limit_s=limit))
-                self._forward(self.alerts.technical(
-                    DELIVERY_ALERT_CODE, f"oldest alert has waited {age:.0f} s for the hub (limit {limit:.0f} s)",
-                    now_s=time.time()))
+            now_s = self._alert_clock_s()
+            if now_s is None:
+                return  # a replay that has delivered no data yet: asked again at the next check
+            if active:
+                self._technical_active.add(code)
+                log.warning("technical alert raised", **_f(code=code, detail=detail()))
+                self._forward(self.alerts.technical(code, detail(), now_s=now_s))
             else:
-                self._forward(self.alerts.clear_technical(DELIVERY_ALERT_CODE, now_s=time.time()))
+                self._technical_active.discard(code)
+                log.info("technical alert cleared", **_f(code=code))
+                self._forward(self.alerts.clear_technical(code, now_s=now_s))
+
+    def _alert_clock_s(self) -> float | None:
+        """The time to give the alert engine: the wall clock for live sensors, whose stream time it is; for a
+        replay the engine's own clock (the stream's time), which a wall-clock time would throw years ahead."""
+        if getattr(self.pipeline, "live", True):
+            return time.time()
+        return getattr(self.alerts, "now_s", None)
 
     def _telemetry(self) -> None:
         stats = self.stats()

@@ -271,6 +271,7 @@ class MqttTransport:
     def status(self) -> dict[str, Any]:
         return {"connected": self._loop.connected, "broker": f"{self.host}:{self.port}",
                 "outbox": self.outbox.depth(), "oldest_alert_age_s": self.outbox.oldest_age_s(),
+                "outbox_storage_error": self.outbox.storage_error,
                 "counters": self.outbox.counters(), **self.stats}
 
     # ------------------------------------------------------------------ I/O thread

@@ -17,24 +17,37 @@ which the hub deduplicates). The table is bounded: when full, the oldest
 lowest-priority message is evicted; high-priority messages are never evicted
 (the bound is exceeded instead, with a warning).
 
+A disk that can no longer be written (full, I/O errors, an SD card the kernel
+remounted read-only) does not lose alerts handed over after it fails: the
+outbox copies itself into memory (SQLite's backup API; reading still works)
+and carries on there, logging the reason once and reporting it in
+``storage_error``. Every later write first tries, at most every
+``storage_retry_s``, to copy the memory state back into the file; once that
+succeeds it is the file again. What only memory held is lost if the process
+dies before then: the daemon raises the ``outbox_storage_failed`` technical
+alert so the hub learns of it.
+
 Thread-safety: one connection guarded by a lock; any thread may call any method.
 """
 from __future__ import annotations
 
+import errno
 import logging
+import os
 import sqlite3
 import threading
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, TypeVar
 
 log = logging.getLogger(__name__)
 
 STATES = ("queued", "in_flight", "awaiting_receipt")
 PRIORITY_RANK = {"high": 0, "medium": 1, "low": 2}
 LEDGER_KEEP = 20000
+STORAGE_RETRY_S = 10.0
+_T = TypeVar("_T")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbox (
@@ -70,6 +83,45 @@ CREATE TABLE IF NOT EXISTS counters (
 
 class OutboxError(Exception):
     """The outbox file cannot be opened or written (path and reason in the message)."""
+
+
+# SQLite primary result codes of a store that can no longer be written, whatever the query:
+# READONLY (an SD card remounted read-only after errors), IOERR, FULL.
+_STORAGE_CODES = frozenset({8, 10, 13})
+_SQLITE_CANTOPEN = 14
+_STORAGE_TEXT = ("readonly database", "disk i/o error", "database or disk is full")
+
+
+def _filesystem_unwritable(path: Path) -> bool:
+    """The filesystem holding ``path`` is mounted read-only or has no free block."""
+    for p in (path.parent, *path.parent.parents):
+        if p.exists():
+            st = os.statvfs(p)
+            return bool(st.f_flag & os.ST_RDONLY) or st.f_bavail == 0
+    return False
+
+
+def _storage_failure(err: BaseException, path: Path) -> bool:
+    """True for errors of the disk under the database, not of the statement or the file's contents.
+
+    A file that cannot be opened counts only when its filesystem is read-only or full, so a
+    wrong path or permission stays a configuration error.
+    """
+    if isinstance(err, OSError):  # opening: mkdir on a full or read-only filesystem
+        return err.errno in (errno.ENOSPC, errno.EROFS, errno.EIO, errno.EDQUOT)
+    code = getattr(err, "sqlite_errorcode", None)  # Python >= 3.11
+    if code is None:  # Python 3.10: only the message tells
+        text = str(err).lower()
+        if "unable to open" in text:
+            code = _SQLITE_CANTOPEN
+        elif any(t in text for t in _STORAGE_TEXT):
+            code = 13
+        else:
+            return False
+    code &= 0xFF
+    if code == _SQLITE_CANTOPEN:
+        return _filesystem_unwritable(path)
+    return code in _STORAGE_CODES
 
 
 @dataclass(frozen=True)
@@ -122,41 +174,125 @@ class ConfirmResult:
 
 class Outbox:
     def __init__(self, path: str | Path, max_messages: int = 10000, *, durable: bool = True,
-                 clock=time.time) -> None:
+                 clock=time.time, storage_retry_s: float = STORAGE_RETRY_S) -> None:
         self.path = Path(path)
         self.max_messages = int(max_messages)
         self.durable = durable
+        self.storage_retry_s = float(storage_retry_s)
         self._clock = clock
         self._lock = threading.RLock()
+        self._file_db: sqlite3.Connection | None = None
+        self.storage_error: str | None = None  # why the outbox lives in memory; None while on disk
+        self._retry_at = 0.0
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(str(self.path), timeout=30.0, isolation_level=None, check_same_thread=False)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.executescript(_SCHEMA)
+            self._file_db = self._open_file()
+            self._db = self._file_db
         except (sqlite3.Error, OSError) as err:
-            raise OutboxError(f"outbox {self.path}: cannot open: {err}") from None
+            if not _storage_failure(err, self.path):
+                raise OutboxError(f"outbox {self.path}: cannot open: {err}") from None
+            self._to_memory(err)
 
-    # ------------------------------------------------------------------ helpers
-    @contextmanager
-    def _tx(self, durable: bool = False) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            db = self._db
-            if durable and self.durable:
-                db.execute("PRAGMA synchronous=FULL")
-            try:
-                db.execute("BEGIN IMMEDIATE")
+    def _open_file(self) -> sqlite3.Connection:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        db = sqlite3.connect(str(self.path), timeout=30.0, isolation_level=None, check_same_thread=False)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.executescript(_SCHEMA)
+        except sqlite3.Error:
+            db.close()
+            raise
+        return db
+
+    # ------------------------------------------------------------------ storage: file, or memory while it fails
+    def _to_memory(self, err: BaseException) -> None:
+        """Carry on in memory with what the file holds (reading still works on a full or read-only disk)."""
+        mem = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
+        carried = ""
+        try:
+            if self._file_db is not None:
+                self._file_db.backup(mem)
+            elif self.path.exists():
+                # Cannot be opened for writing (a read-only filesystem): read its committed pages as they are.
+                source = sqlite3.connect(f"{self.path.resolve().as_uri()}?immutable=1", uri=True)
                 try:
-                    yield db
-                except BaseException:
-                    db.execute("ROLLBACK")
-                    raise
-                db.execute("COMMIT")
+                    source.backup(mem)
+                finally:
+                    source.close()
+            mem.executescript(_SCHEMA)  # a file created just before the disk failed may hold no tables yet
+            carried = f"{mem.execute('SELECT COUNT(*) FROM outbox').fetchone()[0]} pending message(s) carried over"
+        except sqlite3.Error as read_err:
+            mem.close()
+            mem = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
+            mem.executescript(_SCHEMA)
+            carried = f"messages already in the file could not be read ({read_err}) and wait there for a restart"
+        self._db = mem
+        self.storage_error = f"{type(err).__name__}: {err}"
+        self._retry_at = time.monotonic() + self.storage_retry_s
+        log.error("outbox %s: cannot write to disk (%s): new alerts are kept in memory (%s) until the file can "
+                  "be written again; a restart before then loses those held only in memory",
+                  self.path, err, carried)
+
+    def _try_file_again(self) -> None:
+        """Copy the memory state back into the file; on success the file is the outbox again."""
+        if time.monotonic() < self._retry_at:
+            return
+        self._retry_at = time.monotonic() + self.storage_retry_s
+        try:
+            if self._file_db is None:
+                self._file_db = self._open_file()
+            self._file_db.execute(f"PRAGMA synchronous={'FULL' if self.durable else 'NORMAL'}")
+            self._db.backup(self._file_db)
+            self._file_db.execute("PRAGMA synchronous=NORMAL")
+            if self._file_db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                self._file_db.execute("PRAGMA journal_mode=WAL")
+        except (sqlite3.Error, OSError) as err:
+            log.debug("outbox %s: disk still not writable: %s", self.path, err)
+            return
+        mem, self._db = self._db, self._file_db
+        n = mem.execute("SELECT COUNT(*) FROM outbox").fetchone()[0]
+        mem.close()
+        log.warning("outbox %s: disk writable again after %s; %d pending message(s) written back from memory",
+                    self.path, self.storage_error, n)
+        self.storage_error = None
+
+    def _write(self, work: Callable[[sqlite3.Connection], _T], durable: bool = False) -> _T:
+        """Run ``work(db)`` in one write transaction, on the file or, once the disk fails, in memory."""
+        with self._lock:
+            if self.storage_error is not None:
+                self._try_file_again()
+            try:
+                return self._transaction(work, durable)
             except sqlite3.Error as err:
-                raise OutboxError(f"outbox {self.path}: {err}") from None
-            finally:
-                if durable and self.durable:
-                    db.execute("PRAGMA synchronous=NORMAL")
+                if self.storage_error is not None or not _storage_failure(err, self.path):
+                    raise OutboxError(f"outbox {self.path}: {err}") from None
+                self._to_memory(err)
+            try:
+                return self._transaction(work, durable)
+            except sqlite3.Error as err:
+                raise OutboxError(f"outbox {self.path} (in memory): {err}") from None
+
+    def _transaction(self, work: Callable[[sqlite3.Connection], _T], durable: bool) -> _T:
+        db = self._db
+        sync = durable and self.durable and db is self._file_db
+        if sync:
+            db.execute("PRAGMA synchronous=FULL")
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                result = work(db)
+                db.execute("COMMIT")
+            except BaseException:
+                if db.in_transaction:  # SQLite may have rolled back already (e.g. on a full disk)
+                    try:
+                        db.execute("ROLLBACK")
+                    except sqlite3.Error:
+                        pass  # the error that got us here is the one to report
+                raise
+            return result
+        finally:
+            if sync:
+                db.execute("PRAGMA synchronous=NORMAL")
 
     @staticmethod
     def _bump(db: sqlite3.Connection, name: str, by: float = 1.0) -> None:
@@ -172,14 +308,13 @@ class Outbox:
 
     # ------------------------------------------------------------------ producer side
     def enqueue(self, msg: OutboxMessage) -> EnqueueResult:
-        """Store ``msg`` durably; on return it survives a crash. Idempotent on message_id."""
+        """Store ``msg`` durably; on return it survives a crash (unless ``storage_error`` says the disk failed
+        and the outbox is in memory). Idempotent on message_id."""
         return self.enqueue_many([msg])[0]
 
     def enqueue_many(self, msgs: Iterable[OutboxMessage]) -> list[EnqueueResult]:
-        results: list[EnqueueResult] = []
-        with self._tx(durable=True) as db:
-            for msg in msgs:
-                results.append(self._enqueue_one(db, msg))
+        msgs = list(msgs)
+        results = self._write(lambda db: [self._enqueue_one(db, msg) for msg in msgs], durable=True)
         for res in results:
             if res.evicted:
                 log.warning("outbox full (%d): evicted %s", self.max_messages, ", ".join(res.evicted))
@@ -240,8 +375,10 @@ class Outbox:
     def mark_sent(self, sent: Iterable[tuple[str, float]], now: float | None = None) -> int:
         """Record publishes: (message_id, next_attempt_at). Returns how many were re-publishes."""
         now = self._clock() if now is None else now
-        republished = 0
-        with self._tx() as db:
+        sent = list(sent)
+
+        def work(db: sqlite3.Connection) -> int:
+            republished = 0
             for message_id, next_at in sent:
                 row = db.execute("SELECT attempts FROM outbox WHERE message_id = ?", (message_id,)).fetchone()
                 if row is None:
@@ -252,7 +389,9 @@ class Outbox:
                            "next_attempt_at = ? WHERE message_id = ?", (now, next_at, message_id))
             if republished:
                 self._bump(db, "republished", republished)
-        return republished
+            return republished
+
+        return self._write(work)
 
     def mark_acked(self, message_ids: str | Iterable[str], now: float | None = None) -> int:
         """PUBACK came: in_flight -> awaiting_receipt. Returns how many rows changed (gone rows are skipped)."""
@@ -260,9 +399,9 @@ class Outbox:
         ids = [message_ids] if isinstance(message_ids, str) else list(message_ids)
         if not ids:
             return 0
-        with self._tx() as db:
-            return db.executemany("UPDATE outbox SET state = 'awaiting_receipt', acked_at = ? "
-                                  "WHERE message_id = ? AND state = 'in_flight'", [(now, m) for m in ids]).rowcount
+        return self._write(lambda db: db.executemany(
+            "UPDATE outbox SET state = 'awaiting_receipt', acked_at = ? WHERE message_id = ? AND state = 'in_flight'",
+            [(now, m) for m in ids]).rowcount)
 
     def confirm(self, message_id: str, alert_id: str | None, stored_at: float,
                 now: float | None = None) -> ConfirmResult:
@@ -273,11 +412,12 @@ class Outbox:
                      now: float | None = None) -> list[ConfirmResult]:
         """Apply receipts (message_id, alert_id, stored_at) in one transaction."""
         now = self._clock() if now is None else now
-        out: list[ConfirmResult] = []
         receipts = list(receipts)
         if not receipts:
-            return out
-        with self._tx() as db:
+            return []
+
+        def work(db: sqlite3.Connection) -> list[ConfirmResult]:
+            out: list[ConfirmResult] = []
             max_wait = None
             for message_id, alert_id, stored_at in receipts:
                 row = db.execute("SELECT alert_id, created_at FROM outbox WHERE message_id = ?",
@@ -307,13 +447,14 @@ class Outbox:
                 if n_ledger > LEDGER_KEEP + 1000:
                     db.execute("DELETE FROM ledger WHERE message_id IN (SELECT message_id FROM ledger "
                                "ORDER BY confirmed_at LIMIT ?)", (n_ledger - LEDGER_KEEP,))
-        return out
+            return out
+
+        return self._write(work)
 
     def requeue_in_flight(self) -> int:
         """After a restart nothing is in the MQTT client any more: in_flight rows go back to queued."""
-        with self._tx() as db:
-            return db.execute("UPDATE outbox SET state = 'queued', next_attempt_at = 0 "
-                              "WHERE state = 'in_flight'").rowcount
+        return self._write(lambda db: db.execute(
+            "UPDATE outbox SET state = 'queued', next_attempt_at = 0 WHERE state = 'in_flight'").rowcount)
 
     def reschedule(self, states: Iterable[str], at: float, mode: str = "set") -> int:
         """Move next_attempt_at of rows in ``states``: to ``at`` ("set"), to max(current, at) ("later"),
@@ -321,16 +462,14 @@ class Outbox:
         states = tuple(states)
         marks = ",".join("?" * len(states))
         expr = {"set": "?", "later": "MAX(next_attempt_at, ?)", "earlier": "MIN(next_attempt_at, ?)"}[mode]
-        with self._tx() as db:
-            return db.execute(f"UPDATE outbox SET next_attempt_at = {expr} WHERE state IN ({marks})",
-                              (at, *states)).rowcount
+        return self._write(lambda db: db.execute(
+            f"UPDATE outbox SET next_attempt_at = {expr} WHERE state IN ({marks})", (at, *states)).rowcount)
 
     def clamp_schedule(self, latest: float) -> int:
         """Pull retry times later than ``latest`` back to it (a wall clock that jumped back, e.g. NTP at boot,
         must not park alerts for the size of the jump)."""
-        with self._tx() as db:
-            return db.execute("UPDATE outbox SET next_attempt_at = ? WHERE next_attempt_at > ?",
-                              (latest, latest)).rowcount
+        return self._write(lambda db: db.execute(
+            "UPDATE outbox SET next_attempt_at = ? WHERE next_attempt_at > ?", (latest, latest)).rowcount)
 
     # ------------------------------------------------------------------ inspection
     def depth(self) -> dict[str, int]:
@@ -374,7 +513,9 @@ class Outbox:
 
     def close(self) -> None:
         with self._lock:
-            try:
-                self._db.close()
-            except sqlite3.Error:
-                pass
+            for db in {id(self._db): self._db, id(self._file_db): self._file_db}.values():
+                try:
+                    if db is not None:
+                        db.close()
+                except sqlite3.Error:
+                    pass
