@@ -14,6 +14,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -225,3 +226,29 @@ def test_daemon_on_a_full_disk_runs_and_tells_the_hub(small_disk, mosquitto, mak
     reopened = Outbox(small_disk.path / "state" / "outbox.sqlite")
     assert len(reopened) == 0 and reopened.counters()["delivered"] >= 2
     reopened.close()
+
+
+@pytest.mark.broker
+def test_hub_on_a_full_disk_stores_nothing_half_and_catches_up(small_disk, mosquitto, make_transport, make_hub):
+    """The hub's store cannot commit: no receipt goes out, the devices keep their alerts, and once the disk
+    has room every alert is stored exactly once."""
+    hub, store, _ = make_hub(mosquitto, store_path=small_disk.path / "hub.sqlite")
+    assert hub.wait_connected(5)
+    t = make_transport(mosquitto)
+    assert t.wait_connected(5)
+    first = [t.send_alert(b, message_id=m, alert_id=a, priority=p) and m for m, a, p, b in
+             (alert_json("high") for _ in range(3))]
+    assert t.wait_idle(10)
+    small_disk.fill()
+    later = []
+    for _ in range(5):
+        m, a, p, b = alert_json("high")
+        t.send_alert(b, message_id=m, alert_id=a, priority=p)
+        later.append(m)
+    time.sleep(3)
+    assert len(t.outbox) == 5  # no receipt for what the hub could not store
+    small_disk.free()
+    assert t.wait_idle(30), t.status()
+    msgs = store.messages()
+    # one row each (the later ones were delivered to the hub more than once: re-sent, redelivered)
+    assert [m["message_id"] for m in msgs] == first + later
