@@ -11,6 +11,7 @@ import errno
 import json
 import logging
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -159,11 +160,42 @@ def test_opening_on_a_full_disk_starts_in_memory(small_disk):
     assert [r.message_id for r in Outbox(small_disk.path / "state" / "outbox.sqlite").rows()] == [m.message_id]
 
 
-def test_a_path_that_is_no_database_is_still_a_clear_error(tmp_path):
-    bad = tmp_path / "outbox.sqlite"
-    bad.write_bytes(b"this is not an SQLite file" * 100)
-    with pytest.raises(OutboxError, match=str(bad)):
-        Outbox(bad)
+def test_a_path_that_cannot_be_a_database_is_a_clear_error(tmp_path):
+    folder = tmp_path / "outbox.sqlite"
+    folder.mkdir()
+    with pytest.raises(OutboxError, match=f"outbox {folder}: cannot open"):
+        Outbox(folder)
+
+
+def test_a_file_that_is_no_database_is_moved_aside(tmp_path, caplog):
+    path = tmp_path / "outbox.sqlite"
+    path.write_bytes(b"this is not an SQLite file" * 100)
+    with caplog.at_level(logging.ERROR, logger="edgemon.transport.outbox"):
+        ob = Outbox(path)
+    assert ob.quarantined is not None and ob.quarantined.read_bytes().startswith(b"this is not")
+    assert str(ob.quarantined) in caplog.text and "started empty" in caplog.text
+    m = message()
+    assert ob.enqueue(m).accepted and ob.storage_error is None
+    ob.close()
+    assert [r.message_id for r in Outbox(path).rows()] == [m.message_id]
+
+
+def test_damaged_pages_are_found_at_start_and_moved_aside(tmp_path):
+    """Bytes of a real outbox overwritten on the card (a torn write): quick_check finds it at start."""
+    path = tmp_path / "outbox.sqlite"
+    ob = Outbox(path)
+    for _ in range(40):
+        ob.enqueue(message())
+    ob.close()  # checkpoints the WAL into the file
+    raw = bytearray(path.read_bytes())
+    page = 4096
+    assert len(raw) > 8 * page
+    raw[3 * page: 6 * page] = random.Random(0).randbytes(3 * page)
+    path.write_bytes(bytes(raw))
+    ob = Outbox(path)
+    assert ob.quarantined is not None and len(ob) == 0
+    ob.enqueue(message())
+    ob.close()
 
 
 @pytest.mark.broker
@@ -252,3 +284,32 @@ def test_hub_on_a_full_disk_stores_nothing_half_and_catches_up(small_disk, mosqu
     msgs = store.messages()
     # one row each (the later ones were delivered to the hub more than once: re-sent, redelivered)
     assert [m["message_id"] for m in msgs] == first + later
+
+
+def test_pages_damaged_while_running_move_the_outbox_to_memory_and_are_rewritten(tmp_path, caplog):
+    """The card corrupts the file under a running outbox: it carries on in memory (what the damaged file held
+    is lost, and logged), and the next write-back replaces every page of the file with the memory state."""
+    path = tmp_path / "outbox.sqlite"
+    ob = Outbox(path)
+    for _ in range(40):
+        ob.enqueue(message())
+    ob.close()
+    ob = Outbox(path, storage_retry_s=3600.0)  # no write-back until the test asks for it
+    raw = bytearray(path.read_bytes())
+    raw[2 * 4096: 45 * 4096] = random.Random(0).randbytes(43 * 4096)
+    with open(path, "r+b") as f:  # in place, under the open connection
+        f.write(raw)
+    ob._db.execute("PRAGMA shrink_memory")  # let its page cache go, as months of running would
+    with caplog.at_level(logging.ERROR, logger="edgemon.transport.outbox"):
+        assert ob.rows() == []
+    assert ob.storage_error is not None and "malformed" in caplog.text and "could not be read" in caplog.text
+    m = message()
+    assert ob.enqueue(m).accepted
+    ob.storage_retry_s = 0.0
+    ob._retry_at = 0.0
+    ob.mark_acked([m.message_id])  # the write-back
+    assert ob.storage_error is None
+    ob.close()
+    reopened = Outbox(path)
+    assert reopened.quarantined is None and [r.message_id for r in reopened.rows()] == [m.message_id]
+    reopened.close()

@@ -272,6 +272,7 @@ class MqttTransport:
         return {"connected": self._loop.connected, "broker": f"{self.host}:{self.port}",
                 "outbox": self.outbox.depth(), "oldest_alert_age_s": self.outbox.oldest_age_s(),
                 "outbox_storage_error": self.outbox.storage_error,
+                "outbox_quarantined": None if self.outbox.quarantined is None else str(self.outbox.quarantined),
                 "counters": self.outbox.counters(), **self.stats}
 
     # ------------------------------------------------------------------ I/O thread

@@ -18,14 +18,15 @@ lowest-priority message is evicted; high-priority messages are never evicted
 (the bound is exceeded instead, with a warning).
 
 A disk that can no longer be written (full, I/O errors, an SD card the kernel
-remounted read-only) does not lose alerts handed over after it fails: the
-outbox copies itself into memory (SQLite's backup API; reading still works)
-and carries on there, logging the reason once and reporting it in
-``storage_error``. Every later write first tries, at most every
+remounted read-only, pages found damaged) does not lose alerts handed over
+after it fails: the outbox copies itself into memory (SQLite's backup API;
+reading still works) and carries on there, logging the reason once and
+reporting it in ``storage_error``. Every later write first tries, at most every
 ``storage_retry_s``, to copy the memory state back into the file; once that
 succeeds it is the file again. What only memory held is lost if the process
 dies before then: the daemon raises the ``outbox_storage_failed`` technical
-alert so the hub learns of it.
+alert so the hub learns of it. A file found damaged at start-up is moved aside
+(``quarantined``) and a new one started, rather than refusing to monitor.
 
 Thread-safety: one connection guarded by a lock; any thread may call any method.
 """
@@ -124,6 +125,15 @@ def _storage_failure(err: BaseException, path: Path) -> bool:
     return code in _STORAGE_CODES
 
 
+def _damaged(err: BaseException) -> bool:
+    """The file is not an SQLite database, or its pages are damaged (SQLITE_NOTADB, SQLITE_CORRUPT)."""
+    code = getattr(err, "sqlite_errorcode", None)
+    if code is not None:
+        return (code & 0xFF) in (11, 26)
+    text = str(err).lower()
+    return "malformed" in text or "not a database" in text
+
+
 @dataclass(frozen=True)
 class OutboxMessage:
     """What the caller hands over. ``payload`` must be a JSON object carrying the same message_id/alert_id."""
@@ -184,8 +194,15 @@ class Outbox:
         self._file_db: sqlite3.Connection | None = None
         self.storage_error: str | None = None  # why the outbox lives in memory; None while on disk
         self._retry_at = 0.0
+        self.quarantined: Path | None = None  # where a damaged outbox file was moved at start-up
         try:
-            self._file_db = self._open_file()
+            try:
+                self._file_db = self._open_file()
+            except sqlite3.DatabaseError as err:
+                if not _damaged(err):
+                    raise
+                self._quarantine(err)
+                self._file_db = self._open_file()
             self._db = self._file_db
         except (sqlite3.Error, OSError) as err:
             if not _storage_failure(err, self.path):
@@ -199,10 +216,28 @@ class Outbox:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")
             db.executescript(_SCHEMA)
+            (check,) = db.execute("PRAGMA quick_check").fetchone()
+            if check != "ok":
+                raise sqlite3.DatabaseError(f"database disk image is malformed (quick_check: {check})")
         except sqlite3.Error:
             db.close()
             raise
         return db
+
+    def _quarantine(self, err: BaseException) -> None:
+        """Move a damaged outbox file (and its WAL) aside, so the device keeps monitoring with a new one.
+
+        Refusing to start would stop all monitoring on a device whose card corrupted one file; what the
+        damaged file held may still be recovered from the moved copy (``sqlite3 FILE .recover``)."""
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        target = self.path.with_name(f"{self.path.name}.damaged-{stamp}")
+        for suffix in ("", "-wal", "-shm"):
+            src = Path(str(self.path) + suffix)
+            if src.exists():
+                src.replace(Path(str(target) + suffix))
+        self.quarantined = target
+        log.error("outbox %s is damaged (%s): moved to %s and started empty; alerts it held and had not "
+                  "delivered are not sent (try `sqlite3 %s .recover` to read them)", self.path, err, target, target)
 
     # ------------------------------------------------------------------ storage: file, or memory while it fails
     def _to_memory(self, err: BaseException) -> None:
@@ -225,12 +260,12 @@ class Outbox:
             mem.close()
             mem = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
             mem.executescript(_SCHEMA)
-            carried = f"messages already in the file could not be read ({read_err}) and wait there for a restart"
+            carried = f"messages already in the file could not be read ({read_err})"
         self._db = mem
         self.storage_error = f"{type(err).__name__}: {err}"
         self._retry_at = time.monotonic() + self.storage_retry_s
-        log.error("outbox %s: cannot write to disk (%s): new alerts are kept in memory (%s) until the file can "
-                  "be written again; a restart before then loses those held only in memory",
+        log.error("outbox %s: cannot use the file (%s): new alerts are kept in memory (%s) until it can be "
+                  "written again; a restart before then loses those held only in memory",
                   self.path, err, carried)
 
     def _try_file_again(self) -> None:
@@ -264,13 +299,25 @@ class Outbox:
             try:
                 return self._transaction(work, durable)
             except sqlite3.Error as err:
-                if self.storage_error is not None or not _storage_failure(err, self.path):
+                if self.storage_error is not None or not (_storage_failure(err, self.path) or _damaged(err)):
                     raise OutboxError(f"outbox {self.path}: {err}") from None
+                # Damaged pages found while running go the same way: the write-back replaces every page.
                 self._to_memory(err)
             try:
                 return self._transaction(work, durable)
             except sqlite3.Error as err:
                 raise OutboxError(f"outbox {self.path} (in memory): {err}") from None
+
+    def _read(self, work: Callable[[sqlite3.Connection], _T]) -> _T:
+        """Run a query; damaged pages found in the file move the outbox to memory like a failed write."""
+        with self._lock:
+            try:
+                return work(self._db)
+            except sqlite3.DatabaseError as err:
+                if self._db is not self._file_db or not _damaged(err):
+                    raise OutboxError(f"outbox {self.path}: {err}") from None
+                self._to_memory(err)
+            return work(self._db)
 
     def _transaction(self, work: Callable[[sqlite3.Connection], _T], durable: bool) -> _T:
         db = self._db
@@ -363,9 +410,9 @@ class Outbox:
         with self._lock:
             # Excluded rows (still in the MQTT client's hands) are rare among due rows: page past them.
             while len(out) < limit:
-                rows = self._db.execute(
+                rows = self._read(lambda db: db.execute(
                     f"SELECT {self._COLS} FROM outbox WHERE next_attempt_at <= ? AND seq > ? ORDER BY seq LIMIT ?",
-                    (now, last_seq, int(limit) - len(out))).fetchall()
+                    (now, last_seq, int(limit) - len(out))).fetchall())
                 if not rows:
                     break
                 last_seq = rows[-1][0]
@@ -473,43 +520,37 @@ class Outbox:
 
     # ------------------------------------------------------------------ inspection
     def depth(self) -> dict[str, int]:
-        with self._lock:
-            rows = self._db.execute("SELECT state, COUNT(*) FROM outbox GROUP BY state").fetchall()
+        rows = self._read(lambda db: db.execute("SELECT state, COUNT(*) FROM outbox GROUP BY state").fetchall())
         out = {s: 0 for s in STATES}
         out.update({s: int(n) for s, n in rows})
         return out
 
     def __len__(self) -> int:
-        with self._lock:
-            return int(self._db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
+        return int(self._read(lambda db: db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0]))
 
     def oldest_age_s(self, now: float | None = None) -> float | None:
         now = self._clock() if now is None else now
-        with self._lock:
-            (oldest,) = self._db.execute("SELECT MIN(created_at) FROM outbox").fetchone()
+        (oldest,) = self._read(lambda db: db.execute("SELECT MIN(created_at) FROM outbox").fetchone())
         return None if oldest is None else max(0.0, now - oldest)
 
     def next_due_at(self) -> float | None:
-        with self._lock:
-            (t,) = self._db.execute("SELECT MIN(next_attempt_at) FROM outbox").fetchone()
-        return t
+        return self._read(lambda db: db.execute("SELECT MIN(next_attempt_at) FROM outbox").fetchone()[0])
 
     def rows(self) -> list[OutboxRow]:
-        with self._lock:
-            return [self._row(r) for r in self._db.execute(f"SELECT {self._COLS} FROM outbox ORDER BY seq")]
+        return self._read(lambda db: [self._row(r)
+                                      for r in db.execute(f"SELECT {self._COLS} FROM outbox ORDER BY seq")])
 
     def get(self, message_id: str) -> OutboxRow | None:
-        with self._lock:
-            r = self._db.execute(f"SELECT {self._COLS} FROM outbox WHERE message_id = ?", (message_id,)).fetchone()
+        r = self._read(lambda db: db.execute(f"SELECT {self._COLS} FROM outbox WHERE message_id = ?",
+                                             (message_id,)).fetchone())
         return None if r is None else self._row(r)
 
     def delivered(self, message_id: str) -> bool:
-        with self._lock:
-            return self._db.execute("SELECT 1 FROM ledger WHERE message_id = ?", (message_id,)).fetchone() is not None
+        return self._read(lambda db: db.execute("SELECT 1 FROM ledger WHERE message_id = ?",
+                                                (message_id,)).fetchone()) is not None
 
     def counters(self) -> dict[str, float]:
-        with self._lock:
-            return {k: v for k, v in self._db.execute("SELECT name, value FROM counters")}
+        return self._read(lambda db: {k: v for k, v in db.execute("SELECT name, value FROM counters")})
 
     def close(self) -> None:
         with self._lock:
