@@ -284,12 +284,12 @@ class AlertEngine:
         return {"device": self.device_id, "site": self.site, "patient_ref": self.patient_ref,
                 "condition": condition, "priority": info.priority, "type": info.type}
 
-    # ---- internals ----------------------------------------------------------------------------
-
     @property
     def now_s(self) -> float | None:
         """The engine's clock: the latest time it was given (it never goes back); None before any."""
         return self._now
+
+    # ---- internals ----------------------------------------------------------------------------
 
     def _advance(self, now_s: float | None) -> float:
         if now_s is None:

@@ -196,14 +196,7 @@ class Outbox:
         self._retry_at = 0.0
         self.quarantined: Path | None = None  # where a damaged outbox file was moved at start-up
         try:
-            try:
-                self._file_db = self._open_file()
-            except sqlite3.DatabaseError as err:
-                if not _damaged(err):
-                    raise
-                self._quarantine(err)
-                self._file_db = self._open_file()
-            self._db = self._file_db
+            self._file_db = self._db = self._open_or_quarantine()
         except (sqlite3.Error, OSError) as err:
             if not _storage_failure(err, self.path):
                 raise OutboxError(f"outbox {self.path}: cannot open: {err}") from None
@@ -223,6 +216,15 @@ class Outbox:
             db.close()
             raise
         return db
+
+    def _open_or_quarantine(self) -> sqlite3.Connection:
+        try:
+            return self._open_file()
+        except sqlite3.DatabaseError as err:
+            if not _damaged(err):
+                raise
+            self._quarantine(err)
+            return self._open_file()
 
     def _quarantine(self, err: BaseException) -> None:
         """Move a damaged outbox file (and its WAL) aside, so the device keeps monitoring with a new one.
@@ -275,7 +277,7 @@ class Outbox:
         self._retry_at = time.monotonic() + self.storage_retry_s
         try:
             if self._file_db is None:
-                self._file_db = self._open_file()
+                self._file_db = self._open_or_quarantine()
             self._file_db.execute(f"PRAGMA synchronous={'FULL' if self.durable else 'NORMAL'}")
             self._db.backup(self._file_db)
             self._file_db.execute("PRAGMA synchronous=NORMAL")
