@@ -2,9 +2,9 @@
 
 For the first two a small tmpfs is mounted (root only; skipped with the reason otherwise), filled with
 a file until the kernel says ENOSPC, or mounted read-only, as an SD card is after file-system errors.
-Damaged files are real outbox files with pages overwritten. Alerts
-handed over while the disk fails must still reach the hub exactly once, and once the disk can be
-written again the file must hold the outbox's state.
+Damaged files are real outbox files with pages overwritten. Alerts handed over while the disk fails
+must still reach the hub exactly once, and once the disk can be written again the file must hold the
+outbox's state.
 """
 from __future__ import annotations
 
