@@ -86,11 +86,23 @@ class OutboxError(Exception):
     """The outbox file cannot be opened or written (path and reason in the message)."""
 
 
-# SQLite primary result codes of a store that can no longer be written, whatever the query:
-# READONLY (an SD card remounted read-only after errors), IOERR, FULL.
-_STORAGE_CODES = frozenset({8, 10, 13})
-_SQLITE_CANTOPEN = 14
-_STORAGE_TEXT = ("readonly database", "disk i/o error", "database or disk is full")
+# SQLite primary result codes. A store that can no longer be written, whatever the query: READONLY (an SD
+# card remounted read-only after errors), IOERR, FULL. A file whose contents are damaged: CORRUPT, NOTADB.
+_SQLITE_READONLY, _SQLITE_IOERR, _SQLITE_CORRUPT, _SQLITE_FULL, _SQLITE_CANTOPEN, _SQLITE_NOTADB = 8, 10, 11, 13, 14, 26
+_STORAGE_CODES = frozenset({_SQLITE_READONLY, _SQLITE_IOERR, _SQLITE_FULL})
+# Python 3.10 gives only the message: SQLite's text for each code
+_CODE_BY_TEXT = (("readonly database", _SQLITE_READONLY), ("disk i/o error", _SQLITE_IOERR),
+                 ("malformed", _SQLITE_CORRUPT), ("database or disk is full", _SQLITE_FULL),
+                 ("unable to open", _SQLITE_CANTOPEN), ("not a database", _SQLITE_NOTADB))
+
+
+def _sqlite_code(err: BaseException) -> int | None:
+    """The primary SQLite result code of ``err`` (None when it is not an SQLite error we can read)."""
+    code = getattr(err, "sqlite_errorcode", None)  # Python >= 3.11
+    if code is not None:
+        return code & 0xFF
+    text = str(err).lower()
+    return next((c for t, c in _CODE_BY_TEXT if t in text), None)
 
 
 def _filesystem_unwritable(path: Path) -> bool:
@@ -110,16 +122,7 @@ def _storage_failure(err: BaseException, path: Path) -> bool:
     """
     if isinstance(err, OSError):  # opening: mkdir on a full or read-only filesystem
         return err.errno in (errno.ENOSPC, errno.EROFS, errno.EIO, errno.EDQUOT)
-    code = getattr(err, "sqlite_errorcode", None)  # Python >= 3.11
-    if code is None:  # Python 3.10: only the message tells
-        text = str(err).lower()
-        if "unable to open" in text:
-            code = _SQLITE_CANTOPEN
-        elif any(t in text for t in _STORAGE_TEXT):
-            code = 13
-        else:
-            return False
-    code &= 0xFF
+    code = _sqlite_code(err)
     if code == _SQLITE_CANTOPEN:
         return _filesystem_unwritable(path)
     return code in _STORAGE_CODES
@@ -127,11 +130,7 @@ def _storage_failure(err: BaseException, path: Path) -> bool:
 
 def _damaged(err: BaseException) -> bool:
     """The file is not an SQLite database, or its pages are damaged (SQLITE_NOTADB, SQLITE_CORRUPT)."""
-    code = getattr(err, "sqlite_errorcode", None)
-    if code is not None:
-        return (code & 0xFF) in (11, 26)
-    text = str(err).lower()
-    return "malformed" in text or "not a database" in text
+    return _sqlite_code(err) in (_SQLITE_CORRUPT, _SQLITE_NOTADB)
 
 
 @dataclass(frozen=True)
