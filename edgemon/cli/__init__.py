@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import math
 import pkgutil
 import sys
 
@@ -19,6 +20,42 @@ from edgemon import __version__
 
 class UserError(Exception):
     """An error caused by input (file, config, device), shown without a traceback."""
+
+
+def number(cast: type = float, low: float | None = None, high: float | None = None, *,
+           low_open: bool = False):
+    """An argparse ``type`` for a finite number in [low, high] (or (low, high] with ``low_open``).
+
+    argparse then answers ``argument --chunk-s: must be a number > 0, got '0'`` instead of letting
+    0, a negative, nan or inf reach the code as a traceback or as a silent nonsense result.
+    """
+    kind = "a whole number" if cast is int else "a number"
+    bounds = []
+    if low is not None:
+        bounds.append(f"{'>' if low_open else '>='} {low:g}")
+    if high is not None:
+        bounds.append(f"<= {high:g}")
+    wanted = f"{kind} {' and '.join(bounds)}".strip()
+
+    def parse(text: str):
+        try:
+            value = cast(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {wanted}, got {text!r}") from None
+        if (not math.isfinite(value) or (low is not None and (value <= low if low_open else value < low))
+                or (high is not None and value > high)):
+            raise argparse.ArgumentTypeError(f"must be {wanted}, got {text!r}")
+        return value
+
+    parse.__name__ = wanted   # argparse names the type in some of its own messages
+    return parse
+
+
+POSITIVE = number(float, 0, low_open=True)        # seconds, hours, rates, sizes
+NON_NEGATIVE = number(float, 0)
+PROBABILITY = number(float, 0, 1)
+THREADS = number(int, 1)
+PORT = number(int, 1, 65535)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -2,29 +2,43 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 
 
 def register(sub) -> None:
+    from edgemon.cli import POSITIVE, number
+
     p = sub.add_parser("bench", help="measure realtime factor, READY time and memory of the daemon path",
                        description="Run 1 h of 250 Hz ECG (the sample records, tiled) through the daemon's "
                                    "pipeline on one core, neurokit2's ecg_process on the same signal, and "
                                    "`edgemon run` in a subprocess fed over a pty (READY time, peak RSS). "
                                    "--soak adds 7 simulated days through one pipeline (RSS growth).")
     p.add_argument("--json", action="store_true", help="print exactly one JSON object on stdout")
-    p.add_argument("--hours", type=float, default=1.0, help="signal length for the throughput runs (default 1)")
+    p.add_argument("--hours", type=POSITIVE, default=1.0, help="signal length for the throughput runs (default 1)")
     p.add_argument("--no-nk2", action="store_true", help="skip the neurokit2 comparison")
     p.add_argument("--no-daemon", action="store_true", help="skip the subprocess READY/RSS probe")
-    p.add_argument("--chunk-s", type=float, default=1.0, help="chunk length fed to the pipeline (default 1 s)")
-    p.add_argument("--cpu", type=int, help="pin to this CPU (default: the last one)")
+    p.add_argument("--chunk-s", type=number(float, 0, 60, low_open=True), default=1.0,
+                   help="chunk length fed to the pipeline (default 1 s)")
+    p.add_argument("--cpu", type=number(int, 0), help="pin to this CPU (default: the last one)")
     p.add_argument("--soak", action="store_true", help="also run the accelerated soak test")
-    p.add_argument("--soak-days", type=float, default=7.0, help="simulated days for --soak (default 7)")
+    p.add_argument("--soak-days", type=POSITIVE, default=7.0, help="simulated days for --soak (default 7)")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
+    from edgemon.cli import UserError
     from edgemon.daemon.bench import run_bench
     from edgemon.evaluate.progress import progress as bar
+
+    if args.hours * 3600 < 60:
+        raise UserError(f"--hours {args.hours:g}: the throughput runs need at least one minute of signal")
+    if args.soak and args.soak_days * 24 < 2:
+        raise UserError(f"--soak-days {args.soak_days:g}: the soak reports growth after the first hour, "
+                        "so it needs at least 2 simulated hours")
+    if args.cpu is not None and hasattr(os, "sched_getaffinity") and args.cpu not in os.sched_getaffinity(0):
+        allowed = ", ".join(str(c) for c in sorted(os.sched_getaffinity(0)))
+        raise UserError(f"--cpu {args.cpu}: not one of the CPUs this process may run on ({allowed})")
 
     def progress(msg: str) -> None:
         print(f"bench: {msg}", file=sys.stderr, flush=True)

@@ -17,13 +17,16 @@ from pathlib import Path
 
 
 def register(sub) -> None:
+    from edgemon.cli import POSITIVE, number
+
     p = sub.add_parser("demo", help="agent -> embedded broker -> hub on this machine, replaying a sample signal",
                        description=__doc__.split("\n\n")[1])
     p.add_argument("record", nargs="?", default="sample-signals/af",
                    help="WFDB/EDF/CSV record to replay (default: sample-signals/af)")
     p.add_argument("--realtime", action="store_true", help="pace the replay in real time (default: as fast as possible)")
-    p.add_argument("--port", type=int, default=0, help="port of the embedded broker (default: a free one)")
-    p.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the hub's receipts")
+    p.add_argument("--port", type=number(int, 0, 65535), default=0,
+                   help="port of the embedded broker (default: a free one)")
+    p.add_argument("--timeout", type=POSITIVE, default=60.0, help="seconds to wait for the hub's receipts")
     p.add_argument("--no-models", action="store_true", help="DSP and rules only")
     p.set_defaults(func=run)
 

@@ -44,6 +44,8 @@ def _add_conn_args(p: argparse.ArgumentParser, suppress: bool) -> None:
 
 
 def register(sub) -> None:
+    from edgemon.cli import POSITIVE, number
+
     p = sub.add_parser(
         "hub", help="receive, store and acknowledge alerts from devices (MQTT); web console; export FHIR; commands",
         description="Subscribe to all devices' alerts, store each message once (SQLite or PostgreSQL, "
@@ -57,7 +59,7 @@ def register(sub) -> None:
                         "(several hub workers on one database; password via PGPASSWORD or ~/.pgpass)")
     p.add_argument("--shared-group", default="", metavar="NAME",
                    help="MQTT 5 shared subscription group, so several hubs split the alert load")
-    p.add_argument("--store-threads", type=int, default=0, metavar="N",
+    p.add_argument("--store-threads", type=number(int, 0), default=0, metavar="N",
                    help="batches committed at once (default: 2 for PostgreSQL, 1 for SQLite)")
     p.add_argument("--http", default="", metavar="HOST:PORT",
                    help="serve the clinician console here (e.g. 127.0.0.1:8080); users: edgemon hub adduser")
@@ -65,13 +67,13 @@ def register(sub) -> None:
     p.add_argument("--http-tls-key", default="", metavar="FILE", help="console over HTTPS: private key (PEM)")
     p.add_argument("--secure-cookie", action="store_true",
                    help="mark the session cookie Secure although --http is plain (behind a TLS reverse proxy)")
-    p.add_argument("--session-hours", type=float, default=12.0, metavar="H",
+    p.add_argument("--session-hours", type=POSITIVE, default=12.0, metavar="H",
                    help="console sign-in lifetime (default 12)")
-    p.add_argument("--inbox-hours", type=float, default=24.0, metavar="H",
+    p.add_argument("--inbox-hours", type=POSITIVE, default=24.0, metavar="H",
                    help="resolved alerts stay in the inbox this long (default 24)")
     p.add_argument("--client-id", default="edgemon-hub", help=_CONN_HELP["client_id"])
     p.add_argument("--json", action="store_true", help="print JSON lines instead of text")
-    p.add_argument("--duration", type=float, default=None, metavar="S", help="exit after S seconds")
+    p.add_argument("--duration", type=POSITIVE, default=None, metavar="S", help="exit after S seconds")
     p.add_argument("-v", "--verbose", action="store_true", help="log debug details to stderr")
     p.set_defaults(func=run)
     hsub = p.add_subparsers(dest="hub_command", metavar="SUBCOMMAND")
@@ -107,7 +109,7 @@ def register(sub) -> None:
     _add_conn_args(c, suppress=True)
     c.add_argument("--site", required=True)
     c.add_argument("--device", required=True)
-    c.add_argument("--wait", type=float, default=10.0, metavar="S", help="seconds to wait for the reply")
+    c.add_argument("--wait", type=POSITIVE, default=10.0, metavar="S", help="seconds to wait for the reply")
     c.add_argument("--by", default="hub-cli", help="who is sending (clinician handle, not a patient id)")
     csub = c.add_subparsers(dest="cmd_type", metavar="COMMAND")
     csub.required = True
@@ -117,7 +119,7 @@ def register(sub) -> None:
     s = csub.add_parser("silence", help="silence alerts matching labels for a while")
     s.add_argument("--match", action="append", required=True, metavar="LABEL=VALUE",
                    help="label matcher, e.g. condition=af (repeatable)")
-    s.add_argument("--duration-s", type=float, required=True)
+    s.add_argument("--duration-s", type=POSITIVE, required=True)
     s.add_argument("--reason", default="")
     csub.add_parser("ping", help="check the device answers")
     c.set_defaults(func=run_cmd)

@@ -10,7 +10,9 @@ import sys
 
 
 def _conf_args(p) -> None:
-    p.add_argument("--port", type=int, default=8883, help="broker TLS port in mosquitto.conf (default 8883)")
+    from edgemon.cli import PORT
+
+    p.add_argument("--port", type=PORT, default=8883, help="broker TLS port in mosquitto.conf (default 8883)")
     p.add_argument("--bind", default="", metavar="ADDR", help="listen address (default: all)")
     p.add_argument("--state-dir", default="/var/lib/mosquitto", help="persistence and log directory")
     p.add_argument("--run-user", default="mosquitto", help="user mosquitto drops to (default mosquitto)")
@@ -20,6 +22,8 @@ def _conf_args(p) -> None:
 
 
 def register(sub) -> None:
+    from edgemon.cli import number
+
     p = sub.add_parser("pki", help="create a CA, broker/hub/device certificates and the broker's ACL config",
                        description="Mutual-TLS identities for a fleet: a CA, a broker server certificate, the hub's "
                                    "client certificate (CN edgemon-hub) and one client certificate per device "
@@ -31,15 +35,15 @@ def register(sub) -> None:
     i.add_argument("dir")
     i.add_argument("--broker-host", action="append", default=[], metavar="NAME",
                    help="host name or IP devices use to reach the broker (repeatable; first = CN)")
-    i.add_argument("--days", type=int, default=825, help="validity of leaf certificates (default 825)")
-    i.add_argument("--ca-days", type=int, default=3650, help="validity of the CA (default 3650)")
+    i.add_argument("--days", type=number(int, 1), default=825, help="validity of leaf certificates (default 825)")
+    i.add_argument("--ca-days", type=number(int, 1), default=3650, help="validity of the CA (default 3650)")
     i.add_argument("--force", action="store_true", help="replace an existing CA (every certificate becomes invalid)")
     _conf_args(i)
     i.set_defaults(func=run_init)
     d = psub.add_parser("device", help="issue client certificates for devices (CN = device id)")
     d.add_argument("dir")
     d.add_argument("device_ids", nargs="+", metavar="DEVICE_ID")
-    d.add_argument("--days", type=int, default=825)
+    d.add_argument("--days", type=number(int, 1), default=825)
     d.add_argument("--force", action="store_true", help="re-issue an existing device's certificate")
     d.set_defaults(func=run_device)
     c = psub.add_parser("conf", help="(re)write mosquitto.conf and acl in DIR")

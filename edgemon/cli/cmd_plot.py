@@ -15,23 +15,25 @@ from pathlib import Path
 
 
 def register(sub) -> None:
+    from edgemon.cli import NON_NEGATIVE, POSITIVE, number
+
     p = sub.add_parser(
         "plot", help="replay a record through the pipeline and draw signal, beats, quality, rhythm and alerts",
         description=__doc__.split("\n\n")[1])
     p.add_argument("record", help="WFDB record (path without extension), .edf, .csv, or a --record-to folder")
     p.add_argument("--out", "-o", required=True, help="output file: .png, .svg or .html")
-    p.add_argument("--start", type=float, default=0.0, help="window start, seconds from the record start "
+    p.add_argument("--start", type=NON_NEGATIVE, default=0.0, help="window start, seconds from the record start "
                                                             "(default 0)")
-    p.add_argument("--duration", type=float, help="window length in seconds (default: to the record's end)")
+    p.add_argument("--duration", type=POSITIVE, help="window length in seconds (default: to the record's end)")
     p.add_argument("--config", "-c", help="device config TOML (default: built-in defaults)")
     p.add_argument("--channel", help="channel to analyse (default: MLII / the first ECG, else PPG, channel)")
-    p.add_argument("--fs", type=float, help="sampling rate of a CSV file that does not state it")
+    p.add_argument("--fs", type=POSITIVE, help="sampling rate of a CSV file that does not state it")
     p.add_argument("--annotator", default="atr", help="reference annotation suffix (default atr)")
-    p.add_argument("--warmup", type=float, metavar="S",
+    p.add_argument("--warmup", type=NON_NEGATIVE, metavar="S",
                    help="start the pipeline S seconds before --start instead of at the record's start "
                         "(faster on long records; events near the window start may then differ)")
     p.add_argument("--no-models", action="store_true", help="DSP only: do not load the CNNs")
-    p.add_argument("--width", type=float, default=15.0, help="figure width in inches (default 15)")
+    p.add_argument("--width", type=number(float, 1, 200), default=15.0, help="figure width in inches (default 15)")
     p.add_argument("--title", help="figure title (default: record, channel and rate)")
     p.set_defaults(func=run)
 

@@ -7,6 +7,8 @@ import sys
 
 
 def register(sub) -> None:
+    from edgemon.cli import POSITIVE
+
     p = sub.add_parser(
         "replay", help="run the pipeline on a record (WFDB, EDF, CSV) and print events as JSON lines",
         description="Replay a recorded signal through sources -> dsp -> detect -> alerts and print one JSON "
@@ -18,8 +20,8 @@ def register(sub) -> None:
     p.add_argument("--beat-times", action="store_true",
                    help="replay the record's beat annotations as a beat-time stream (ltafdb, BLE RR)")
     p.add_argument("--annotator", default="atr", help="annotation file suffix for --beat-times (default atr)")
-    p.add_argument("--fs", type=float, help="sampling rate of a CSV file that does not state it")
-    p.add_argument("--chunk-s", type=float, default=1.0, help="chunk length in seconds (default 1)")
+    p.add_argument("--fs", type=POSITIVE, help="sampling rate of a CSV file that does not state it")
+    p.add_argument("--chunk-s", type=POSITIVE, default=1.0, help="chunk length in seconds (default 1)")
     p.add_argument("--events", default="beat,quality,detection,alert",
                    help="comma-separated event types to print (default: all)")
     p.add_argument("--no-models", action="store_true", help="DSP only: do not load the CNNs")

@@ -483,6 +483,8 @@ def _add_overlay(rep, is_af: np.ndarray, collected: list[dict]) -> None:
 
 
 def register(sub) -> None:
+    from edgemon.cli import NON_NEGATIVE, PROBABILITY, THREADS
+
     p = sub.add_parser("af", help="per-beat AF detection on beat-annotated records (ltafdb, mitdb)",
                        description="Per-beat AF sensitivity/specificity/PPV and AF-episode detection of the "
                                    "tachogram model and the RR-irregularity baseline.")
@@ -490,10 +492,10 @@ def register(sub) -> None:
                    help="WFDB record folder with .atr beats + rhythm notes (default: <data>/ltafdb/test)")
     p.add_argument("--records", nargs="+", default=None, help="record names (default: the folder's RECORDS)")
     p.add_argument("--model", default=str(DEFAULT_CARD), help="AF model card (default: models/af_tachogram.card.json)")
-    p.add_argument("--threshold", type=float, default=None, help="override the card's AF threshold")
-    p.add_argument("--baseline-threshold", type=float, default=None,
+    p.add_argument("--threshold", type=PROBABILITY, default=None, help="override the card's AF threshold")
+    p.add_argument("--baseline-threshold", type=NON_NEGATIVE, default=None,
                    help="override the baseline nRMSSD threshold (default: the card's, tuned on ltafdb/train)")
-    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--threads", type=THREADS, default=1)
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout; table on stderr")
     p.add_argument("--report", metavar="DIR",
                    help="also write DIR/af-report.html and .json: per-record table, per-beat confusion, ROC and "

@@ -801,6 +801,8 @@ def write_report(args, root: Path, out: dict, collected: dict[str, list]):
 
 
 def register(sub) -> None:
+    from edgemon.cli import POSITIVE
+
     p = sub.add_parser("alerts", help="alert burden and episode detection over whole recordings",
                        description="Run whole recordings through the pipeline and the alert engine and score "
                                    "alerts per episode: false alerts/day, alert PPV, missed episodes (AF >= 60 s, "
@@ -814,7 +816,7 @@ def register(sub) -> None:
                    help=f"mitdb records to add noise to (default: {' '.join(NOISE_BASE_RECORDS)})")
     p.add_argument("--config", default=None, help="device config TOML whose [alerts], [detect] and [dsp] to use "
                                                   "(default: the built-in defaults)")
-    p.add_argument("--step-s", type=float, default=5.0,
+    p.add_argument("--step-s", type=POSITIVE, default=5.0,
                    help="beat-time path: push interval in stream seconds (default 5)")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout; progress on stderr")
     p.add_argument("--report", metavar="DIR",

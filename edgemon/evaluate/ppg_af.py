@@ -448,19 +448,21 @@ def write_report(args, root: Path, out: dict, semi_rows: list[dict], real: dict)
 
 
 def register(sub) -> None:
+    from edgemon.cli import POSITIVE, THREADS, number
+
     p = sub.add_parser("ppg-af", help="AF from PPG: semi-synthetic (ltafdb/test beats) and real (ppg_af)",
                        description="Run PPG -> PpgPeakDetector -> tachogram AF model on semi-synthetic PPG built "
                                    "from ltafdb/test beat times (per beat) and on real 10-s PPG segments (ppg_af).")
     p.add_argument("--data-dir", default=None, help="data root holding ltafdb/test and ppg_af (default: shared data)")
     p.add_argument("--part", choices=("semi", "real", "both"), default="both")
     p.add_argument("--records", nargs="+", default=None, help="ltafdb/test records for the semi-synthetic part")
-    p.add_argument("--segments", type=int, default=0,
+    p.add_argument("--segments", type=number(int, 0), default=0,
                    help="synthetic segments per record, evenly spaced (default 0: the whole record, consecutive)")
-    p.add_argument("--segment-min", type=float, default=60.0, help="minutes per synthetic segment (default 60)")
-    p.add_argument("--ppg-fs", type=float, default=100.0, help="synthetic PPG rate in Hz (default 100)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--segment-min", type=POSITIVE, default=60.0, help="minutes per synthetic segment (default 60)")
+    p.add_argument("--ppg-fs", type=number(float, 20), default=100.0, help="synthetic PPG rate in Hz (default 100)")
+    p.add_argument("--seed", type=number(int, 0), default=0)
     p.add_argument("--model", default=str(DEFAULT_CARD))
-    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--threads", type=THREADS, default=1)
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout; progress on stderr")
     p.add_argument("--report", metavar="DIR",
                    help="also write DIR/ppg-af-report.html and .json: per-record and per-patient tables, "

@@ -41,13 +41,15 @@ class RecordScore:
 
 
 def register(sub) -> None:
+    from edgemon.cli import POSITIVE
+
     p = sub.add_parser("qrs", help="score R-peak detection against reference beats (EC57, 150 ms)",
                        description=__doc__.split("\n\n")[1])
     p.add_argument("--data-dir", required=True, help="folder of WFDB records with .atr (e.g. ../shared/data/mitdb)")
     p.add_argument("--records", nargs="+", help="record names (default: RECORDS file or all .hea)")
     p.add_argument("--detector", choices=["edgemon", "neurokit2"], default="edgemon",
                    help="edgemon's streaming detector (default) or neurokit2.ecg_peaks as a peer")
-    p.add_argument("--chunk-s", type=float, default=1.0, help="chunk length fed to the streaming detector")
+    p.add_argument("--chunk-s", type=POSITIVE, default=1.0, help="chunk length fed to the streaming detector")
     p.add_argument("--json", action="store_true", help="print one JSON object (per-record table under 'records')")
     p.add_argument("--report", metavar="DIR",
                    help="also write DIR/qrs-report.html and .json: per-record table, location error histogram, "
