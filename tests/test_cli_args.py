@@ -74,3 +74,13 @@ def test_bench_refuses_what_it_cannot_measure(capsys, argv, needle):
         pytest.skip("no CPU affinity on this platform")
     assert main(argv) == 2
     assert needle in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("prefix", ["a/#/b", "edgemon/+", "edgemon//v1", "/edgemon"])
+def test_hub_refuses_a_wildcard_or_empty_level_in_the_topic_prefix(capsys, prefix):
+    # before: the hub connected, then its subscribe raised in the MQTT thread (a traceback, no alerts stored)
+    for argv in (["hub", "--broker", "127.0.0.1:1", "--prefix", prefix, "--duration", "1"],
+                 ["hub", "--broker", "127.0.0.1:1", "--prefix", prefix, "cmd", "--site", "s", "--device", "d", "ping"]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert f"--prefix {prefix!r} is not a valid topic prefix" in err and "Traceback" not in err

@@ -142,8 +142,13 @@ def _conn_kwargs(args) -> dict:
     from edgemon.cli import UserError
     from edgemon.transport.ioloop import build_tls_context
     from edgemon.transport.settings import TlsSettings, TransportConfigError
+    from edgemon.transport.topics import TopicError, validate_prefix
 
     host, port = _parse_broker(getattr(args, "broker", None))
+    try:
+        validate_prefix(args.prefix, "--prefix")
+    except TopicError as err:
+        raise UserError(str(err)) from None
     tls_ctx = None
     if getattr(args, "tls_ca", None):
         try:

@@ -14,7 +14,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+from edgemon.transport.topics import ID_PATTERN, PREFIX_PATTERN
 
 
 class TransportConfigError(ValueError):
@@ -53,7 +53,7 @@ class MqttSettings(BaseModel):
     password_env: str = Field("", pattern=r"^([A-Za-z_][A-Za-z0-9_]*)?$",
                               description="Environment variable holding the broker password.")
     tls: TlsSettings | None = None
-    topic_prefix: str = Field("edgemon/v1", pattern=r"^[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*$")
+    topic_prefix: str = Field("edgemon/v1", pattern=PREFIX_PATTERN)
 
     outbox_file: str = Field("", description="SQLite outbox; empty = <daemon.state_dir>/outbox.sqlite.")
     outbox_max_messages: int = Field(10000, ge=10,

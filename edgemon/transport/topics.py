@@ -19,7 +19,11 @@ import re
 from dataclasses import dataclass
 
 DEFAULT_PREFIX = "edgemon/v1"
-_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+_ID_RE = re.compile(ID_PATTERN)
+# levels of id characters only: a '+', '#' or empty level would make the hub's subscriptions
+# invalid (the broker refuses them) or match other fleets' topics
+PREFIX_PATTERN = r"^[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*$"
 KINDS = ("alerts", "status", "telemetry", "cmd", "cmd/reply", "receipt")
 
 
@@ -33,6 +37,14 @@ def validate_id(value: str, what: str, patient_ref: str = "") -> str:
         raise TopicError(f"{what} {value!r} is not a valid topic id: use 1-64 of [A-Za-z0-9_-]")
     if patient_ref and len(patient_ref) >= 3 and patient_ref.lower() in value.lower():
         raise TopicError(f"{what} {value!r} contains the patient reference; topics must not identify patients")
+    return value
+
+
+def validate_prefix(value: str, what: str = "topic prefix") -> str:
+    """Return ``value`` if it is a valid topic prefix (e.g. ``edgemon/v1``); raise TopicError otherwise."""
+    if not isinstance(value, str) or not re.match(PREFIX_PATTERN, value):
+        raise TopicError(f"{what} {value!r} is not a valid topic prefix: use levels of [A-Za-z0-9_-] "
+                         "separated by '/', e.g. edgemon/v1")
     return value
 
 
