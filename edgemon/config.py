@@ -105,7 +105,9 @@ SourceConfig = Annotated[
 class DspSection(_Strict):
     bandpass_hz: tuple[float, float] = Field((0.5, 40.0), description="ECG band kept; 0.5 Hz keeps ST, 40 Hz drops EMG.")
     mains_hz: Literal[0, 50, 60] = Field(50, description="Mains notch; 0 disables it.")
-    model_fs_hz: float = Field(250.0, gt=0, description="Rate the models expect; the pipeline resamples to it.")
+    model_fs_hz: float = Field(250.0, gt=0, description="Not used: each model card states the rate its model "
+                                                        "expects, and the pipeline resamples to that. Kept so "
+                                                        "configs that set it still load.")
     quality_window_s: float = Field(2.0, gt=0.25, le=30)
     ppg_bandpass_hz: tuple[float, float] = (0.5, 8.0)
     invert_ecg: bool = Field(
@@ -145,6 +147,17 @@ class DetectSection(_Strict):
                           "CinC 2017 validation recordings' first AF alert 53 -> 41 s, with the same alerts "
                           "there and on nstdb 119e*. No effect on PPG or beat-time streams.")
 
+    @model_validator(mode="after")
+    def _ordered_limits(self) -> "DetectSection":
+        # the rules would refuse these at start-up; say so while the config is read, naming the fields
+        if self.pause_s > self.asystole_s:
+            raise ValueError(f"detect.pause_s ({self.pause_s:g}) must not exceed detect.asystole_s "
+                             f"({self.asystole_s:g}): a pause is the shorter gap")
+        if self.brady_bpm >= self.tachy_bpm:
+            raise ValueError(f"detect.brady_bpm ({self.brady_bpm:g}) must be below detect.tachy_bpm "
+                             f"({self.tachy_bpm:g})")
+        return self
+
 
 class DaemonSection(_Strict):
     queue_chunks: int = Field(64, ge=2, description="Bound of each inter-stage queue.")
@@ -166,10 +179,11 @@ class DeviceConfig(_Strict):
     daemon: DaemonSection = Field(default_factory=DaemonSection)
 
     @model_validator(mode="after")
-    def _bands_below_nyquist(self) -> "DeviceConfig":
-        lo, hi = self.dsp.bandpass_hz
-        if not 0 < lo < hi:
-            raise ValueError(f"dsp.bandpass_hz must be 0 < low < high, got {self.dsp.bandpass_hz}")
+    def _bands_ordered(self) -> "DeviceConfig":
+        for name in ("bandpass_hz", "ppg_bandpass_hz"):
+            lo, hi = getattr(self.dsp, name)
+            if not 0 < lo < hi:
+                raise ValueError(f"dsp.{name} must be 0 < low < high, got {getattr(self.dsp, name)}")
         return self
 
 
@@ -177,7 +191,7 @@ def _format_error(path: str, err: ValidationError) -> str:
     lines = []
     for e in err.errors():
         loc = ".".join(str(p) for p in e["loc"] if not str(p).startswith("function-after")) or "(top level)"
-        lines.append(f"{path}: {loc}: {e['msg']}")
+        lines.append(f"{path}: {loc}: {e['msg'].removeprefix('Value error, ')}")
     return "\n".join(lines)
 
 

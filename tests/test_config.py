@@ -31,6 +31,9 @@ def test_shipped_configs_validate(path, capsys):
     ("[nonsense]\nx = 1\n", "nonsense", "Extra inputs are not permitted"),
     ("[source]\ntype = 'simulate'\nduration_s = inf\n", "source.simulate.duration_s", "finite number"),
     ("[detect]\nsustained_s = nan\n", "detect.sustained_s", "finite number"),
+    ("[dsp]\nppg_bandpass_hz = [8.0, 0.5]\n", "dsp.ppg_bandpass_hz", "low < high"),
+    ("[detect]\npause_s = 6.0\n", "detect.pause_s (6) must not exceed detect.asystole_s (5)", "shorter gap"),
+    ("[detect]\nbrady_bpm = 160.0\n", "detect.brady_bpm (160) must be below detect.tachy_bpm (150)", ""),
 ])
 def test_config_errors_name_file_field_reason(tmp_path, text, field, reason, capsys):
     p = tmp_path / "bad.toml"

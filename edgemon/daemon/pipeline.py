@@ -258,7 +258,7 @@ class Pipeline:
             if self.models.rhythm is not None:
                 from edgemon.detect.rhythm import RhythmClassifier
 
-                rate = float(self.models.rhythm.card.input_rate_hz or dsp.model_fs_hz)
+                rate = float(self.models.rhythm.card.input_rate_hz)   # RhythmClassifier refuses a card without one
                 self.resampler = Resampler(self.fs_hz, rate)
                 # raw ECG resampled, then filtered at the model rate inside: exactly as in training
                 self.rhythm = self._fitted("rhythm", lambda m: RhythmClassifier(m, rate, start_time_s=start_time_s))
