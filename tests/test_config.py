@@ -34,6 +34,8 @@ def test_shipped_configs_validate(path, capsys):
     ("[dsp]\nppg_bandpass_hz = [8.0, 0.5]\n", "dsp.ppg_bandpass_hz", "low < high"),
     ("[detect]\npause_s = 6.0\n", "detect.pause_s (6) must not exceed detect.asystole_s (5)", "shorter gap"),
     ("[detect]\nbrady_bpm = 160.0\n", "detect.brady_bpm (160) must be below detect.tachy_bpm (150)", ""),
+    # MQTT 5 carries it in 4 bytes: a larger value used to crash the MQTT thread at connect
+    ("[mqtt]\nsession_expiry_s = 5000000000\n", "mqtt.session_expiry_s", "less than or equal to 4294967295"),
 ])
 def test_config_errors_name_file_field_reason(tmp_path, text, field, reason, capsys):
     p = tmp_path / "bad.toml"

@@ -253,3 +253,34 @@ def test_hub_rejects_malformed_alerts_and_keeps_going(mosquitto, make_transport,
     ids = send_n(t, 2)
     assert t.wait_idle(10)
     assert [m["message_id"] for m in store.messages()] == ids
+
+
+def test_unexpected_error_in_the_io_loop_reconnects_instead_of_ending_delivery(mosquitto, make_transport, make_hub,
+                                                                               caplog):
+    # A bug in a callback, or paho raising where it "cannot" (a 4-byte MQTT field overflowing did it),
+    # used to end the I/O thread: alerts queued after it were never sent and nothing said why.
+    hub, store, _ = make_hub(mosquitto)
+    assert hub.wait_connected(5)
+    t = make_transport(mosquitto)
+    assert t.wait_connected(5)
+    client = t._loop.client
+    real_loop_read, faults = client.loop_read, []
+
+    def loop_read_failing_twice(*a, **kw):
+        if len(faults) < 2:
+            faults.append(1)
+            raise RuntimeError("injected fault in the MQTT I/O loop")
+        return real_loop_read(*a, **kw)
+
+    with caplog.at_level(logging.ERROR, logger="edgemon.transport"):
+        client.loop_read = loop_read_failing_twice
+        ids = send_n(t, 5)
+        # idle = every receipt read back: only a loop that reconnected and reads again gets there
+        assert t.wait_idle(20), t.status()
+        ids += send_n(t, 5)
+        assert t.wait_idle(20), t.status()
+    assert len(faults) == 2 and t._loop._thread.is_alive()
+    assert [m["message_id"] for m in store.messages()] == ids   # each stored once (resends are deduplicated)
+    errors = [r for r in caplog.records if "unexpected error in the MQTT I/O loop" in r.getMessage()]
+    assert len(errors) == 2 and "injected fault" in errors[0].getMessage()
+    assert errors[0].exc_info and not errors[1].exc_info   # the same error's traceback is logged once

@@ -139,6 +139,7 @@ class MqttLoop:
         )
         self._paho_log = logging.getLogger("edgemon.transport.paho")
         self._last_paho_error = ""
+        self._last_unexpected = ""   # the last error _run caught: its traceback is logged once
         self.client.on_log = self._cb_log
         self.client.max_inflight_messages_set(max_inflight)
         self.client.connect_timeout = connect_timeout_s
@@ -374,63 +375,78 @@ class MqttLoop:
             pass
         self._schedule_reconnect()
 
-    def _run(self) -> None:
+    def _step(self) -> None:
+        """One pass of the I/O loop: connect when due, or wait for the socket, read, write, tick."""
         client = self.client
-        while not self._stop.is_set():
-            self._drain_calls()
-            if not self._socket_open:
-                wait = self._next_connect_at - time.monotonic()
-                if wait > 0:
-                    self._wait_wake(min(wait, self._tick_interval_s))
-                    self._tick()
-                    continue
-                self._try_connect()
-                continue
-            sock = client.socket()
-            if sock is None:
-                self._drop_socket("socket closed")
-                continue
-            timeout = self._tick_interval_s
-            pending = sock.pending() if hasattr(sock, "pending") else 0
-            if pending or self._calls:
-                timeout = 0.0
-            try:
-                wlist = [sock] if client.want_write() else []
-                r, w, _ = select.select([sock, self._wake_r], wlist, [], timeout)
-            except (OSError, ValueError) as err:
-                self._drop_socket(f"select failed: {err}")
-                continue
-            if self._wake_r in r:
-                try:
-                    self._wake_r.recv(65536)
-                except (BlockingIOError, OSError):
-                    pass
-            rc = MQTTErrorCode.MQTT_ERR_SUCCESS
-            if sock in r or pending:
-                # Read everything that is there so a burst becomes one batch for after_io.
-                for _ in range(1000):
-                    rc = client.loop_read()
-                    if rc != MQTTErrorCode.MQTT_ERR_SUCCESS or client.socket() is None:
-                        break
-                    s = client.socket()
-                    if hasattr(s, "pending") and s.pending():
-                        continue
-                    if not select.select([s], [], [], 0)[0]:
-                        break
-            if rc == MQTTErrorCode.MQTT_ERR_SUCCESS and client.socket() is not None:
-                self._drain_calls()
-                if self._after_io:
-                    try:
-                        self._after_io()
-                    except Exception:  # noqa: BLE001
-                        log.exception("%s: error after I/O", self.name)
+        self._drain_calls()
+        if not self._socket_open:
+            wait = self._next_connect_at - time.monotonic()
+            if wait > 0:
+                self._wait_wake(min(wait, self._tick_interval_s))
                 self._tick()
-                if client.want_write():
-                    rc = client.loop_write()
-                if rc == MQTTErrorCode.MQTT_ERR_SUCCESS:
-                    rc = client.loop_misc()
-            if rc != MQTTErrorCode.MQTT_ERR_SUCCESS or client.socket() is None:
-                self._drop_socket(mqtt.error_string(rc) if rc else "connection closed")
+                return
+            self._try_connect()
+            return
+        sock = client.socket()
+        if sock is None:
+            self._drop_socket("socket closed")
+            return
+        timeout = self._tick_interval_s
+        pending = sock.pending() if hasattr(sock, "pending") else 0
+        if pending or self._calls:
+            timeout = 0.0
+        try:
+            wlist = [sock] if client.want_write() else []
+            r, w, _ = select.select([sock, self._wake_r], wlist, [], timeout)
+        except (OSError, ValueError) as err:
+            self._drop_socket(f"select failed: {err}")
+            return
+        if self._wake_r in r:
+            try:
+                self._wake_r.recv(65536)
+            except (BlockingIOError, OSError):
+                pass
+        rc = MQTTErrorCode.MQTT_ERR_SUCCESS
+        if sock in r or pending:
+            # Read everything that is there so a burst becomes one batch for after_io.
+            for _ in range(1000):
+                rc = client.loop_read()
+                if rc != MQTTErrorCode.MQTT_ERR_SUCCESS or client.socket() is None:
+                    break
+                s = client.socket()
+                if hasattr(s, "pending") and s.pending():
+                    continue
+                if not select.select([s], [], [], 0)[0]:
+                    break
+        if rc == MQTTErrorCode.MQTT_ERR_SUCCESS and client.socket() is not None:
+            self._drain_calls()
+            if self._after_io:
+                try:
+                    self._after_io()
+                except Exception:  # noqa: BLE001
+                    log.exception("%s: error after I/O", self.name)
+            self._tick()
+            if client.want_write():
+                rc = client.loop_write()
+            if rc == MQTTErrorCode.MQTT_ERR_SUCCESS:
+                rc = client.loop_misc()
+        if rc != MQTTErrorCode.MQTT_ERR_SUCCESS or client.socket() is None:
+            self._drop_socket(mqtt.error_string(rc) if rc else "connection closed")
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self._step()
+            except Exception as err:  # noqa: BLE001 - a bug or a paho surprise must not end delivery
+                # Such an error used to end this thread: nothing more was sent, silently. Now it is
+                # logged (the traceback once per distinct error, so a lasting one cannot flood the
+                # journal) and the connection is rebuilt after the usual back-off.
+                what = f"{type(err).__name__}: {err}"
+                log.error("%s: unexpected error in the MQTT I/O loop, reconnecting: %s", self.name, what,
+                          exc_info=what != self._last_unexpected)
+                self._last_unexpected = what
+                self._drop_socket(f"unexpected error: {what}")
+        client = self.client
         # Stopping: let the owner say goodbye while the socket is still there.
         self._drain_calls()
         if self._final is not None:

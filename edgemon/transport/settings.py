@@ -46,8 +46,9 @@ class MqttSettings(BaseModel):
     client_id: str = Field("", pattern=r"^[A-Za-z0-9_.:-]{0,64}$",
                            description="Empty = 'edgemon-{site}-{device}'. Must be stable: the broker session is keyed on it.")
     keepalive_s: int = Field(30, ge=5, le=3600)
-    session_expiry_s: int = Field(7 * 24 * 3600, ge=0,
-                                  description="MQTT 5 session expiry: how long the broker keeps our receipts/commands while we are offline.")
+    session_expiry_s: int = Field(7 * 24 * 3600, ge=0, le=0xFFFFFFFF,
+                                  description="MQTT 5 session expiry: how long the broker keeps our receipts/commands "
+                                              "while we are offline (a 4-byte field: 4294967295 = never expires).")
     username: str = Field("", max_length=128)
     password_file: str = Field("", description="File holding the broker password (first line).")
     password_env: str = Field("", pattern=r"^([A-Za-z_][A-Za-z0-9_]*)?$",
@@ -69,7 +70,7 @@ class MqttSettings(BaseModel):
                                  "short against a clinician's review cycle.")
     reconnect_min_s: float = Field(1.0, gt=0)
     reconnect_max_s: float = Field(60.0, gt=0)
-    connect_timeout_s: float = Field(5.0, gt=0)
+    connect_timeout_s: float = Field(5.0, gt=0, le=300)
     max_payload_bytes: int = Field(256 * 1024, ge=1024, le=16 * 1024 * 1024)
 
     cmd_max_bytes: int = Field(4096, ge=256, le=65536, description="Commands larger than this are refused unread.")
