@@ -167,6 +167,14 @@ class DaemonSection(_Strict):
     telemetry_interval_s: float = Field(60.0, gt=0)
     source_silent_s: float = Field(10.0, gt=0)
     record_to: str | None = None
+    record_max_mb: float = Field(
+        1024.0, gt=0, description="--record-to keeps at most this much; the oldest closed files are deleted "
+                                  "first. 1 GB is ~12 days of one 250 Hz ECG lead (86 MB/day): a field problem "
+                                  "is looked at within days.")
+    record_min_free_mb: float = Field(
+        512.0, ge=0, description="--record-to also deletes its oldest files while the card has less free than "
+                                 "this, and stops recording if that is not enough: the outbox and the OS need "
+                                 "the space more than a recording does.")
 
 
 class DeviceConfig(_Strict):

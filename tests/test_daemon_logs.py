@@ -106,3 +106,58 @@ def test_recorder_unwritable_folder_is_clear(tmp_path):
     f.write_text("x")
     with pytest.raises(OSError, match="--record-to"):
         StreamRecorder(f / "sub")
+
+
+def _record_seconds(rec, seconds: int, fs: float = 250.0) -> None:
+    for k in range(0, int(seconds * fs), int(fs / 2)):
+        rec.add(_chunk(k, np.sin(np.arange(k, k + int(fs / 2)) / 10.0), fs=fs))
+
+
+def test_recorder_deletes_its_oldest_files_beyond_max_mb(tmp_path, caplog):
+    (tmp_path / "notes.txt").write_text("not ours: never deleted")
+    # 1-s segments of ~1 kB each; a budget of ~5 kB keeps the newest four or five
+    rec = StreamRecorder(tmp_path, segment_s=1.0, flush_s=1.0, max_mb=5000 / (1024 * 1024))
+    with caplog.at_level(logging.INFO, logger="edgemon.daemon.recorder"):
+        _record_seconds(rec, 30)
+    rec.close()
+    assert not rec.failed and rec.files_removed >= 20
+    heas = sorted(tmp_path.glob("rec-*.hea"))
+    dats = sorted(tmp_path.glob("rec-*.dat"))
+    assert [h.stem for h in heas] == [d.stem for d in dats] and 3 <= len(heas) <= 6   # pairs go together
+    assert sum(f.stat().st_size for f in tmp_path.glob("rec-*")) <= 5000 + 1300   # + the segment being written
+    from edgemon.sources.replay import open_record
+
+    from datetime import datetime, timezone
+
+    newest = datetime.fromtimestamp(1_700_000_000.0 + 29.0, timezone.utc)
+    assert heas[-1].stem == f"rec-{newest:%Y%m%dT%H%M%S}000Z"   # the newest second is kept
+    assert open_record(heas[-1].with_suffix("")).samples.shape == (250, 1)   # and replays
+    assert (tmp_path / "notes.txt").exists()
+    assert any("removed the oldest files" in r.getMessage() for r in caplog.records)
+
+
+def test_recorder_rotates_beats_and_status_so_they_can_be_pruned(tmp_path):
+    rec = StreamRecorder(tmp_path, max_mb=3000 / (1024 * 1024), rotate_mb=1000 / (1024 * 1024))
+    for i in range(400):
+        rec.add(Beat(sample=1024 * i, fs_hz=1024.0, kind="rr", rr_ms=1000.0, channel="rr", start_time_s=1.7e9))
+        if i % 10 == 0:
+            rec.add(SensorStatus("AA:BB", True, "connected", 1.7e9 + i))
+    rec.close()
+    assert not rec.failed and rec.files_removed > 0
+    ours = [f for f in tmp_path.iterdir() if f.name.startswith(("beats", "status"))]
+    assert any(f.name.startswith("beats-") for f in ours)
+    assert sum(f.stat().st_size for f in ours) <= 3000 + 2 * 1100
+    for f in tmp_path.glob("beats*.csv"):   # each part starts with its header, so each reads alone
+        assert f.read_text().splitlines()[0] == "time_s,sample,fs_hz,rr_ms,kind,channel"
+
+
+def test_recorder_stops_rather_than_fill_the_card(tmp_path, caplog):
+    # a free-space floor above what this disk has: everything closed goes, then recording stops
+    rec = StreamRecorder(tmp_path, segment_s=1.0, flush_s=1.0, min_free_mb=1e12)
+    with caplog.at_level(logging.ERROR, logger="edgemon.daemon.recorder"):
+        _record_seconds(rec, 5)
+    rec.close()
+    assert rec.failed
+    errors = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(errors) == 1 and "less than" in str(errors[0].__dict__.get("fields", {}).get("error"))
+    assert len(list(tmp_path.glob("rec-*.hea"))) == 1   # only the segment that was open

@@ -56,7 +56,8 @@ def run(args) -> int:
     if record_to:
         from edgemon.daemon.recorder import StreamRecorder
         try:
-            recorder = StreamRecorder(record_to)
+            recorder = StreamRecorder(record_to, max_mb=config.daemon.record_max_mb,
+                                      min_free_mb=config.daemon.record_min_free_mb)
         except OSError as err:
             raise UserError(str(err)) from None
 
