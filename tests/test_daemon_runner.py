@@ -314,3 +314,62 @@ def test_outbox_storage_failure_raises_and_clears_technical_alert():
     assert alerts.calls == [("raise", "outbox_storage_failed",
                              f"outbox file cannot be written ({full}); alerts held in memory"),
                             ("clear", "outbox_storage_failed")]
+
+
+def test_wall_clock_step_neither_freezes_the_engine_nor_misdates_alerts(caplog):
+    """A Raspberry Pi boots at its last shutdown time and NTP steps the clock later (here by 3 days).
+    The engine keeps running on the steady clock, and the alerts it sends carry corrected times."""
+    from edgemon.alerts.engine import AlertEngine
+    from edgemon.sources.hw import SteadyWallClock
+
+    wall, mono = [1_700_000_000.0], [100.0]
+    clock = SteadyWallClock(lambda: wall[0], lambda: mono[0])
+    engine = AlertEngine(device_id="dev-a", site="s1")
+    transport = StandInTransport()
+    runner = Runner(config(), source=StandInSource([]), pipeline=StandInPipeline(), transport=transport,
+                    notifier=SdNotifier({}), alerts=engine, wall_clock=clock)
+    runner._set_technical("outbox_storage_failed", True, lambda: "disk full")
+    mono[0] += 10.0
+    wall[0] += 10.0
+    runner._forward(engine.tick(runner.wall_clock()))   # the live pipeline's tick: group_wait (10 s) is over
+    mono[0] += 5.0
+    wall[0] += 5.0 + 3 * 86400.0                  # NTP's step
+    with caplog.at_level("WARNING", logger="edgemon.daemon"):
+        runner._check_clock_step()
+    assert runner.clock_step_s == pytest.approx(3 * 86400.0)
+    assert runner.stats()["clock_step_s"] == pytest.approx(3 * 86400.0)
+    assert any("wall clock stepped" in r.getMessage() for r in caplog.records)
+    runner._set_technical("outbox_storage_failed", False, lambda: "")
+    assert engine.now_s == pytest.approx(1_700_000_015.0)      # the engine did not jump 3 days ahead
+    sent = [runner.q_out.get(timeout=1) for _ in range(runner.q_out.stats()["size"])]
+    firing = next(m for m in sent if m.status == "firing")
+    resolved = next(m for m in sent if m.status == "resolved")
+    assert firing.onset.timestamp() == pytest.approx(1_700_000_000.0)          # sent before the step
+    assert resolved.onset.timestamp() == pytest.approx(1_700_000_000.0 + 3 * 86400.0)
+    assert resolved.resolved.timestamp() == pytest.approx(wall[0])            # the true time of the resolve
+    runner._check_clock_step()                     # the same step is reported once
+    assert sum("wall clock stepped" in r.getMessage() for r in caplog.records) == 1
+
+
+def test_stream_gap_after_a_clock_step_is_the_real_outage():
+    """A reconnect after the step used to measure the outage on the stepped wall clock: 3 days of invalid
+    samples (65 M at 250 Hz, gigabytes as one list) for a 5-s outage."""
+    from edgemon.sources.hw import StreamAssembler, SteadyWallClock
+
+    wall, mono = [1_700_000_000.0], [100.0]
+    stream = StreamAssembler(FS, ("ecg",), ("ecg",), ("mV",), "stand-in",
+                             clock=SteadyWallClock(lambda: wall[0], lambda: mono[0]))
+    stream.chunk(np.zeros(250))                    # 1 s of signal anchors the stream
+    mono[0] += 5.0
+    wall[0] += 5.0 + 3 * 86400.0
+    assert stream.wall_clock_gap(250) == pytest.approx(4 * FS, abs=1)
+    # and that is the clock the sensors get unless a test passes its own
+    import inspect
+
+    from edgemon.sources.hw import STEADY_CLOCK
+    from edgemon.sources.max30102 import Max30102Reader
+    from edgemon.sources.polar_h10 import PolarH10Reader
+    from edgemon.sources.serial_ecg import SerialEcgReader
+
+    for cls in (StreamAssembler, SerialEcgReader, Max30102Reader, PolarH10Reader):
+        assert inspect.signature(cls).parameters["clock"].default is STEADY_CLOCK, cls

@@ -17,7 +17,7 @@ The hub keeps one row per ``alert_id``, applies a message only if its
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Annotated, Literal, Sequence
 
 import numpy as np
@@ -145,6 +145,24 @@ class AlertPayload(_Model):
 
     def to_json(self) -> str:
         return self.model_dump_json(exclude_none=False)
+
+
+def shift_times(payload: AlertPayload, offset_s: float) -> AlertPayload:
+    """The same message with every timestamp moved by ``offset_s`` (identity, content and ids unchanged).
+
+    The daemon runs on a clock that never steps (edgemon.sources.hw.SteadyWallClock); when NTP has
+    since stepped the wall clock (a board without a real-time clock, synchronised after boot), the
+    times it publishes are moved by that step so the hub sees real times.
+    """
+    if not offset_s:
+        return payload
+    d = timedelta(seconds=float(offset_s))
+    update = {k: getattr(payload, k) + d for k in ("onset", "fired_at", "last_seen", "sent_at")}
+    if payload.resolved is not None:
+        update["resolved"] = payload.resolved + d
+    if payload.strip is not None:
+        update["strip"] = payload.strip.model_copy(update={"start": payload.strip.start + d})
+    return payload.model_copy(update=update)
 
 
 def to_datetime(t_s: float) -> datetime:

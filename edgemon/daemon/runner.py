@@ -40,11 +40,12 @@ from typing import Any, Callable
 
 import numpy as np
 
+from edgemon.alerts.payload import AlertPayload, shift_times
 from edgemon.daemon.queues import BoundedQueue, Closed, Empty
 from edgemon.daemon.sdnotify import SdNotifier
 from edgemon.events import Beat, Chunk
 from edgemon.sources.errors import SourceError
-from edgemon.sources.hw import SensorStatus
+from edgemon.sources.hw import STEADY_CLOCK, SensorStatus, SteadyWallClock
 
 log = logging.getLogger("edgemon.daemon")
 
@@ -52,6 +53,8 @@ SENSOR_ALERT_CODE = "sensor_disconnected"
 DELIVERY_ALERT_CODE = "delivery_delayed"
 STORAGE_ALERT_CODE = "outbox_storage_failed"
 _DELIVERY_CHECK_S = 5.0
+# a wall-clock step smaller than this is left alone: NTP slews such offsets instead of stepping
+_CLOCK_STEP_MIN_S = 2.0
 EXIT_OK = 0
 EXIT_CRASH = 1
 EXIT_CONFIG = 2
@@ -75,7 +78,7 @@ class Runner:
                  recorder=None, alerts=None, clock: Callable[[], float] = time.monotonic,
                  status_interval_s: float = 5.0, out_queue_size: int = 256,
                  join_timeout_s: float = 10.0, event_filter: Callable[[Any], bool] | None = None,
-                 lock: threading.RLock | None = None) -> None:
+                 lock: threading.RLock | None = None, wall_clock: SteadyWallClock = STEADY_CLOCK) -> None:
         d = config.daemon
         self.config = config
         self.source = source
@@ -86,6 +89,10 @@ class Runner:
         # the engine that raises the runner's own technical alerts: by default the pipeline's (LivePipeline.engine)
         self.alerts = alerts if alerts is not None else getattr(pipeline, "engine", None)
         self.clock = clock
+        # live streams, their alert engine and the runner's technical alerts share one clock that never
+        # steps; what an NTP step has added since is published as clock_step_s and added to alert times
+        self.wall_clock = wall_clock
+        self.clock_step_s = 0.0
         self.status_interval_s = status_interval_s
         self.telemetry_interval_s = d.telemetry_interval_s
         self.source_silent_s = d.source_silent_s
@@ -328,6 +335,8 @@ class Runner:
                 continue
             self.counters["events_out"] += 1
             if self.transport is not None:
+                if self.clock_step_s and isinstance(ev, AlertPayload) and getattr(self.pipeline, "live", True):
+                    ev = shift_times(ev, self.clock_step_s)
                 self.q_out.put(ev)
 
     def _data_seen(self) -> None:
@@ -370,12 +379,13 @@ class Runner:
             self._next_tick = now + 1.0
             try:
                 with self.lock:
-                    self._forward(tick(time.time()))
+                    self._forward(tick(self.wall_clock()))
             except Exception as err:
                 log.exception("pipeline tick failed", **_f(error=str(err)))
         if now >= self._next_delivery_check:
             self._next_delivery_check = now + _DELIVERY_CHECK_S
             self._check_delivery()
+            self._check_clock_step()
         if now >= self._next_status:
             self._next_status = now + self.status_interval_s
             self.notifier.status(self.status_line())
@@ -428,11 +438,20 @@ class Runner:
                 self._forward(self.alerts.clear_technical(code, now_s=now_s))
 
     def _alert_clock_s(self) -> float | None:
-        """The time to give the alert engine: the wall clock for live sensors, whose stream time it is; for a
-        replay the engine's own clock (the stream's time), which a wall-clock time would throw years ahead."""
+        """The time to give the alert engine: the steady wall clock for live sensors, whose stream time it is;
+        for a replay the engine's own clock (the stream's time), which a wall-clock time would throw years
+        ahead."""
         if getattr(self.pipeline, "live", True):
-            return time.time()
+            return self.wall_clock()
         return getattr(self.alerts, "now_s", None)
+
+    def _check_clock_step(self) -> None:
+        step = self.wall_clock.step_s()
+        if abs(step - self.clock_step_s) < _CLOCK_STEP_MIN_S:
+            return
+        log.warning("wall clock stepped; alert times are published corrected by it",
+                    **_f(step_s=round(step - self.clock_step_s, 3), total_step_s=round(step, 3)))
+        self.clock_step_s = step
 
     def _telemetry(self) -> None:
         stats = self.stats()
@@ -456,6 +475,7 @@ class Runner:
             except Exception:  # diagnostics only
                 pass
         out = {"state": self.state, "uptime_s": round(self.clock() - self._started, 3), "source": src,
+               "clock_step_s": round(self.clock_step_s, 3),
                "counters": dict(self.counters), "queue_in": self.q_in.stats(), "queue_out": self.q_out.stats(),
                "rss_mb": None if rss_mb() is None else round(rss_mb(), 1)}
         pstats = getattr(self.pipeline, "stats", None)

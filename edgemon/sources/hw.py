@@ -12,7 +12,7 @@ from __future__ import annotations
 import importlib
 import time
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 
@@ -61,6 +61,33 @@ def int24le(buf: bytes | bytearray | memoryview) -> np.ndarray:
     return np.where(v & 0x800000, v - 0x1000000, v).astype(np.int32)
 
 
+class SteadyWallClock:
+    """Epoch seconds that never step: the wall clock read once, then advanced by the monotonic clock.
+
+    A Raspberry Pi has no real-time clock. It boots at the time it was shut down (fake-hwclock), and
+    NTP steps the wall clock later, by hours or days. Stream times, the gaps measured after a
+    reconnect and the alert engine run on this clock, so such a step cannot turn into a days-long
+    'gap' of invalid samples or throw the engine's clock ahead of its detections. ``step_s()`` says
+    how far the wall clock has moved from it since; the daemon adds that to the times it publishes.
+    NTP's slewing moves both clocks alike, so only steps show.
+    """
+
+    def __init__(self, wall: Callable[[], float] = time.time, monotonic: Callable[[], float] = time.monotonic):
+        self._wall, self._monotonic = wall, monotonic
+        self._anchor_s = wall() - monotonic()
+
+    def __call__(self) -> float:
+        return self._anchor_s + self._monotonic()
+
+    def step_s(self) -> float:
+        """Wall clock minus this clock: 0 until the wall clock is stepped (e.g. by NTP after boot)."""
+        return self._wall() - self()
+
+
+#: the one steady clock of the process: live sources, the runner and the alert engine share it
+STEADY_CLOCK = SteadyWallClock()
+
+
 class StreamAssembler:
     """Numbers the samples of one live stream and builds its chunks.
 
@@ -72,7 +99,7 @@ class StreamAssembler:
     """
 
     def __init__(self, fs_hz: float, channel_names: tuple[str, ...], channel_kinds: tuple[str, ...],
-                 units: tuple[str, ...], source: str, clock=time.time) -> None:
+                 units: tuple[str, ...], source: str, clock=STEADY_CLOCK) -> None:
         self.fs_hz = float(fs_hz)
         self.channel_names = channel_names
         self.channel_kinds = channel_kinds

@@ -21,13 +21,12 @@ from __future__ import annotations
 import logging
 import os
 import threading
-import time
 from typing import Callable, Iterator
 
 import numpy as np
 
 from edgemon.sources.backoff import Backoff
-from edgemon.sources.hw import ChunkBatcher, SensorStatus, SourceError, StreamAssembler, require
+from edgemon.sources.hw import STEADY_CLOCK, ChunkBatcher, SensorStatus, SourceError, StreamAssembler, require
 
 log = logging.getLogger("edgemon.sources.max30102")
 
@@ -82,7 +81,7 @@ class Max30102Reader:
 
     kind = "max30102"
 
-    def __init__(self, cfg, *, bus_factory: Callable | None = None, clock=time.time,
+    def __init__(self, cfg, *, bus_factory: Callable | None = None, clock=STEADY_CLOCK,
                  sleep: Callable[[float], bool] | None = None, poll_s: float | None = None,
                  backoff: Backoff | None = None, chunk_s: float = 0.5) -> None:
         self.cfg = cfg

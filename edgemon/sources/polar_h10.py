@@ -32,14 +32,13 @@ import logging
 import os
 import sys
 import threading
-import time
 from typing import Callable, Iterator
 
 import numpy as np
 
 from edgemon.events import Beat
 from edgemon.sources.backoff import Backoff
-from edgemon.sources.hw import SensorStatus, SourceError, StreamAssembler, int24le, require
+from edgemon.sources.hw import STEADY_CLOCK, SensorStatus, SourceError, StreamAssembler, int24le, require
 
 log = logging.getLogger("edgemon.sources.polar_h10")
 
@@ -112,7 +111,7 @@ class PolarH10Reader:
 
     kind = "polar_h10"
 
-    def __init__(self, cfg, *, client_factory: Callable | None = None, clock=time.time,
+    def __init__(self, cfg, *, client_factory: Callable | None = None, clock=STEADY_CLOCK,
                  backoff: Backoff | None = None, connect_timeout_s: float = 20.0,
                  response_timeout_s: float = 5.0, poll_s: float = 0.2) -> None:
         self.cfg = cfg

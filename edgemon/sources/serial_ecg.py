@@ -30,14 +30,14 @@ from __future__ import annotations
 import logging
 import os
 import threading
-import time
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
 import numpy as np
 
 from edgemon.sources.backoff import Backoff
-from edgemon.sources.hw import ChunkBatcher, SensorStatus, SourceError, StreamAssembler, int24le, require
+from edgemon.sources.hw import (STEADY_CLOCK, ChunkBatcher, SensorStatus, SourceError, StreamAssembler, int24le,
+                                require)
 
 log = logging.getLogger("edgemon.sources.serial_ecg")
 
@@ -159,7 +159,7 @@ class SerialEcgReader:
 
     kind = "serial_ecg"
 
-    def __init__(self, cfg, *, serial_factory: Callable | None = None, clock=time.time,
+    def __init__(self, cfg, *, serial_factory: Callable | None = None, clock=STEADY_CLOCK,
                  read_timeout_s: float = 0.1, backoff: Backoff | None = None, chunk_s: float = 0.5) -> None:
         self.cfg = cfg
         self.device = cfg.port
