@@ -373,3 +373,8 @@ def test_stream_gap_after_a_clock_step_is_the_real_outage():
 
     for cls in (StreamAssembler, SerialEcgReader, Max30102Reader, PolarH10Reader):
         assert inspect.signature(cls).parameters["clock"].default is STEADY_CLOCK, cls
+    # a real outage (a night without the sensor) is filled one chunk at a time, never built as one list
+    from edgemon.sources.hw import ChunkBatcher
+
+    night = ChunkBatcher(stream).gap(8 * 3600 * 250)
+    assert inspect.isgenerator(night) and next(night).n_samples == 250
