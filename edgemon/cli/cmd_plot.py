@@ -22,8 +22,8 @@ def register(sub) -> None:
         description=__doc__.split("\n\n")[1])
     p.add_argument("record", help="WFDB record (path without extension), .edf, .csv, or a --record-to folder")
     p.add_argument("--out", "-o", required=True, help="output file: .png, .svg or .html")
-    p.add_argument("--start", type=NON_NEGATIVE, default=0.0, help="window start, seconds from the record start "
-                                                            "(default 0)")
+    p.add_argument("--start", type=NON_NEGATIVE, default=0.0,
+                   help="window start, seconds from the record start (default 0)")
     p.add_argument("--duration", type=POSITIVE, help="window length in seconds (default: to the record's end)")
     p.add_argument("--config", "-c", help="device config TOML (default: built-in defaults)")
     p.add_argument("--channel", help="channel to analyse (default: MLII / the first ECG, else PPG, channel)")

@@ -53,7 +53,8 @@ SENSOR_ALERT_CODE = "sensor_disconnected"
 DELIVERY_ALERT_CODE = "delivery_delayed"
 STORAGE_ALERT_CODE = "outbox_storage_failed"
 _DELIVERY_CHECK_S = 5.0
-# a wall-clock step smaller than this is left alone: NTP slews such offsets instead of stepping
+# a wall-clock step smaller than this is not corrected: alert times are not that exact (the engine
+# ticks once a second and the rhythm windows step by 5 s), and NTP slews small offsets anyway
 _CLOCK_STEP_MIN_S = 2.0
 EXIT_OK = 0
 EXIT_CRASH = 1

@@ -91,11 +91,12 @@ STEADY_CLOCK = SteadyWallClock()
 class StreamAssembler:
     """Numbers the samples of one live stream and builds its chunks.
 
-    The first block anchors ``start_time_s`` to the wall clock (arrival time
-    minus the block's duration). Later blocks continue the index; gaps the
-    driver knows about (sequence numbers, FIFO overflow, device timestamps) or
-    that the wall clock reveals after a reconnect become invalid (NaN) samples,
-    so downstream stages keep their state aligned with real time.
+    The first block anchors ``start_time_s`` to the clock (arrival time minus
+    the block's duration; by default the process's ``SteadyWallClock``). Later
+    blocks continue the index; gaps the driver knows about (sequence numbers,
+    FIFO overflow, device timestamps) or that the clock reveals after a
+    reconnect become invalid (NaN) samples, so downstream stages keep their
+    state aligned with real time.
     """
 
     def __init__(self, fs_hz: float, channel_names: tuple[str, ...], channel_kinds: tuple[str, ...],
