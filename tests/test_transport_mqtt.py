@@ -284,3 +284,25 @@ def test_unexpected_error_in_the_io_loop_reconnects_instead_of_ending_delivery(m
     errors = [r for r in caplog.records if "unexpected error in the MQTT I/O loop" in r.getMessage()]
     assert len(errors) == 2 and "injected fault" in errors[0].getMessage()
     assert errors[0].exc_info and not errors[1].exc_info   # the same error's traceback is logged once
+
+
+def test_alert_over_the_payload_limit_is_sent_without_its_strip(mosquitto, make_transport, make_hub, caplog):
+    # a 60-s strip from a 1 kHz front-end is ~320 kB, over the default 256 kB: such alerts used to be
+    # refused by the transport and lost; the alert matters more than its strip
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_alerts_payload import _messages
+
+    firing = next(m for m in _messages() if m.strip is not None)
+    full = len(firing.to_json())
+    hub, store, _ = make_hub(mosquitto)
+    assert hub.wait_connected(5)
+    t = make_transport(mosquitto, max_payload_bytes=full // 2)
+    assert t.wait_connected(5)
+    with caplog.at_level(logging.WARNING, logger="edgemon.transport"):
+        t.send(firing)
+        assert t.wait_idle(10), t.status()
+    stored = json.loads(store.messages()[0]["payload"])
+    assert stored["message_id"] == firing.message_id and stored["strip"] is None
+    assert stored["evidence"]["extra"]["strip_omitted_bytes"] == full
+    assert stored["evidence"]["hr_bpm"] == firing.evidence.hr_bpm
+    assert any("sent without its signal strip" in r.getMessage() for r in caplog.records)

@@ -205,9 +205,22 @@ class MqttTransport:
 
     def send_many(self, payloads: Iterable[Any], topic_suffix: str = "alerts") -> list[EnqueueResult]:
         """Queue several payload objects with one disk sync (e.g. everything one engine tick returned)."""
-        msgs = [self._message(p.model_dump_json().encode("utf-8"), str(p.message_id), str(p.alert_id),
-                              str(p.priority), topic_suffix) for p in payloads]
+        msgs = [self._message(self._body(p), str(p.message_id), str(p.alert_id), str(p.priority), topic_suffix)
+                for p in payloads]
         return self._enqueue(msgs)
+
+    def _body(self, payload: Any) -> bytes:
+        body = payload.model_dump_json().encode("utf-8")
+        if len(body) <= self.settings.max_payload_bytes or getattr(payload, "strip", None) is None:
+            return body
+        # The alert matters more than its signal strip (a long alerts.strip_s from a fast front-end can
+        # outgrow the limit): send it without the strip, and say so in its evidence, rather than not at all.
+        log.warning("alert payload over mqtt.max_payload_bytes: sent without its signal strip",
+                    extra={"fields": {"alert_id": str(payload.alert_id), "bytes": len(body),
+                                      "max_payload_bytes": self.settings.max_payload_bytes}})
+        evidence = payload.evidence.model_copy(
+            update={"extra": {**payload.evidence.extra, "strip_omitted_bytes": len(body)}})
+        return payload.model_copy(update={"strip": None, "evidence": evidence}).model_dump_json().encode("utf-8")
 
     def send_alert(self, payload: bytes | str, *, message_id: str, alert_id: str, priority: str,
                    topic_suffix: str = "alerts") -> EnqueueResult:
