@@ -11,6 +11,7 @@ import textwrap
 import time
 from pathlib import Path
 
+import numpy as np
 import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
@@ -292,11 +293,16 @@ def test_alert_over_the_payload_limit_is_sent_without_its_strip(mosquitto, make_
     sys.path.insert(0, str(Path(__file__).parent))
     from test_alerts_payload import _messages
 
+    from edgemon.alerts.payload import Strip
+
     firing = next(m for m in _messages() if m.strip is not None)
+    long_strip = Strip.from_signal(np.sin(np.arange(60 * 1000) / 40.0), 1000.0, firing.strip.start.timestamp())
+    firing = firing.model_copy(update={"strip": long_strip})   # 60 s at 1 kHz
     full = len(firing.to_json())
+    assert full > 256 * 1024
     hub, store, _ = make_hub(mosquitto)
     assert hub.wait_connected(5)
-    t = make_transport(mosquitto, max_payload_bytes=full // 2)
+    t = make_transport(mosquitto)            # the default limit, 256 kB
     assert t.wait_connected(5)
     with caplog.at_level(logging.WARNING, logger="edgemon.transport"):
         t.send(firing)

@@ -71,9 +71,10 @@ class MqttSettings(BaseModel):
     reconnect_min_s: float = Field(1.0, gt=0)
     reconnect_max_s: float = Field(60.0, gt=0)
     connect_timeout_s: float = Field(5.0, gt=0, le=300)
-    max_payload_bytes: int = Field(256 * 1024, ge=1024, le=16 * 1024 * 1024,
+    max_payload_bytes: int = Field(256 * 1024, ge=16 * 1024, le=16 * 1024 * 1024,
                                    description="Largest alert message. An alert over it is sent without its signal "
-                                               "strip (evidence.extra.strip_omitted_bytes says so), never dropped.")
+                                               "strip (evidence.extra.strip_omitted_bytes says so), never dropped; "
+                                               "without a strip an alert is 1-2 kB, hence the floor of 16 kB.")
 
     cmd_max_bytes: int = Field(4096, ge=256, le=65536, description="Commands larger than this are refused unread.")
     command_key_file: str = Field("", description="Shared HMAC key; when set, commands must carry a valid 'sig'.")
