@@ -94,6 +94,8 @@ class Runner:
         # steps; what an NTP step has added since is published as clock_step_s and added to alert times
         self.wall_clock = wall_clock
         self.clock_step_s = 0.0
+        # a replay runs on its stream's time instead: no wall clock, no step to correct
+        self.live = getattr(pipeline, "live", True)
         self.status_interval_s = status_interval_s
         self.telemetry_interval_s = d.telemetry_interval_s
         self.source_silent_s = d.source_silent_s
@@ -336,7 +338,7 @@ class Runner:
                 continue
             self.counters["events_out"] += 1
             if self.transport is not None:
-                if self.clock_step_s and isinstance(ev, AlertPayload) and getattr(self.pipeline, "live", True):
+                if self.clock_step_s and isinstance(ev, AlertPayload):
                     ev = shift_times(ev, self.clock_step_s)
                 self.q_out.put(ev)
 
@@ -442,11 +444,13 @@ class Runner:
         """The time to give the alert engine: the steady wall clock for live sensors, whose stream time it is;
         for a replay the engine's own clock (the stream's time), which a wall-clock time would throw years
         ahead."""
-        if getattr(self.pipeline, "live", True):
+        if self.live:
             return self.wall_clock()
         return getattr(self.alerts, "now_s", None)
 
     def _check_clock_step(self) -> None:
+        if not self.live:
+            return
         step = self.wall_clock.step_s()
         if abs(step - self.clock_step_s) < _CLOCK_STEP_MIN_S:
             return
