@@ -206,6 +206,27 @@ def test_poor_quality_inhibits_rhythm_and_raises_technical_alert():
     assert eng.stats.get("fired_physiological", 0) == 0
 
 
+def test_quality_alert_resolves_at_the_same_point_however_the_stream_is_chunked():
+    """Quality windows come seconds behind the clock (the dsp stage judges a window once the QRS
+    detector has settled its beats). A late bad window inside the 30-s hysteresis must keep the
+    alert open whether the clock had passed the hysteresis when it came (1-s chunks) or not (5-s)."""
+    def bad(a):
+        return 50 <= a <= 80 or a == 109   # 1-s windows [a, a + 1): last bad second 81, then 109-110
+
+    def script_for(step):
+        def script(t):  # the windows ending in (t - step - 3, t - 3]: each comes 3 s after its end
+            ends = [e for e in range(int(t - step - 3) + 1, int(t - 3) + 1) if e >= 1]
+            return [], [qw(e - 1, e, "noise" if bad(e - 1) else "ok") for e in ends]
+        return script
+
+    resolved = {}
+    for step in (1.0, 5.0):
+        out = run(AlertEngine(policy30()), script_for(step), 300, step=step)
+        resolved[step] = [(m.condition, m.onset, m.resolved) for _, m in out if m.notification == "resolved"]
+    assert len(resolved[1.0]) == 1 and resolved[1.0] == resolved[5.0]
+    assert resolved[1.0][0][2].timestamp() == 110.0  # the late window's end, not 81
+
+
 def test_lead_off_is_its_own_technical_alert():
     eng = AlertEngine(policy30())
     out = summary(run(eng, lambda t: ([], [qw(t - 1, t, "lead_off" if 50 < t <= 80 else "ok")]), 200))

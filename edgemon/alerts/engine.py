@@ -37,7 +37,7 @@ from typing import Callable, Iterable
 from edgemon import __version__
 from edgemon.alerts.conditions import NOT_ALERTS, PRIORITY_RANK, CONDITIONS, ConditionInfo, condition_info
 from edgemon.alerts.payload import AlertPayload, Evidence, MdcCode, SnomedCode, Strip, to_datetime
-from edgemon.alerts.policy import ALL_PHYSIOLOGICAL, ALL_TECHNICAL, AlertPolicy
+from edgemon.alerts.policy import ALL_PHYSIOLOGICAL, ALL_TECHNICAL, QUALITY_CONDITIONS, AlertPolicy
 from edgemon.events import Detection, QualityWindow
 
 log = logging.getLogger(__name__)
@@ -386,6 +386,18 @@ class AlertEngine:
                 return False
         return self._quality_until is None or needed <= self._quality_until + _EPS
 
+    def _quality_reported_until(self, now: float) -> float:
+        """The time up to which every source of quality evidence has reported: the quality windows
+        and the detectors that can call a window noise, which come in seconds behind the clock. A
+        quality alert is absent only up to there, so that it resolves at the same point however the
+        stream was chunked (waiting at most quality_wait_s for a source that has stopped)."""
+        until = now
+        if self._quality_until is not None:
+            until = min(until, self._quality_until)
+        if self._noise_judged_until:
+            until = min(until, min(self._noise_judged_until.values()))
+        return max(until, now - self.policy.quality_wait_s)
+
     def _bad_fraction(self, a: float, b: float) -> float:
         if b - a <= _EPS:
             return 1.0 if self._bad.contains(a) else 0.0
@@ -488,6 +500,8 @@ class AlertEngine:
         self._bad.prune(min([horizon] + firing))
 
     def _absent_s(self, ep: _Episode, now: float) -> float:
+        if ep.info.code in QUALITY_CONDITIONS:
+            now = self._quality_reported_until(now)
         gap = now - ep.last_seen_s
         if ep.info.type == "physiological":
             gap -= self._bad.covered(ep.last_seen_s, now)  # unusable signal is not evidence of absence

@@ -37,6 +37,9 @@ def _check_seconds_per_condition(field_name: str, v: dict[str, float]) -> dict[s
     return _check_per_condition(field_name, v, 0.0, None, ">= 0 seconds")
 
 
+# The technical alerts raised by the quality stage (and by detectors that call a window noise).
+QUALITY_CONDITIONS = frozenset({"lead_off", "signal_quality"})
+
 class PerPriority(BaseModel):
     """One duration per alarm priority, in seconds."""
 
@@ -271,7 +274,7 @@ class AlertPolicy(BaseModel):
 
     def resolve_after(self, condition: str) -> float:
         """Seconds of absence (usable signal) before a firing alert of `condition` resolves."""
-        if condition in ("lead_off", "signal_quality"):
+        if condition in QUALITY_CONDITIONS:
             return self.quality_resolve_after_s
         return self.resolve_after_s_by_condition.get(condition, self.resolve_after_s)
 
@@ -279,7 +282,7 @@ class AlertPolicy(BaseModel):
         """(seconds present required, window seconds) before `condition` fires; (0, 0) = at once."""
         if condition == "af":
             return self.af_onset_s, self.af_window_s
-        if condition in ("lead_off", "signal_quality"):
+        if condition in QUALITY_CONDITIONS:
             # Window = onset: the bad stretch must be unbroken.
             return self.quality_alert_after_s, self.quality_alert_after_s
         s = self.onset_s.get(condition, 0.0)
