@@ -24,6 +24,7 @@ from edgemon.detect.rhythm import (
 REPO = Path(__file__).resolve().parents[1]
 CARD = REPO / "models" / "rhythm_ecg.card.json"
 SPLIT = REPO / "tools" / "splits" / "cinc2017.json"
+FOLDS = REPO / "tools" / "splits" / "cinc2017_folds.json"
 
 
 def synthetic_ecg(seconds: float, fs: float = MODEL_FS_HZ, rr_s=0.8, jitter: float = 0.0, seed: int = 0):
@@ -56,10 +57,15 @@ def test_card_valid_sha_matches_and_small():
     assert card.input_rate_hz == MODEL_FS_HZ
     assert card.input_shape == [1, WINDOW_SAMPLES, 1]
     assert card.input_dtype == "int8" and card.quantization is not None
-    assert card.split == "tools/splits/cinc2017.json"
     assert card.float_vs_int8 is not None
     names = {m.name for m in card.metrics}
-    assert {"val_f1", "val_f1_af"} <= names
+    if card.version.startswith("1."):  # epoch and thresholds chosen on the inner validation split
+        assert card.split == "tools/splits/cinc2017.json"
+        assert {"val_f1", "val_f1_af"} <= names
+    else:  # trained on all of cinc2017/train; thresholds and head from out-of-fold predictions
+        assert card.split == "tools/splits/cinc2017_folds.json"
+        assert {"oof_f1", "oof_f1_af", "oof_f1_recording_head_cv"} <= names
+        assert "out-of-fold" in card.recording_head.fitted_on
     for m in card.metrics:
         assert m.command
 
@@ -69,6 +75,15 @@ def test_split_is_disjoint_and_train_only():
     tr, va = set(split["train"]), set(split["validation"])
     assert tr and va and not tr & va
     assert len(tr) + len(va) == 6822  # all of cinc2017/train, nothing of cinc2017/test
+
+
+def test_folds_partition_cinc2017_train_stratified():
+    folds = json.loads(FOLDS.read_text())["folds"]
+    split = json.loads(SPLIT.read_text())
+    every = [n for f in folds for n in f]
+    assert len(every) == len(set(every)) == 6822  # each record of cinc2017/train in exactly one fold
+    assert set(every) == set(split["train"]) | set(split["validation"])
+    assert max(map(len, folds)) - min(map(len, folds)) <= 4  # dealt round-robin per label
 
 
 def test_standardise_window_floors_flatline():

@@ -1,22 +1,30 @@
 """Train the int8 ECG rhythm model (normal / AF / other / noise) on CinC 2017.
 
-Takes cinc2017/train (the inner split in tools/splits/cinc2017.json) and the
-nstdb noise records ``bw`` and ``ma``; gives models/rhythm_ecg.tflite (int8,
-full-integer) and tools/.work/rhythm/ (cache, float model, training log,
-validation report). cinc2017/test is never read here.
+Takes cinc2017/train (the folds in tools/splits/cinc2017_folds.json; card 1.x: the
+inner split in tools/splits/cinc2017.json) and the nstdb noise records ``bw`` and
+``ma``; gives models/rhythm_ecg.tflite (int8, full-integer) and tools/.work/rhythm/
+(cache, float models, out-of-fold predictions, training logs, reports).
+cinc2017/test is never read here.
 
-    python tools/train_rhythm.py split            # writes tools/splits/cinc2017.json (once)
+The committed model (card 2.0.0) is trained on all of cinc2017/train for a fixed 40
+epochs, the last kept, so nothing is chosen on held-out data; its decision thresholds
+and recording head come from out-of-fold predictions: five models, each trained the
+same way on four of the five folds, predict the fifth.
+
     python tools/train_rhythm.py prepare          # caches filtered 125-Hz signals
-    python tools/train_rhythm.py train            # float model, selected on validation
-    python tools/train_rhythm.py export           # int8 TFLite + float-vs-int8 + thresholds
-    python tools/train_rhythm.py all
+    python tools/train_rhythm.py folds            # writes tools/splits/cinc2017_folds.json (once)
+    python tools/train_rhythm.py crossfit         # 5 fold models -> out-of-fold window probabilities
+    python tools/train_rhythm.py train --all      # float model on all records (float.keras)
+    python tools/train_rhythm.py export           # int8 TFLite, float vs int8 and thresholds out-of-fold
+    python tools/train_rhythm.py head             # recording-level head on the out-of-fold predictions
+    python tools/train_rhythm.py all              # prepare, crossfit, train --all, export, head
     python tools/train_rhythm.py baseline         # tunes the RR-irregularity baseline threshold
-    python tools/train_rhythm.py head             # fits the recording-level head on validation
-                                                  # (--polarity as_recorded|mean_with_inverted)
     python tools/train_rhythm.py bench            # one-inference time of the committed model
     python tools/train_rhythm.py card             # card metrics from saved evaluation outputs
 
-The committed model came from
+Card 1.x (1.2.0 until session 17) came from the inner split instead, the epoch chosen by
+validation F1 and the thresholds and head fitted on those 1023 validation records:
+    python tools/train_rhythm.py split            # writes tools/splits/cinc2017.json (once)
     python tools/train_rhythm.py train --epochs 40 --channels 16,24,32,48,64,64,64,64 --out float_c64.keras
     python tools/train_rhythm.py export --model float_c64.keras
     python tools/train_rhythm.py head && python tools/train_rhythm.py card    # card 1.2.0
@@ -30,9 +38,9 @@ with augmentation: amplitude scaling, synthetic baseline wander and real nstdb
 linear, so filter(ecg + noise) = filter(ecg) + filter(noise) in steady state;
 the noise is filtered as a whole stream). A recording is scored from its windows
 (every 5 s) by the card's recording head: a logistic regression over the log of
-the mean, max and min window probability of each class, fitted on the
-validation records (``head``); before it existed, by the mean probability under
-the card's thresholds.
+the mean, max and min window probability of each class, fitted on held-out
+predictions (``head``); before it existed (card 1.0), by the mean probability
+under the card's thresholds.
 """
 from __future__ import annotations
 
@@ -63,6 +71,9 @@ from edgemon.evaluate.rhythm import prepare_ecg  # noqa: E402
 
 WORK = REPO / "tools" / ".work" / "rhythm"
 SPLIT_FILE = REPO / "tools" / "splits" / "cinc2017.json"
+FOLDS_FILE = REPO / "tools" / "splits" / "cinc2017_folds.json"
+OOF_DIR = WORK / "crossfit"   # out-of-fold window probabilities, one file per fold
+N_FOLDS = 5
 MODEL_FILE = REPO / "models" / "rhythm_ecg.tflite"
 SEED = 2017
 HOP_SAMPLES = WINDOW_SAMPLES // 2
@@ -119,6 +130,41 @@ def load_split() -> dict:
     if not SPLIT_FILE.is_file():
         sys.exit(f"train_rhythm: {SPLIT_FILE} missing: run `python tools/train_rhythm.py split`")
     return json.loads(SPLIT_FILE.read_text())
+
+
+def cmd_folds(args) -> None:
+    """Deal all of cinc2017/train into N_FOLDS folds, stratified by label: each fold's records are
+    predicted by a model trained on the other folds (``crossfit``), which gives every record an
+    out-of-fold prediction for the thresholds and the recording head of a model trained on all."""
+    rows = dict(read_reference(data_root(args) / "cinc2017" / "train"))
+    names = sorted(rows)
+    fold = stratified_folds(np.array([LABEL_INDEX[rows[n]] for n in names]), N_FOLDS,
+                            np.random.default_rng(SEED + 100))
+    doc = {
+        "description": "Folds of all of cinc2017/train for the rhythm model trained on all of it (card 2.x): "
+        "'crossfit' trains one model per fold on the other folds and predicts the fold; those out-of-fold "
+        "predictions tune the decision thresholds and fit the recording head. cinc2017/test is never used.",
+        "source": "cinc2017/train/REFERENCE.csv",
+        "method": f"stratified by label: each label's records (sorted by name) permuted with numpy "
+                  f"default_rng({SEED + 100}) and dealt round-robin over {N_FOLDS} folds",
+        "folds": [[n for n, f in zip(names, fold) if f == k] for k in range(N_FOLDS)],
+    }
+    FOLDS_FILE.write_text(json.dumps(doc, indent=1) + "\n")
+    log(f"folds: {[len(f) for f in doc['folds']]} -> {FOLDS_FILE}")
+
+
+def load_folds() -> list[list[str]]:
+    if not FOLDS_FILE.is_file():
+        sys.exit(f"train_rhythm: {FOLDS_FILE} missing: run `python tools/train_rhythm.py folds`")
+    return json.loads(FOLDS_FILE.read_text())["folds"]
+
+
+def fold_split(k: int | None) -> dict:
+    """Split dict for Data: fold k held out (as 'validation'), or all records trained (k None)."""
+    folds = load_folds()
+    if k is None:
+        return {"train": sorted(n for f in folds for n in f), "validation": []}
+    return {"train": sorted(n for j, f in enumerate(folds) if j != k for n in f), "validation": folds[k]}
 
 
 # ---------------------------------------------------------------- prepare
@@ -308,16 +354,19 @@ def build_model(channels: str = DEFAULT_CHANNELS):
     return keras.Model(inp, out, name="rhythm_ecg")
 
 
-def cmd_train(args) -> None:
+def train_model(data: Data, args, select_on_validation: bool):
+    """Train the CNN on data.train for args.epochs. With select_on_validation, the epoch with the best
+    validation F1 is saved to WORK/args.out as it goes (the 1.x recipe); without, nothing is chosen on
+    held-out data and the caller keeps the last epoch. Returns (model, history, best validation F1)."""
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
     import tensorflow as tf
 
     tf.keras.utils.set_random_seed(SEED)
     tf.config.threading.set_intra_op_parallelism_threads(args.threads)
     tf.config.threading.set_inter_op_parallelism_threads(1)
-    data = Data(load_split())
-    Xv, owner = val_windows(data)
-    yv = data.labels[data.val]
+    if select_on_validation:
+        Xv, owner = val_windows(data)
+        yv = data.labels[data.val]
     counts = np.bincount(data.labels[data.train], minlength=len(CLASSES))
     cw = (counts.sum() / (len(CLASSES) * counts)) ** args.weight_power
     log(f"train records {len(data.train)} counts {counts.tolist()} class weights {np.round(cw, 2).tolist()}")
@@ -338,24 +387,25 @@ def cmd_train(args) -> None:
         X, y = make_epoch(data, rng, args.crops, args.flip_prob)
         sw = cw[y].astype(np.float32)
         h = model.fit(X, y, sample_weight=sw, batch_size=args.batch, epochs=1, verbose=0, shuffle=False)
-        pv = record_probs(model.predict(Xv, batch_size=512, verbose=0), owner, len(yv))
-        s = scores(yv, np.argmax(pv, 1))
-        hist.append({"epoch": ep + 1, "loss": float(h.history["loss"][0]), **{k: s[k] for k in ("f1", "f1_af")},
-                     "per_class_f1": s["per_class_f1"]})
-        mark = ""
-        if s["f1"] > best:
-            best = s["f1"]
-            model.save(WORK / args.out)
-            mark = " *"
+        hist.append({"epoch": ep + 1, "loss": float(h.history["loss"][0])})
+        line = f"{time.strftime('%H:%M:%S')} epoch {ep + 1}/{args.epochs} loss {hist[-1]['loss']:.4f}"
+        if select_on_validation:
+            pv = record_probs(model.predict(Xv, batch_size=512, verbose=0), owner, len(yv))
+            s = scores(yv, np.argmax(pv, 1))
+            hist[-1].update({k: s[k] for k in ("f1", "f1_af", "per_class_f1")})
+            line += (f" val F1 {s['f1']:.4f} AF {s['f1_af']:.3f} "
+                     f"{np.round(list(s['per_class_f1'].values()), 3).tolist()}")
+            if s["f1"] > best:
+                best = s["f1"]
+                model.save(WORK / args.out)
+                line += " *"
         if args.average_last and ep >= args.epochs - args.average_last:
             n_avg += 1
             avg = [w.astype(np.float64) if a is None else a + (w - a) / n_avg
                    for a, w in zip(avg or [None] * len(model.get_weights()), model.get_weights())]
-        bar.write(f"{time.strftime('%H:%M:%S')} epoch {ep + 1}/{args.epochs} loss {hist[-1]['loss']:.4f} "
-                  f"val F1 {s['f1']:.4f} AF {s['f1_af']:.3f} {np.round(list(s['per_class_f1'].values()), 3).tolist()} "
-                  f"{time.time() - t0:.0f}s{mark}", file=sys.stderr)
+        bar.write(f"{line} {time.time() - t0:.0f}s", file=sys.stderr)
     averaged = None
-    if avg is not None:
+    if avg is not None and select_on_validation:
         # weight averaging over the last epochs (BatchNorm statistics averaged too): one model,
         # not picked by its validation score, so that score is not an optimistic maximum
         model.set_weights([a.astype(w.dtype) for a, w in zip(avg, model.get_weights())])
@@ -366,11 +416,68 @@ def cmd_train(args) -> None:
         model.save(WORK / averaged["file"])
         log(f"weights averaged over the last {n_avg} epochs: validation F1 {s['f1']:.4f} (AF {s['f1_af']:.3f}) "
             f"-> {WORK / averaged['file']}")
-    (WORK / (Path(args.out).stem + "_log.json")).write_text(json.dumps({"args": vars(args) | {"func": None},
-                                                     "class_weights": cw.tolist(), "history": hist,
-                                                     "best_val_f1": best, "averaged": averaged},
-                                                    indent=1, default=str))
-    log(f"best validation F1 {best:.4f} -> {WORK / args.out}")
+    return model, {"args": vars(args) | {"func": None}, "class_weights": cw.tolist(), "history": hist,
+                   "best_val_f1": best if select_on_validation else None, "averaged": averaged}, best
+
+
+def cmd_train(args) -> None:
+    """The float model. Default (card 1.x): trained on the inner-train split, the epoch chosen by
+    validation F1. --all (card 2.x): trained on all of cinc2017/train, the last epoch kept."""
+    data = Data(fold_split(None) if args.all else load_split())
+    model, train_log, best = train_model(data, args, select_on_validation=not args.all)
+    if args.all:
+        model.save(WORK / args.out)
+    (WORK / (Path(args.out).stem + "_log.json")).write_text(json.dumps(train_log, indent=1, default=str))
+    log(f"{'last epoch' if args.all else f'best validation F1 {best:.4f}'} -> {WORK / args.out}")
+
+
+def representative_set(data: Data, seed: int) -> np.ndarray:
+    """500 clean and augmented crops of the training records: the int8 calibration data."""
+    rng = np.random.default_rng(seed)
+    Xr, _ = make_epoch(data, rng, 1)
+    return Xr[rng.choice(len(Xr), 500, replace=False)]
+
+
+def cmd_crossfit(args) -> None:
+    """For each fold: the model trained on the other folds exactly as ``train --all`` trains on all,
+    converted to int8 as ``export`` converts, then its window probabilities (every 5 s) on the held-out
+    fold: int8 as recorded, int8 on the inverted ECG, float as recorded -> OOF_DIR/fold<k>.npz."""
+    OOF_DIR.mkdir(parents=True, exist_ok=True)
+    if len(args.folds) > 1:
+        # One process per fold: Keras draws its layers' seeds from process-wide state, so a second
+        # model trained in the same process would not be the one `crossfit --folds K` trains.
+        import subprocess
+
+        opts = [f"--{a.replace('_', '-')}={getattr(args, a)}" for a in TRAINING_OPTIONS]
+        root = ["--data-root", args.data_root] if args.data_root else []
+        for k in args.folds:
+            subprocess.run([sys.executable, __file__, *root, "crossfit", "--folds", str(k), *opts], check=True)
+        return
+    for k in args.folds:
+        data = Data(fold_split(k))
+        model, train_log, _ = train_model(data, args, select_on_validation=False)
+        int8, flt = convert(model, representative_set(data, SEED + 1)), convert(model, None)
+        X, owner = val_windows(data)
+        np.savez(OOF_DIR / f"fold{k}.npz", names=np.array(fold_split(k)["validation"]), y=data.labels[data.val],
+                 owner=owner, int8=tflite_predict(int8, X), int8_inverted=tflite_predict(int8, -X),
+                 float=tflite_predict(flt, X), int8_sha256=hashlib.sha256(int8).hexdigest(),
+                 train_log=json.dumps(train_log, default=str))
+        p = record_probs(np.load(OOF_DIR / f"fold{k}.npz")["int8"], owner, len(data.val))
+        log(f"crossfit fold {k}: {len(data.train)} trained, {len(data.val)} held out; int8 argmax F1 "
+            f"{scores(data.labels[data.val], np.argmax(p, 1))['f1']:.4f} -> {OOF_DIR / f'fold{k}.npz'}")
+
+
+def load_oof() -> dict:
+    """All folds' out-of-fold window probabilities, the owners renumbered over all records."""
+    missing = [k for k in range(N_FOLDS) if not (OOF_DIR / f"fold{k}.npz").is_file()]
+    if missing:
+        sys.exit(f"train_rhythm: out-of-fold predictions of folds {missing} missing: run "
+                 "`python tools/train_rhythm.py crossfit`")
+    parts = [np.load(OOF_DIR / f"fold{k}.npz") for k in range(N_FOLDS)]
+    out = {key: np.concatenate([z[key] for z in parts]) for key in ("names", "y", "int8", "int8_inverted", "float")}
+    starts = np.cumsum([0] + [len(z["y"]) for z in parts[:-1]])
+    out["owner"] = np.concatenate([z["owner"] + s for z, s in zip(parts, starts)])
+    return out
 
 
 # ---------------------------------------------------------------- export
@@ -416,7 +523,8 @@ def convert(model, rep: np.ndarray | None) -> bytes:
 
 CARD_FILE = MODEL_FILE.with_suffix("").with_suffix(".card.json")
 MODEL_NAME = "rhythm_ecg"
-MODEL_VERSION = "1.2.0"  # 1.1: recording_head; 1.2: its polarity mean_with_inverted (same .tflite as 1.0)
+MODEL_VERSION = "2.0.0"  # 1.1: recording_head; 1.2: its polarity mean_with_inverted (same .tflite as 1.0);
+#                          2.0: trained on all of cinc2017/train, thresholds and head on out-of-fold predictions
 EVAL_TEST_JSON = WORK / "eval_cinc2017_test.json"
 EVAL_MITDB_JSON = WORK / "eval_mitdb.json"
 BENCH_JSON = WORK / "bench.json"
@@ -428,36 +536,51 @@ CMD_BENCH = "python tools/train_rhythm.py bench"
 CMD_HEAD = "python tools/train_rhythm.py head"
 
 
+VAL_DATA = "cinc2017/train inner validation (1023 records, tools/splits/cinc2017.json)"
+OOF_DATA = ("cinc2017/train, all 6822 records out-of-fold: each predicted by the model trained on the other 4 of 5 "
+            "folds (tools/splits/cinc2017_folds.json, `python tools/train_rhythm.py crossfit`)")
+
+
+def trained_on_all(model_name: str) -> bool:
+    log_file = WORK / (Path(model_name).stem + "_log.json")
+    return log_file.is_file() and bool(json.loads(log_file.read_text())["args"].get("all"))
+
+
 def cmd_export(args) -> None:
-    """int8 conversion, float-vs-int8 on validation, decision thresholds tuned on validation, card."""
+    """int8 conversion, float vs int8 and decision thresholds on held-out records, card. A model
+    trained on the inner split is compared and tuned on its validation records; a model trained on
+    all records (--all) on the out-of-fold predictions of the crossfit models, made the same way."""
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
     import tensorflow as tf
 
     tf.keras.utils.set_random_seed(SEED)
-    data = Data(load_split())
+    on_all = trained_on_all(args.model)
+    data = Data(fold_split(None) if on_all else load_split())
     model = tf.keras.models.load_model(WORK / args.model)
     log_file = WORK / (Path(args.model).stem + "_log.json")
-    rng = np.random.default_rng(SEED + 1)
-    # Representative set: clean and augmented crops of inner-train records only.
-    Xr, _ = make_epoch(data, rng, 1)
-    rep = Xr[rng.choice(len(Xr), 500, replace=False)]
-    int8 = convert(model, rep)
+    # Representative set: clean and augmented crops of training records only.
+    int8 = convert(model, representative_set(data, SEED + 1))
     flt = convert(model, None)
     MODEL_FILE.parent.mkdir(parents=True, exist_ok=True)
     MODEL_FILE.write_bytes(int8)
     (WORK / "float.tflite").write_bytes(flt)
-    Xv, owner = val_windows(data)
-    yv = data.labels[data.val]
-    wf, wq = tflite_predict(flt, Xv), tflite_predict(int8, Xv)
+    if on_all:
+        oof = load_oof()
+        owner, yv, wf, wq = oof["owner"], oof["y"], oof["float"], oof["int8"]
+    else:
+        Xv, owner = val_windows(data)
+        yv = data.labels[data.val]
+        wf, wq = tflite_predict(flt, Xv), tflite_predict(int8, Xv)
     pf, pq = record_probs(wf, owner, len(yv)), record_probs(wq, owner, len(yv))
     w = tune_weights(pq, yv)
     thr = (1.0 / w) / np.max(1.0 / w)  # decision: argmax p / thr (same argmax as p * w)
     sf, sq = scores(yv, np.argmax(pf, 1)), scores(yv, np.argmax(pq, 1))
     sfw, sqw = scores(yv, np.argmax(pf / thr, 1)), scores(yv, np.argmax(pq / thr, 1))
     report = {
-        "data": "cinc2017/train inner validation split (tools/splits/cinc2017.json), recording level, "
-                "windows every 5 s averaged",
-        "n_records": int(len(yv)), "n_windows": int(len(Xv)),
+        "data": (OOF_DATA if on_all else VAL_DATA) + ", recording level, windows every 5 s averaged",
+        "held_out": OOF_DATA if on_all else VAL_DATA,
+        "trained_on_all": on_all,
+        "n_records": int(len(yv)), "n_windows": int(len(owner)),
         "decision_thresholds": dict(zip(CLASSES, map(float, thr))),
         "float": {"argmax": sf, "thresholded": sfw},
         "int8": {"argmax": sq, "thresholded": sqw},
@@ -477,8 +600,8 @@ def cmd_export(args) -> None:
             p.unlink()
     write_card()
     log(f"{MODEL_FILE}: {len(int8)} bytes; thresholds {np.round(thr, 3).tolist()}")
-    log(f"validation F1 float {sf['f1']:.4f} -> thresholded {sfw['f1']:.4f}; int8 {sq['f1']:.4f} -> "
-        f"thresholded {sqw['f1']:.4f} (AF {sqw['f1_af']:.3f}); window agreement "
+    log(f"{'out-of-fold' if on_all else 'validation'} F1 float {sf['f1']:.4f} -> thresholded {sfw['f1']:.4f}; "
+        f"int8 {sq['f1']:.4f} -> thresholded {sqw['f1']:.4f} (AF {sqw['f1_af']:.3f}); window agreement "
         f"{report['window_decision_agreement_pct']:.2f}%")
 
 
@@ -534,12 +657,14 @@ def write_card() -> None:
 
     rep = json.loads((WORK / "export_report.json").read_text())
     sha = hashlib.sha256(MODEL_FILE.read_bytes()).hexdigest()
-    val = "cinc2017/train inner validation (1023 records, tools/splits/cinc2017.json)"
+    on_all = rep.get("trained_on_all", False)
+    val = rep.get("held_out", VAL_DATA)
+    prefix = "oof" if on_all else "val"   # oof_f1: out-of-fold over all records; val_f1: inner validation
     qv = rep["int8"]["thresholded"]
     export_cmd = rep.get("export_command", CMD_EXPORT)
     metrics = [
-        {"name": "val_f1", "value": qv["f1"], "data": val, "command": export_cmd},
-        {"name": "val_f1_af", "value": qv["f1_af"], "data": val, "command": export_cmd},
+        {"name": f"{prefix}_f1", "value": qv["f1"], "data": val, "command": export_cmd},
+        {"name": f"{prefix}_f1_af", "value": qv["f1_af"], "data": val, "command": export_cmd},
     ]
 
     def saved(path: Path) -> dict | None:
@@ -550,11 +675,11 @@ def write_card() -> None:
 
     head = saved(HEAD_JSON)
     if head:
-        metrics += [{"name": "val_f1_recording_head_cv", "value": head["cv_f1_mean"],
-                     "data": val + f", out-of-fold: {head['cv']}; polarity {head['head']['polarity']}",
+        metrics += [{"name": f"{prefix}_f1_recording_head_cv", "value": head["cv_f1_mean"],
+                     "data": val + f"; head scored {head['cv']} over them; polarity {head['head']['polarity']}",
                      "command": CMD_HEAD},
-                    {"name": "val_f1_mean_thresholds_cv", "value": head["cv_f1_mean_thresholds"],
-                     "data": val + f", out-of-fold: {head['cv']}", "command": CMD_HEAD}]
+                    {"name": f"{prefix}_f1_mean_thresholds_cv", "value": head["cv_f1_mean_thresholds"],
+                     "data": val + f"; scored {head['cv']} over them", "command": CMD_HEAD}]
     t = saved(EVAL_TEST_JSON)
     # a test run under another card version (another recording decision, same .tflite) is not this card's figure
     if t and t.get("model", {}).get("version") != MODEL_VERSION:
@@ -591,10 +716,13 @@ def write_card() -> None:
         "hop": "5 s",
         "classes": list(CLASSES),
         "decision_thresholds": rep["decision_thresholds"],
-        "training_data": "PhysioNet/CinC Challenge 2017 training set (AliveCor single lead, 300 Hz), inner-train "
-                         "part of shared cinc2017/train (5799 recordings), random 10-s crops, augmented with "
-                         "amplitude scaling, synthetic baseline wander and nstdb bw/ma noise at random SNR",
-        "split": "tools/splits/cinc2017.json",
+        "training_data": "PhysioNet/CinC Challenge 2017 training set (AliveCor single lead, 300 Hz), "
+                         + ("all of shared cinc2017/train (6822 recordings; 40 epochs, the last kept, none chosen "
+                            "on held-out data)" if on_all else
+                            "inner-train part of shared cinc2017/train (5799 recordings)")
+                         + ", random 10-s crops, augmented with amplitude scaling, synthetic baseline wander and "
+                           "nstdb bw/ma noise at random SNR",
+        "split": "tools/splits/cinc2017_folds.json" if on_all else "tools/splits/cinc2017.json",
         "metrics": metrics,
         "float_vs_int8": {
             "data": val,
@@ -684,20 +812,16 @@ def stratified_folds(y: np.ndarray, n_folds: int, rng: np.random.Generator) -> n
     return fold
 
 
-def cmd_head(args) -> None:
-    """Fit the recording-level head on the validation records' window probabilities from the
-    committed int8 model, exactly as ``edgemon evaluate rhythm`` computes them. Reports out-of-fold
-    F1 for the head on the windows as recorded and on the mean with the inverted ECG (the chosen
-    polarity, args.polarity), next to the card's mean-and-thresholds rule (thresholds re-tuned on
-    each training fold); then fits the head on all validation records."""
+def head_inputs_validation(args) -> tuple[dict, np.ndarray, np.ndarray, str]:
+    """Head features of the validation records from the committed int8 model, exactly as
+    ``edgemon evaluate rhythm`` computes them (card 1.x: the model never trained on them)."""
     from edgemon.detect.runtime import load_model
-    from edgemon.evaluate.rhythm import challenge_scores, read_ecg
+    from edgemon.evaluate.rhythm import read_ecg
 
     folder = data_root(args) / "cinc2017" / "train"
     labels = dict(read_reference(folder))
     names = load_split()["validation"]
     model = load_model(CARD_FILE)
-    t0 = time.time()
     feats: dict[str, list] = {"as_recorded": [], "mean_with_inverted": []}
     P, y = [], []
     for n in names:
@@ -709,9 +833,34 @@ def cmd_head(args) -> None:
             if not inv:
                 P.append(wp.mean(axis=0))
         y.append(LABEL_INDEX[labels[n]])
-    F = {k: np.array(v) for k, v in feats.items()}
-    P, y = np.array(P), np.array(y)
-    log(f"head: {len(names)} validation records in {time.time() - t0:.0f}s")
+    return ({k: np.array(v) for k, v in feats.items()}, np.array(P), np.array(y),
+            f"cinc2017/train inner validation ({len(names)} records, tools/splits/cinc2017.json)")
+
+
+def head_inputs_oof() -> tuple[dict, np.ndarray, np.ndarray, str]:
+    """Head features of all records from the crossfit models' out-of-fold int8 window probabilities
+    (card 2.x: the committed model trained on every record, so none is held out from it)."""
+    o = load_oof()
+    n = len(o["y"])
+    per_record = [np.flatnonzero(o["owner"] == j) for j in range(n)]
+    F = {"as_recorded": np.array([rhythm.recording_features(o["int8"][ix], HEAD_PROB_FLOOR) for ix in per_record]),
+         "mean_with_inverted": np.array([rhythm.recording_features((o["int8"][ix] + o["int8_inverted"][ix]) / 2,
+                                                                   HEAD_PROB_FLOOR) for ix in per_record])}
+    return F, record_probs(o["int8"], o["owner"], n), o["y"], OOF_DATA.replace("all 6822", f"all {n}")
+
+
+def cmd_head(args) -> None:
+    """Fit the recording-level head on held-out window probabilities: the validation records' from the
+    committed int8 model (card 1.x) or, for a model trained on all records (card 2.x), every record's
+    out-of-fold ones. Reports out-of-fold F1 for the head on the windows as recorded and on the mean
+    with the inverted ECG (the chosen polarity, args.polarity), next to the card's mean-and-thresholds
+    rule (thresholds re-tuned on each training fold); then fits the head on all those records."""
+    from edgemon.evaluate.rhythm import challenge_scores
+
+    t0 = time.time()
+    on_all = json.loads((WORK / "export_report.json").read_text()).get("trained_on_all", False)
+    F, P, y, fitted_on = head_inputs_oof() if on_all else head_inputs_validation(args)
+    log(f"head: {len(y)} records in {time.time() - t0:.0f}s")
     names_of = lambda a: [CLASSES[i] for i in a]  # noqa: E731
     rng = np.random.default_rng(SEED)
     f1 = {"as_recorded": [], "mean_with_inverted": [], "mean_thresholds": []}
@@ -729,7 +878,7 @@ def cmd_head(args) -> None:
     head = fit_head(chosen, y, len(CLASSES))
     head.update(features="log of the mean, max and min window probability of each class (classes in card "
                          "order: mean x4, max x4, min x4)", polarity=args.polarity, prob_floor=HEAD_PROB_FLOOR,
-                fitted_on=f"cinc2017/train inner validation ({len(names)} records, tools/splits/cinc2017.json)")
+                fitted_on=fitted_on)
     out = {"sha256": hashlib.sha256(MODEL_FILE.read_bytes()).hexdigest(),
            "cv": f"{HEAD_FOLDS}-fold stratified x {HEAD_REPEATS} (seed {SEED})",
            "cv_f1": {k: {"mean": float(np.mean(v)), "sd": float(np.std(v))} for k, v in f1.items()},
@@ -778,6 +927,22 @@ def cmd_baseline(args) -> None:
         "-> set BASELINE_THRESHOLD in edgemon/evaluate/rhythm.py")
 
 
+TRAINING_OPTIONS = ("epochs", "crops", "batch", "lr", "channels", "weight_power", "threads", "flip_prob")
+
+
+def add_training_options(p: argparse.ArgumentParser) -> None:
+    """The recipe's options, shared by train and crossfit (whose fold models must be trained alike)."""
+    p.add_argument("--epochs", type=int, default=40)
+    p.add_argument("--crops", type=int, default=3, help="random 10-s crops per record per epoch")
+    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--lr", type=float, default=3e-3)
+    p.add_argument("--channels", default=DEFAULT_CHANNELS, help="conv widths, 8 comma-separated")
+    p.add_argument("--weight-power", type=float, default=0.5, help="class weight = (inverse frequency) ** p")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--flip-prob", type=float, default=0.0,
+                   help="share of training crops inverted (polarity augmentation; 0 for the committed 1.x model)")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data-root", default=None)
@@ -785,24 +950,27 @@ def main() -> None:
     sub.add_parser("split").set_defaults(func=cmd_split)
     sub.add_parser("prepare").set_defaults(func=cmd_prepare)
     tr = sub.add_parser("train")
-    tr.add_argument("--epochs", type=int, default=40)
-    tr.add_argument("--crops", type=int, default=3, help="random 10-s crops per record per epoch")
-    tr.add_argument("--batch", type=int, default=64)
-    tr.add_argument("--lr", type=float, default=3e-3)
-    tr.add_argument("--channels", default=DEFAULT_CHANNELS, help="conv widths, 8 comma-separated")
+    add_training_options(tr)
     tr.add_argument("--out", default="float.keras", help="file name under tools/.work/rhythm/")
-    tr.add_argument("--weight-power", type=float, default=0.5, help="class weight = (inverse frequency) ** p")
-    tr.add_argument("--threads", type=int, default=2)
-    tr.add_argument("--flip-prob", type=float, default=0.0,
-                    help="share of training crops inverted (polarity augmentation; 0 for the committed 1.x model)")
     tr.add_argument("--average-last", type=int, default=0, metavar="K",
                     help="also save the mean of the weights after each of the last K epochs as <out>_avg.keras")
+    tr.add_argument("--all", action="store_true",
+                    help="train on all of cinc2017/train and keep the last epoch (card 2.x); default: the inner "
+                         "split, epoch chosen on validation (card 1.x)")
     tr.set_defaults(func=cmd_train)
+    sub.add_parser("folds", help="write tools/splits/cinc2017_folds.json (once)").set_defaults(func=cmd_folds)
+    cf = sub.add_parser("crossfit", help="one model per fold, trained like train --all on the other folds: "
+                                         "out-of-fold window probabilities for export and head")
+    add_training_options(cf)
+    cf.set_defaults(average_last=0)
+    cf.add_argument("--folds", type=lambda v: [int(k) for k in v.split(",")], default=list(range(N_FOLDS)),
+                    help="comma-separated fold numbers (default: all)")
+    cf.set_defaults(func=cmd_crossfit)
     ex = sub.add_parser("export")
     ex.add_argument("--model", default="float.keras", help="float model under tools/.work/rhythm/ to convert")
     ex.set_defaults(func=cmd_export)
     sub.add_parser("baseline").set_defaults(func=cmd_baseline)
-    hd = sub.add_parser("head", help="fit the recording-level head on validation")
+    hd = sub.add_parser("head", help="fit the recording-level head on held-out predictions")
     hd.add_argument("--polarity", choices=("as_recorded", "mean_with_inverted"), default="mean_with_inverted",
                     help="window probabilities of the ECG as recorded, or averaged with the inverted ECG "
                          "(default; chosen by out-of-fold F1 on validation)")
@@ -814,14 +982,18 @@ def main() -> None:
     a = sub.add_parser("all")
     a.set_defaults(func=None)
     args = ap.parse_args()
-    if args.cmd == "all":
-        for f in (cmd_split, cmd_prepare):
-            f(args)
-        targs = tr.parse_args([])
+    if args.cmd == "all":   # the card 2.x recipe, from the committed folds
+        cmd_prepare(args)
+        targs = tr.parse_args(["--all"])
         targs.data_root = args.data_root
+        cfargs = cf.parse_args([])
+        cfargs.data_root = args.data_root
+        cmd_crossfit(cfargs)
         cmd_train(targs)
-        args.model = targs.out
+        args.model, args.polarity = targs.out, "mean_with_inverted"
         cmd_export(args)
+        cmd_head(args)
+        write_card()
     else:
         args.func(args)
 

@@ -61,8 +61,9 @@ def decision_weights(thresholds: dict[str, float] | None) -> np.ndarray:
     """Per-class divisors from a card's decision_thresholds (missing classes: 1.0).
 
     The decision is argmax_c probability_c / threshold_c: thresholds below 1
-    favour a class. They were tuned on the inner validation split to undo the
-    bias the training class weights put into the probabilities.
+    favour a class. They were tuned on recordings the model did not train on
+    (card 2.x: out-of-fold predictions) to undo the bias the training class
+    weights put into the probabilities.
     """
     t = np.ones(len(CLASSES))
     for i, c in enumerate(CLASSES):
