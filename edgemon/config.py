@@ -113,7 +113,7 @@ class DspSection(_Strict):
     invert_ecg: bool = Field(
         False, description="Multiply the ECG by -1 as it arrives: for electrodes placed so that the QRS points "
                            "down. The rhythm CNN was trained on upright QRS; on MITDB DS1 its AF recall per "
-                           "10-s window falls from 0.91 to 0.72 on the inverted lead (tools/polarity.py).")
+                           "10-s window falls from 0.88 to 0.75 on the inverted lead (tools/polarity.py).")
 
 
 class ModelRef(_Strict):
