@@ -864,6 +864,9 @@ def cmd_head(args) -> None:
     names_of = lambda a: [CLASSES[i] for i in a]  # noqa: E731
     rng = np.random.default_rng(SEED)
     f1 = {"as_recorded": [], "mean_with_inverted": [], "mean_thresholds": []}
+    # card 2.x: the same out-of-fold head scored on the 1.x validation records alone, comparable with 1.x
+    former_val = np.isin(load_oof()["names"], load_split()["validation"]) if on_all else None
+    f1_former_val = []
     for _ in range(HEAD_REPEATS):
         fold = stratified_folds(y, HEAD_FOLDS, rng)
         pred = {k: np.zeros(len(y), int) for k in f1}
@@ -874,6 +877,9 @@ def cmd_head(args) -> None:
             pred["mean_thresholds"][te] = np.argmax(P[te] * tune_weights(P[tr], y[tr]), axis=1)
         for k in f1:
             f1[k].append(challenge_scores(names_of(y), names_of(pred[k]))["f1"])
+        if former_val is not None:
+            f1_former_val.append(challenge_scores(names_of(y[former_val]),
+                                                  names_of(pred[args.polarity][former_val]))["f1"])
     chosen = F[args.polarity]
     head = fit_head(chosen, y, len(CLASSES))
     head.update(features="log of the mean, max and min window probability of each class (classes in card "
@@ -885,6 +891,11 @@ def cmd_head(args) -> None:
            "cv_f1_mean": float(np.mean(f1[args.polarity])),
            "cv_f1_mean_thresholds": float(np.mean(f1["mean_thresholds"])),
            "in_sample_f1": challenge_scores(names_of(y), names_of(head_predict(head, chosen)))["f1"], "head": head}
+    if former_val is not None:
+        out["cv_f1_former_validation"] = {"mean": float(np.mean(f1_former_val)), "sd": float(np.std(f1_former_val)),
+                                          "records": int(former_val.sum()), "split": str(SPLIT_FILE.relative_to(REPO))}
+        log(f"head: out-of-fold F1 on the {int(former_val.sum())} records of the 1.x validation split "
+            f"{np.mean(f1_former_val):.4f} +- {np.std(f1_former_val):.4f}")
     WORK.mkdir(parents=True, exist_ok=True)
     HEAD_JSON.write_text(json.dumps(out, indent=1))
     log("head: out-of-fold F1 " + ", ".join(f"{k} {v['mean']:.4f} +- {v['sd']:.4f}" for k, v in out["cv_f1"].items())
