@@ -812,7 +812,7 @@ def stratified_folds(y: np.ndarray, n_folds: int, rng: np.random.Generator) -> n
     return fold
 
 
-def head_inputs_validation(args) -> tuple[dict, np.ndarray, np.ndarray, str]:
+def head_inputs_validation(args) -> tuple[dict, np.ndarray, np.ndarray, np.ndarray, str]:
     """Head features of the validation records from the committed int8 model, exactly as
     ``edgemon evaluate rhythm`` computes them (card 1.x: the model never trained on them)."""
     from edgemon.detect.runtime import load_model
@@ -833,11 +833,11 @@ def head_inputs_validation(args) -> tuple[dict, np.ndarray, np.ndarray, str]:
             if not inv:
                 P.append(wp.mean(axis=0))
         y.append(LABEL_INDEX[labels[n]])
-    return ({k: np.array(v) for k, v in feats.items()}, np.array(P), np.array(y),
+    return ({k: np.array(v) for k, v in feats.items()}, np.array(P), np.array(y), np.array(names),
             f"cinc2017/train inner validation ({len(names)} records, tools/splits/cinc2017.json)")
 
 
-def head_inputs_oof() -> tuple[dict, np.ndarray, np.ndarray, str]:
+def head_inputs_oof() -> tuple[dict, np.ndarray, np.ndarray, np.ndarray, str]:
     """Head features of all records from the crossfit models' out-of-fold int8 window probabilities
     (card 2.x: the committed model trained on every record, so none is held out from it)."""
     o = load_oof()
@@ -846,7 +846,7 @@ def head_inputs_oof() -> tuple[dict, np.ndarray, np.ndarray, str]:
     F = {"as_recorded": np.array([rhythm.recording_features(o["int8"][ix], HEAD_PROB_FLOOR) for ix in per_record]),
          "mean_with_inverted": np.array([rhythm.recording_features((o["int8"][ix] + o["int8_inverted"][ix]) / 2,
                                                                    HEAD_PROB_FLOOR) for ix in per_record])}
-    return F, record_probs(o["int8"], o["owner"], n), o["y"], OOF_DATA.replace("all 6822", f"all {n}")
+    return F, record_probs(o["int8"], o["owner"], n), o["y"], o["names"], OOF_DATA.replace("all 6822", f"all {n}")
 
 
 def cmd_head(args) -> None:
@@ -859,13 +859,13 @@ def cmd_head(args) -> None:
 
     t0 = time.time()
     on_all = json.loads((WORK / "export_report.json").read_text()).get("trained_on_all", False)
-    F, P, y, fitted_on = head_inputs_oof() if on_all else head_inputs_validation(args)
+    F, P, y, names, fitted_on = head_inputs_oof() if on_all else head_inputs_validation(args)
     log(f"head: {len(y)} records in {time.time() - t0:.0f}s")
     names_of = lambda a: [CLASSES[i] for i in a]  # noqa: E731
     rng = np.random.default_rng(SEED)
     f1 = {"as_recorded": [], "mean_with_inverted": [], "mean_thresholds": []}
     # card 2.x: the same out-of-fold head scored on the 1.x validation records alone, comparable with 1.x
-    former_val = np.isin(load_oof()["names"], load_split()["validation"]) if on_all else None
+    former_val = np.isin(names, load_split()["validation"]) if on_all else None
     f1_former_val = []
     for _ in range(HEAD_REPEATS):
         fold = stratified_folds(y, HEAD_FOLDS, rng)
