@@ -40,6 +40,7 @@ def _check_seconds_per_condition(field_name: str, v: dict[str, float]) -> dict[s
 # The technical alerts raised by the quality stage (and by detectors that call a window noise).
 QUALITY_CONDITIONS = frozenset({"lead_off", "signal_quality"})
 
+
 class PerPriority(BaseModel):
     """One duration per alarm priority, in seconds."""
 

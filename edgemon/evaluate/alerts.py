@@ -53,6 +53,11 @@ from pathlib import Path
 
 import numpy as np
 
+from edgemon.alerts.policy import QUALITY_CONDITIONS
+
+# The technical alerts the noise-stress run scores against the noisy segments, in a fixed order.
+TECHNICAL = tuple(sorted(QUALITY_CONDITIONS))
+
 AF_MIN_EPISODE_S = 60.0
 REF_RHYTHMS = {"af": ("AFIB",), "vt": ("VT",)}  # reference rhythm labels scored per condition
 MIN_EPISODE_S = {"af": AF_MIN_EPISODE_S, "vt": 0.0}
@@ -337,10 +342,10 @@ def score_noise(runs: list[RecordRun]) -> dict:
                 if a["type"] == "physiological":
                     rhythm += 1
                     in_noise += hit
-                elif cond in ("lead_off", "signal_quality"):
+                elif cond in TECHNICAL:
                     technical += 1
                     tech_clean += not hit
-        tech = [a for c in ("lead_off", "signal_quality") for a in spans.get(c, [])]
+        tech = [a for c in TECHNICAL for a in spans.get(c, [])]
         for s, e in r.noisy:
             segs += 1
             flagged += any(_overlaps(a["onset"], a["end"], s, e) for a in tech)
@@ -626,7 +631,6 @@ NOISE_LABELS = {"noise_hours": "noise h", "rhythm_alerts": "rhythm alerts",
                 "technical_alerts_outside_noise": "technical alerts outside noise",
                 "noisy_segments": "noisy segments", "noisy_segments_flagged": "segments flagged",
                 "noisy_segments_flagged_pct": "flagged %", "alerts_by_condition": "alerts by condition"}
-TECHNICAL = ("lead_off", "signal_quality")
 
 
 def _label(condition: str) -> str:
