@@ -423,6 +423,8 @@ def train_model(data: Data, args, select_on_validation: bool):
 def cmd_train(args) -> None:
     """The float model. Default (card 1.x): trained on the inner-train split, the epoch chosen by
     validation F1. --all (card 2.x): trained on all of cinc2017/train, the last epoch kept."""
+    if args.all and args.average_last:
+        sys.exit("train_rhythm: --average-last is scored on validation records; --all trains on them too")
     data = Data(fold_split(None) if args.all else load_split())
     model, train_log, best = train_model(data, args, select_on_validation=not args.all)
     if args.all:
