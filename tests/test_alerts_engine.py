@@ -61,8 +61,9 @@ def test_af_pending_then_firing_repeat_resolved():
     # AF windows from [15,25]: 30 s of AF reached by the window ending at 45; the medium group_wait
     # (10 s) counts from the first evidence (25), so the confirmed alert goes out at once.
     assert s[0] == (45.0, "af", "new", 0)
-    # repeats every 600 s; the condition is gone after the window ending at 1000; hysteresis 30 s.
-    assert s[1:] == [(645.0, "af", "repeat", 1), (1030.0, "af", "resolved", 2)]
+    # repeats every 600 s; the condition is gone after the window ending at 1000; hysteresis 30 s,
+    # judged evidence_lag_s (10 s) behind the clock.
+    assert s[1:] == [(645.0, "af", "repeat", 1), (1040.0, "af", "resolved", 2)]
     msgs = [m for _, m in out]
     assert len({m.alert_id for m in msgs}) == 1
     assert len({m.message_id for m in msgs}) == 3
@@ -136,11 +137,11 @@ def test_onset_counts_lookahead_confirms_sooner_and_keeps_the_labelled_end():
         return [(t, m.notification, m.onset.timestamp(), m.resolved and m.resolved.timestamp()) for t, m in out]
 
     # Centre spans only: 30 s of them (65..95) are complete when the window ending at 120 arrives.
-    assert first_and_last() == [(120.0, "new", 65.0, None), (430.0, "resolved", 65.0, 375.0)]
+    assert first_and_last() == [(120.0, "new", 65.0, None), (440.0, "resolved", 65.0, 375.0)]
     # Counting each window's look-ahead too: the first positive window already holds 35 s (65..100);
     # confirmed at once, it waits out the medium group_wait (10 s from that first evidence).
     assert first_and_last(onset_counts_lookahead=True) == [(110.0, "new", 65.0, None),
-                                                          (430.0, "resolved", 65.0, 375.0)]
+                                                          (440.0, "resolved", 65.0, 375.0)]
 
 
 def test_count_end_s_evidence_counts_toward_onset_up_to_the_window_end():
@@ -160,11 +161,11 @@ def test_count_end_s_evidence_counts_toward_onset_up_to_the_window_end():
         return [(t, m.notification, m.onset.timestamp(), m.resolved and m.resolved.timestamp()) for t, m in out]
 
     # 65..t-20: 15 s in the first positive window, 30 s in the fourth (t = 115)
-    assert first_and_last(lambda t: t - 20.0) == [(115.0, "new", 65.0, None), (430.0, "resolved", 65.0, 375.0)]
+    assert first_and_last(lambda t: t - 20.0) == [(115.0, "new", 65.0, None), (440.0, "resolved", 65.0, 375.0)]
     # past the window's end it counts only to the end: as onset_counts_lookahead
-    assert first_and_last(lambda t: t + 100.0) == [(110.0, "new", 65.0, None), (430.0, "resolved", 65.0, 375.0)]
+    assert first_and_last(lambda t: t + 100.0) == [(110.0, "new", 65.0, None), (440.0, "resolved", 65.0, 375.0)]
     # before the labelled end it changes nothing
-    assert first_and_last(lambda t: t - 40.0) == [(120.0, "new", 65.0, None), (430.0, "resolved", 65.0, 375.0)]
+    assert first_and_last(lambda t: t - 40.0) == [(120.0, "new", 65.0, None), (440.0, "resolved", 65.0, 375.0)]
 
 
 def test_vt_fires_immediately_without_group_wait():
@@ -185,10 +186,10 @@ def test_vt_inhibits_pvc_until_it_resolves():
         return d, []
 
     s = summary(run(eng, script, 300))
-    # pvc fired at 10 (low, group_wait 30 s) but VT fired at 20 and held it; VT resolved at 90
-    # (last seen 60 + 30); then the held pvc goes out, and resolves 30 s after 200.
-    assert s == [(20.0, "vt", "new", 0), (90.0, "vt", "resolved", 1), (90.0, "pvc", "new", 0),
-                 (230.0, "pvc", "resolved", 1)]
+    # pvc fired at 10 (low, group_wait 30 s) but VT fired at 20 and held it; VT resolved at 100
+    # (last seen 60 + 30 + evidence_lag_s 10); then the held pvc goes out, and resolves 40 s after 200.
+    assert s == [(20.0, "vt", "new", 0), (100.0, "vt", "resolved", 1), (100.0, "pvc", "new", 0),
+                 (240.0, "pvc", "resolved", 1)]
     assert eng.stats["held_inhibited"] == 1
 
 
@@ -227,6 +228,27 @@ def test_quality_alert_resolves_at_the_same_point_however_the_stream_is_chunked(
     assert resolved[1.0][0][2].timestamp() == 110.0  # the late window's end, not 81
 
 
+@pytest.mark.parametrize("late_end, episodes", [(89.0, 1), (91.0, 2)])
+def test_late_detection_continues_or_ends_an_alert_the_same_however_the_stream_is_chunked(late_end, episodes):
+    """VT seen until 60 s, then one more run ending at late_end that reaches the engine 2.5 s after
+    its end. With the 30-s hysteresis a run ending at 89 continues the alert and one ending at 91
+    starts a new one, whether the clock had passed 90 when it came (1-s chunks) or not (4-s chunks)."""
+    spans = [(t - 1.0, t) for t in range(21, 61)] + [(late_end - 3.0, late_end)]
+
+    def script_for(step):
+        def script(t):
+            return [det("vt", a, b) for a, b in spans if t - step < b + 2.5 <= t], []
+        return script
+
+    seen = {}
+    for step in (1.0, 4.0, 5.0):
+        out = run(AlertEngine(policy30()), script_for(step), 300, step=step)
+        seen[step] = [(m.alert_id, m.notification, m.onset, m.resolved) for _, m in out if m.notification != "repeat"]
+    assert seen[1.0] == seen[4.0] == seen[5.0]
+    assert len({alert_id for alert_id, *_ in seen[1.0]}) == episodes
+    assert seen[1.0][-1][3].timestamp() == late_end
+
+
 def test_lead_off_is_its_own_technical_alert():
     eng = AlertEngine(policy30())
     out = summary(run(eng, lambda t: ([], [qw(t - 1, t, "lead_off" if 50 < t <= 80 else "ok")]), 200))
@@ -261,10 +283,10 @@ def test_lead_off_during_af_holds_repeats_and_does_not_resolve():
     out = summary(run(eng, script, 1000))
     # AF new at 45; lead off 100..700: the AF repeat (due 345) is held, the gap is not absence;
     # AF continues after the lead is back, its repeat goes out once lead_off resolves, then it
-    # resolves 30 s after 900. lead_off itself repeats every 300 s (medium).
+    # resolves 30 s (+ evidence_lag_s) after 900. lead_off itself repeats every 300 s (medium).
     assert out == [(45.0, "af", "new", 0), (111.0, "lead_off", "new", 0), (411.0, "lead_off", "repeat", 1),
                    (711.0, "lead_off", "repeat", 2), (730.0, "lead_off", "resolved", 3),
-                   (730.0, "af", "repeat", 1), (930.0, "af", "resolved", 2)]
+                   (730.0, "af", "repeat", 1), (940.0, "af", "resolved", 2)]
     assert eng.stats["held_inhibited"] == 1
 
 
@@ -323,7 +345,7 @@ def test_ack_stops_repeats_but_not_resolution():
     assert eng.ack(out[0][1].alert_id) is True
     assert eng.ack("not-an-id") is False
     later = run(eng, lambda t: ([det("vt", t - 1, t)] if t <= 300 else [], []), 400, t0=201)
-    assert summary(later) == [(330.0, "vt", "resolved", 4)]
+    assert summary(later) == [(340.0, "vt", "resolved", 4)]
     assert later[0][1].acknowledged is True
 
 

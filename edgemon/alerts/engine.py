@@ -417,6 +417,18 @@ class AlertEngine:
     def _observe(self, cond: str, full_a: float, full_b: float, a: float, b: float, det: Detection | None,
                  detail: str | None = None, sqi: float | None = None,
                  strip_provider: StripProvider | None = None) -> None:
+        ep = self._episodes.get(cond)
+        # Evidence that ends past the hysteresis (or the onset window) after the episode's last ends it
+        # and starts the next one, as the clock would have done had it come later. Strictly past: at
+        # equality the clock finds it already here (it comes before the horizon reaches its end).
+        # Quality alerts need no such rule: their horizon is what their sources have reported.
+        if (ep is not None and ep.info.type == "physiological"
+                and self._absent_s(ep, full_b) > self._absence_limit_s(ep)):
+            if ep.state == "pending":
+                del self._episodes[cond]
+                self.stats["pending_expired"] += 1
+            else:
+                self._resolve(ep, self._now)
         ep = self._episode(cond)
         # onset_counts_lookahead: the part of a window after the span its decision labels counts
         # toward confirmation too (faster, more false alerts: docs/alerts.md); never toward the end.
@@ -480,12 +492,14 @@ class AlertEngine:
     def _evaluate(self, now: float) -> None:
         p = self.policy
         for cond, ep in list(self._episodes.items()):
+            if ep.manual:
+                continue
+            absent = self._absent_s(ep, self._evidence_until(ep, now))
             if ep.state == "pending":
-                if now - ep.last_seen_s > ep.rule[1]:
+                if absent > self._absence_limit_s(ep):
                     del self._episodes[cond]  # evidence too old to ever reach the onset
                     self.stats["pending_expired"] += 1
-                continue
-            if not ep.manual and self._absent_s(ep, now) >= p.resolve_after(ep.info.code):
+            elif absent >= self._absence_limit_s(ep):
                 self._resolve(ep, now)
         # Sends after all resolutions, so an inhibition that just ended releases its targets now.
         for ep in list(self._episodes.values()):
@@ -499,13 +513,30 @@ class AlertEngine:
         firing = [ep.last_seen_s for ep in self._episodes.values()]
         self._bad.prune(min([horizon] + firing))
 
-    def _absent_s(self, ep: _Episode, now: float) -> float:
+    def _evidence_until(self, ep: _Episode, now: float) -> float:
+        """The time up to which the evidence about ep is complete at engine time now. Detections and
+        quality windows come in behind the clock; an episode judged against the clock itself would end
+        or go on depending on whether a late one had come yet, that is on how the stream was chunked."""
         if ep.info.code in QUALITY_CONDITIONS:
-            now = self._quality_reported_until(now)
-        gap = now - ep.last_seen_s
-        if ep.info.type == "physiological":
-            gap -= self._bad.covered(ep.last_seen_s, now)  # unusable signal is not evidence of absence
+            return self._quality_reported_until(now)
+        until = now - self.policy.evidence_lag_s
+        for _, d, _ in self._deferred:  # a detection still waiting for its quality may yet continue ep
+            if d.condition == ep.info.code:
+                until = min(until, d.end_s)
+        return until
+
+    def _absent_s(self, ep: _Episode, t: float) -> float:
+        """How long ep's condition had been absent at time t: since its last evidence, less the
+        time with unusable signal for a firing physiological alert."""
+        gap = t - ep.last_seen_s
+        if ep.state == "firing" and ep.info.type == "physiological":
+            gap -= self._bad.covered(ep.last_seen_s, t)  # unusable signal is not evidence of absence
         return gap
+
+    def _absence_limit_s(self, ep: _Episode) -> float:
+        """Absence that ends ep: a pending episode's onset window (its evidence can no longer reach
+        the onset), a firing one's resolve hysteresis."""
+        return ep.rule[1] if ep.state == "pending" else self.policy.resolve_after(ep.info.code)
 
     def _hold_reason(self, ep: _Episode, now: float) -> str | None:
         for s in self._silences.values():

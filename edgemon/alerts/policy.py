@@ -193,6 +193,16 @@ class AlertPolicy(BaseModel):
                     "stage judges a window a few seconds after it ends). Without the wait a VT run made of "
                     "noise is sent before the noise is seen; 10 s bounds the extra delay. 0 = never wait; "
                     "sources with no quality stream (beat times) never wait.")
+    evidence_lag_s: float = Field(
+        10.0, ge=0,
+        description="How late a detection may reach the engine after the end of the span it reports: the "
+                    "detectors' own delay plus one chunk. A physiological alert counts its absence only up "
+                    "to this long before the clock (and not past a detection still waiting for its "
+                    "quality), and a detection that continues an alert is judged by its own end, not by "
+                    "when it came; so whether a late detection continues an alert or starts a new one does "
+                    "not depend on how the stream was chunked. It delays resolved messages by as much. On "
+                    "MITDB DS1 in 1-s chunks the largest delay was 3.3 s; 10 s leaves room for chunks of "
+                    "a few seconds.")
     quality_alert_after_s: float = Field(
         10.0, gt=0,
         description="Unusable signal must last this long without a break before the lead_off or "

@@ -125,7 +125,7 @@ def _keep_detections(events, policy, into: dict | None) -> None:
 def _drain(engine, t_end: float, policy, step_s: float) -> list:
     """Keep the engine's clock going after the data ends so open alerts resolve (or repeat) as they would."""
     tail = max(policy.resolve_after_s, policy.quality_resolve_after_s,
-               *policy.resolve_after_s_by_condition.values()) + max(
+               *policy.resolve_after_s_by_condition.values()) + policy.evidence_lag_s + max(
         policy.group_wait_s.high, policy.group_wait_s.medium, policy.group_wait_s.low) + 2 * step_s
     out, t = [], t_end
     while t <= t_end + tail:
