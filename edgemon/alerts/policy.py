@@ -195,14 +195,16 @@ class AlertPolicy(BaseModel):
                     "sources with no quality stream (beat times) never wait.")
     evidence_lag_s: float = Field(
         10.0, ge=0,
-        description="How late a detection may reach the engine after the end of the span it reports: the "
-                    "detectors' own delay plus one chunk. A physiological alert counts its absence only up "
-                    "to this long before the clock (and not past a detection still waiting for its "
-                    "quality), and a detection that continues an alert is judged by its own end, not by "
-                    "when it came; so whether a late detection continues an alert or starts a new one does "
-                    "not depend on how the stream was chunked. It delays resolved messages by as much. On "
-                    "MITDB DS1 in 1-s chunks the largest delay was 3.3 s; 10 s leaves room for chunks of "
-                    "a few seconds.")
+        description="How long after the end of the span it reports a detection may become ready (the "
+                    "detectors' own delay, such as the QRS detector's look-ahead). A physiological alert "
+                    "counts its absence only up to this long before the clock (and not past a detection "
+                    "still waiting for its quality), and a detection that continues an alert is judged by "
+                    "its own end, not by when it came; so whether a late detection continues an alert or "
+                    "starts a new one does not depend on how the stream was chunked. Chunk length itself "
+                    "needs no room: the clock moves with the same chunks as the detections. It delays "
+                    "resolved messages by as much. On the alert test sets detections reached the engine at "
+                    "most 5.0 s after their end, the wait for the next push included (beat times pushed "
+                    "every 5 s; 3.3 s for ECG in 1-s chunks).")
     quality_alert_after_s: float = Field(
         10.0, gt=0,
         description="Unusable signal must last this long without a break before the lead_off or "
