@@ -230,9 +230,10 @@ def test_quality_alert_resolves_at_the_same_point_however_the_stream_is_chunked(
 
 @pytest.mark.parametrize("late_end, episodes", [(89.0, 1), (91.0, 2)])
 def test_late_detection_continues_or_ends_an_alert_the_same_however_the_stream_is_chunked(late_end, episodes):
-    """VT seen until 60 s, then one more run ending at late_end that reaches the engine 2.5 s after
-    its end, or at the end of the push it falls in. With the 30-s hysteresis a run ending at 89 continues the alert and one ending at 91
-    starts a new one, whether the clock had passed 90 when it came (1-s chunks) or not (4-s chunks)."""
+    """VT seen until 60 s, then one more run ending at late_end that is ready 2.5 s after its end
+    (it comes with the push it falls in). With the 30-s hysteresis a run ending at 89 continues the
+    alert and one ending at 91 starts a new one, whether the clock had passed 90 when it came (1-s
+    chunks) or not (4-s chunks)."""
     spans = [(t - 1.0, t) for t in range(21, 61)] + [(late_end - 3.0, late_end)]
 
     def script_for(step):
@@ -247,6 +248,25 @@ def test_late_detection_continues_or_ends_an_alert_the_same_however_the_stream_i
     assert seen[1.0] == seen[4.0] == seen[5.0] == seen[15.0]
     assert len({alert_id for alert_id, *_ in seen[1.0]}) == episodes
     assert seen[1.0][-1][3].timestamp() == late_end
+
+
+def test_detection_waiting_for_its_quality_keeps_the_alert_open():
+    """A VT run ending at 89.5 comes at 92, 2 s inside the 30-s hysteresis of the alert last seen at 60.
+    When its quality windows have stopped it waits quality_wait_s (10 s) for them, past the time the
+    alert would resolve (100); it must continue the alert as it does when its quality comes at once."""
+    def script_for(quality_until):
+        def script(t):
+            d = [det("vt", t - 1, t)] if 21 <= t <= 60 else [det("vt", 87.0, 89.5)] if t == 92 else []
+            return d, [qw(t - 1, t)] if t <= quality_until else []
+        return script
+
+    seen = {}
+    for quality_until in (300, 80):
+        out = run(AlertEngine(policy30()), script_for(quality_until), 300)
+        seen[quality_until] = [(m.alert_id, m.notification, m.resolved) for _, m in out if m.notification != "repeat"]
+    assert seen[300] == seen[80]
+    assert [n for _, n, _ in seen[80]] == ["new", "resolved"]
+    assert seen[80][-1][2].timestamp() == 89.5
 
 
 def test_lead_off_is_its_own_technical_alert():
