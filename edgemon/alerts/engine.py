@@ -386,18 +386,6 @@ class AlertEngine:
                 return False
         return self._quality_until is None or needed <= self._quality_until + _EPS
 
-    def _quality_reported_until(self, now: float) -> float:
-        """The time up to which every source of quality evidence has reported: the quality windows
-        and the detectors that can call a window noise, which come in seconds behind the clock. A
-        quality alert is absent only up to there, so that it resolves at the same point however the
-        stream was chunked (waiting at most quality_wait_s for a source that has stopped)."""
-        until = now
-        if self._quality_until is not None:
-            until = min(until, self._quality_until)
-        if self._noise_judged_until:
-            until = min(until, min(self._noise_judged_until.values()))
-        return max(until, now - self.policy.quality_wait_s)
-
     def _bad_fraction(self, a: float, b: float) -> float:
         if b - a <= _EPS:
             return 1.0 if self._bad.contains(a) else 0.0
@@ -518,7 +506,14 @@ class AlertEngine:
         quality windows come in behind the clock; an episode judged against the clock itself would end
         or go on depending on whether a late one had come yet, that is on how the stream was chunked."""
         if ep.info.code in QUALITY_CONDITIONS:
-            return self._quality_reported_until(now)
+            # Where every quality source has reported: the quality windows and the detectors that can
+            # call a window noise; at most quality_wait_s behind, for a source that has stopped.
+            until = now
+            if self._quality_until is not None:
+                until = min(until, self._quality_until)
+            if self._noise_judged_until:
+                until = min(until, min(self._noise_judged_until.values()))
+            return max(until, now - self.policy.quality_wait_s)
         until = now - self.policy.evidence_lag_s
         for _, d, _ in self._deferred:  # a detection still waiting for its quality may yet continue ep
             if d.condition == ep.info.code:
