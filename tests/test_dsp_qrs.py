@@ -58,6 +58,30 @@ def test_qrs_chunk_invariant(samples_dir, name):
     assert run(1.0) == run(0.1) == run(0.013)
 
 
+def test_r_stays_on_a_wide_beat_followed_by_a_tall_slow_wave():
+    """A wide ventricular beat whose slow wave of the other sign deflects further after filtering
+    (as in MITDB 124): the R must stay on the beat, not 150 ms later on the wave (which EC57 would
+    score as one missed beat and one extra detection)."""
+    fs = 360.0
+    t = np.arange(int(30 * fs)) / fs
+    x = np.zeros_like(t)
+
+    def wave(centre_s, width_s, amplitude_mV):
+        return amplitude_mV * np.exp(-0.5 * ((t - centre_s) / width_s) ** 2)
+
+    wide_beats_s = []
+    for i, beat_s in enumerate(np.arange(0.6, 29.5, 0.8)):
+        if i % 6 == 5:  # a premature wide beat, then its tall recovery 160 ms on
+            onset_s = beat_s - 0.25
+            x += wave(onset_s, 0.02, -1.8) + wave(onset_s + 0.16, 0.05, 2.0)
+            wide_beats_s.append(onset_s)
+        else:
+            x += wave(beat_s, 0.008, 1.2) + wave(beat_s + 0.25, 0.05, 0.25)
+    r_s = detect_qrs(x, fs) / fs
+    errors_ms = [1000 * np.min(np.abs(r_s - b)) for b in wide_beats_s]
+    assert len(errors_ms) == 6 and max(errors_ms) < 20, errors_ms
+
+
 def test_qrs_flat_and_nan_give_no_beats():
     fs = 250
     assert len(detect_qrs(np.zeros(fs * 20), fs)) == 0
