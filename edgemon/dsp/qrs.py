@@ -37,7 +37,7 @@ _SEARCHBACK_RR = 1.66
 _HISTORY_S = 4.0
 _THRESHOLD_FRACTION = 0.18  # tuned on MITDB: see README's QRS table
 # The R peak lies within this of the QRS's largest 5-15 Hz excursion (about half a wide QRS).
-# Chosen on MITDB DS1, where 40 to 80 ms gave the same figures: see docs/dsp.md.
+# Chosen on MITDB DS1, where 40 to 80 ms differ by 4 beats at most: see docs/dsp.md.
 _R_NEAR_ENERGY_S = 0.06
 
 
