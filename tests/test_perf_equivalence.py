@@ -1,6 +1,6 @@
 """The throughput rewrites give the very values of the plain numpy forms they replace.
 
-Each fast path (shared filter pass, sample history, hand-written median /
+Each fast path (shared filter pass, sample history, hand-written median / argmax /
 percentile / mean / std, strided resampler) is checked bit for bit against
 the numpy expression it stands for, on random inputs. Fast, no data needed.
 """
@@ -15,7 +15,7 @@ from edgemon.detect.rhythm import CLIP_SD, STD_FLOOR_MV, standardise_window
 from edgemon.dsp import quality as Q
 from edgemon.dsp.filters import SosBank, SosFilter, butter_sos, ecg_sos
 from edgemon.dsp.history import History
-from edgemon.dsp.qrs import moving_average
+from edgemon.dsp.qrs import _argmax_abs, moving_average
 from edgemon.dsp.resample import Resampler
 
 RNG = np.random.default_rng(7)
@@ -88,6 +88,15 @@ def test_moving_average_equals_sliding_window_sum():
         ext = RNG.normal(size=int(RNG.integers(38, 400))) ** 2
         ref = np.lib.stride_tricks.sliding_window_view(ext, 38).sum(axis=1) / 38
         assert np.array_equal(moving_average(ext, 38), ref)
+
+
+def test_argmax_abs_equals_numpy_first_index_of_largest_magnitude():
+    for _ in range(2000):
+        n = int(RNG.integers(1, 120))
+        v = RNG.integers(-4, 5, n).astype(float) if _ % 2 else RNG.normal(size=n)  # ties: +-x, repeats
+        if _ % 50 == 0:
+            v[int(RNG.integers(0, n))] = np.nan
+        assert _argmax_abs(v) == int(np.argmax(np.abs(v)))
 
 
 def test_standardise_window_equals_mean_std_clip():

@@ -215,11 +215,10 @@ class QrsDetector:
         # The R peak is the largest deflection of the 0.5-40 Hz signal near the complex's largest
         # 5-15 Hz excursion. Over the whole window, a wide ventricular beat's slow recovery or the
         # previous beat's T wave can deflect further (MITDB 124, 203) and take the R away from its beat.
-        centre = int(np.argmax(np.abs(bp))) - self._bp_delay + self._loc_delay
+        centre = _argmax_abs(bp) - self._bp_delay + self._loc_delay
         lo = min(max(0, centre - self._r_near), len(loc) - 1)
         hi = max(lo + 1, min(len(loc), centre + self._r_near + 1))
-        deviation = np.abs(loc[lo:hi] - _median(loc))
-        r = a + lo + int(np.argmax(deviation)) - self._loc_delay
+        r = a + lo + _argmax_abs(loc[lo:hi] - _median(loc)) - self._loc_delay
         if b - a > 1:
             slope = float(np.maximum.reduce(np.abs(bp[1:] - bp[:-1])))  # == np.max(np.abs(np.diff(bp)))
         else:
@@ -349,6 +348,15 @@ def moving_average(ext: np.ndarray, n: int) -> np.ndarray:
     step = ext.strides[0]
     windows = np.ndarray((len(ext) - n + 1, n), dtype=np.float64, buffer=ext, strides=(step, step))
     return np.add.reduce(windows, axis=1) / n
+
+
+def _argmax_abs(v: np.ndarray) -> int:
+    """``np.argmax(np.abs(v))`` of a non-empty array without the temporary and the wrappers."""
+    i_max, i_min = int(v.argmax()), int(v.argmin())
+    high, low = v[i_max], -v[i_min]
+    if high != low:
+        return i_max if high > low else i_min
+    return min(i_max, i_min)
 
 
 def _median(v: np.ndarray) -> float:
