@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from edgemon.alerts.policy import AlertPolicy
-from edgemon.evaluate.alerts import RecordRun, add_noise, noisy_segments, replay, score, score_noise
+from edgemon.evaluate.alerts import (RecordRun, add_noise, noisy_segments, replay, score, score_by_split,
+                                     score_noise)
 from edgemon.events import Detection, QualityWindow
 
 
@@ -46,6 +47,24 @@ def test_alert_is_true_when_its_onset_lies_in_an_episode_not_merely_when_it_over
     # Within ONSET_TOLERANCE_S (10 s) of the start the onset counts as in the episode.
     run = RecordRun("rec", 1.0, msgs, {"af": [(108.0, 400.0)]})
     assert score([run], ["af"])["per_condition"]["af"]["alert_ppv"] == 1.0
+
+
+def test_mitdb_signal_is_also_scored_apart_on_the_beat_models_training_records():
+    pol = policy30()
+    true_msgs = replay(af_windows(100, 400), 0.0, 3600.0, pol, "rec")
+    false_msgs = replay(af_windows(2000, 2100), 0.0, 3600.0, pol, "rec")
+    runs = [RecordRun("101", 0.5, false_msgs, {"af": [(3000.0, 3100.0)]}),   # DS1
+            RecordRun("100", 0.5, true_msgs, {"af": [(100.0, 400.0)]}),     # DS2
+            RecordRun("217", 0.5, [], {"af": []})]                          # paced: neither DS1 nor DS2
+    split = score_by_split(runs, ["af"])
+    assert split["ds1"]["record_names"] == ["101"] and split["held_out"]["record_names"] == ["100", "217"]
+    ds1, held_out = split["ds1"]["per_condition"]["af"], split["held_out"]["per_condition"]["af"]
+    assert (ds1["false_alerts"], ds1["episodes_missed"]) == (1, 1)
+    assert (held_out["true_alerts"], held_out["false_alerts"]) == (1, 0)
+    assert split["held_out"]["hours"] == 1.0
+    # the parts add up to the whole
+    whole = score(runs, ["af"])["per_condition"]["af"]
+    assert whole["alerts"] == ds1["alerts"] + held_out["alerts"]
 
 
 def test_noise_is_added_at_the_requested_snr_in_alternate_segments():
