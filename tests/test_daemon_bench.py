@@ -25,3 +25,17 @@ def test_small_bench_runs_and_reports():
     assert res["daemon_exit_code"] == 0 and res["daemon_samples"] == 5000
     assert 10 < res["peak_rss_mb"] < 1000
     assert set(res["targets"]) >= {"realtime_factor>=2000", "ready_s<=2", "peak_rss_mb<=120"}
+
+
+def test_bench_names_what_a_wheel_install_run_elsewhere_lacks(monkeypatch, tmp_path):
+    """A wheel install has no sample-signals/ or models/ beside the package (edgemon.paths): the bench
+    says so, and how to run it, instead of a traceback or a rate measured without the models."""
+    import pytest
+
+    from edgemon.cli import UserError
+    from edgemon.cli.cmd_bench import _check_inputs
+
+    _check_inputs(daemon=False)  # in the checkout: everything is there
+    monkeypatch.setattr(bench, "SAMPLES", tmp_path / "sample-signals")
+    with pytest.raises(UserError, match="sample records af, nsr, pvc, noise not found.*source checkout"):
+        _check_inputs(daemon=False)

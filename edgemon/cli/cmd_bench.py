@@ -26,6 +26,31 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
+def _check_inputs(daemon: bool) -> None:
+    """The bench replays the sample records through the pipeline with its models: both must be found
+    (a wheel install has neither beside the package; edgemon.paths). The daemon probe feeds
+    `edgemon run` over a serial pty, which needs pyserial."""
+    import importlib.util
+
+    from edgemon.cli import UserError
+    from edgemon.config import parse_config
+    from edgemon.daemon.bench import ECG_RECORDS, SAMPLES
+    from edgemon.daemon.pipeline import load_models
+    from edgemon.paths import CHECKOUT_HINT
+
+    missing = [r for r in ECG_RECORDS if not (SAMPLES / f"{r}.hea").is_file()]
+    if missing:
+        raise UserError(f"{SAMPLES}: sample records {', '.join(missing)} not found (the bench replays them); "
+                        f"{CHECKOUT_HINT}")
+    errors = load_models(parse_config({"source": {"type": "serial_ecg"}})).errors
+    if errors:
+        raise UserError("the bench measures the pipeline with its models, and they did not load: "
+                        + "; ".join(f"{role}: {why}" for role, why in sorted(errors.items())) + f"; {CHECKOUT_HINT}")
+    if daemon and importlib.util.find_spec("serial") is None:
+        raise UserError("the daemon probe feeds `edgemon run` over a serial pty and needs pyserial: "
+                        "pip install 'edgemon[hw]', or leave the probe out with --no-daemon")
+
+
 def run(args) -> int:
     from edgemon.cli import UserError
     from edgemon.daemon.bench import run_bench
@@ -40,6 +65,8 @@ def run(args) -> int:
         allowed = ", ".join(str(c) for c in sorted(os.sched_getaffinity(0)))
         raise UserError(f"--cpu {args.cpu}: not one of the CPUs this process may run on ({allowed})")
 
+    _check_inputs(daemon=not args.no_daemon)
+
     def progress(msg: str) -> None:
         print(f"bench: {msg}", file=sys.stderr, flush=True)
 
@@ -47,9 +74,12 @@ def run(args) -> int:
         # a bar with ETA on a terminal; under --json or off a TTY, a plain line now and then (stderr)
         return bar(items, total=total, desc=f"bench: {desc}", quiet=args.json)
 
-    res = run_bench(hours=args.hours, nk2=not args.no_nk2, daemon=not args.no_daemon,
-                    soak_days=args.soak_days if args.soak else None, progress=progress,
-                    chunk_s=args.chunk_s, cpu=args.cpu, track=track)
+    try:
+        res = run_bench(hours=args.hours, nk2=not args.no_nk2, daemon=not args.no_daemon,
+                        soak_days=args.soak_days if args.soak else None, progress=progress,
+                        chunk_s=args.chunk_s, cpu=args.cpu, track=track)
+    except RuntimeError as err:  # the daemon subprocess did not start: its own output says why
+        raise UserError(f"bench: {err}") from None
     if args.json:
         print(json.dumps(res))
     else:

@@ -39,8 +39,9 @@ from typing import Callable, Iterable
 
 import numpy as np
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-SAMPLES = REPO_ROOT / "sample-signals"
+from edgemon.paths import checkout_path
+
+SAMPLES = checkout_path("sample-signals")
 ECG_RECORDS = ("af", "nsr", "pvc", "noise")
 FS = 250.0
 Track = Callable[[Iterable, int, str], Iterable]  # (items, total, description) -> the same items

@@ -39,10 +39,10 @@ from edgemon.dsp.qrs import QrsDetector
 from edgemon.dsp.quality import QualityMonitor
 from edgemon.dsp.resample import Resampler
 from edgemon.events import Beat, Chunk, Detection, QualityWindow
+from edgemon.paths import checkout_path
 
 log = logging.getLogger(__name__)
 
-_REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_CARDS = {
     "rhythm": "rhythm_ecg.card.json",
     "beats": "beat_aami.card.json",
@@ -63,13 +63,6 @@ class Models:
                 if (m := getattr(self, role)) is not None}
 
 
-def _resolve(path: str) -> Path:
-    p = Path(path)
-    if p.is_absolute() or p.exists():
-        return p
-    return _REPO_ROOT / p
-
-
 def load_models(config: DeviceConfig, roles: tuple[str, ...] = tuple(DEFAULT_CARDS)) -> Models:
     """Load each configured model card (or the default cards in detect.models_dir)."""
     from edgemon.detect.runtime import load_model
@@ -81,11 +74,11 @@ def load_models(config: DeviceConfig, roles: tuple[str, ...] = tuple(DEFAULT_CAR
         for ref in cfg.models:
             if not ref.enabled:
                 continue
-            path = _resolve(ref.card)
+            path = checkout_path(ref.card)
             role = next((r for r, name in DEFAULT_CARDS.items() if path.name == name), path.name)
             cards[role] = path
     else:
-        base = _resolve(cfg.models_dir)
+        base = checkout_path(cfg.models_dir)
         cards = {r: base / name for r, name in DEFAULT_CARDS.items() if (base / name).exists()}
     for role, path in cards.items():
         if role not in roles:

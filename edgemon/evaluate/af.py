@@ -19,11 +19,12 @@ from typing import Iterable
 
 import numpy as np
 
+from edgemon.paths import checkout_path
+
 BEAT_SYMBOLS = frozenset("NLRBAaJSVrFejnE/fQ?")
 AF_RHYTHMS = frozenset({"(AFIB"})  # ltafdb and mitdb spell AF "(AFIB"; "(AFL" flutter is not AF
 MIN_EPISODE_S = 60.0
-REPO_ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_CARD = REPO_ROOT / "models" / "af_tachogram.card.json"
+DEFAULT_CARD = checkout_path("models/af_tachogram.card.json")
 MITDB_AF_RECORDS = ["201", "202", "203", "210", "217", "219", "221", "222"]
 
 

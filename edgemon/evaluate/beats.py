@@ -30,10 +30,10 @@ from pathlib import Path
 import numpy as np
 
 from edgemon.detect.beats import AAMI_FROM_SYMBOL, BEAT_SYMBOLS, CLASSES, MODEL_FS_HZ
+from edgemon.paths import CHECKOUT_HINT, checkout_path
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-SPLIT_FILE = REPO_ROOT / "tools" / "splits" / "mitdb_ds.json"
-DEFAULT_CARD = REPO_ROOT / "models" / "beat_aami.card.json"
+SPLIT_FILE = checkout_path("tools/splits/mitdb_ds.json")
+DEFAULT_CARD = checkout_path("models/beat_aami.card.json")
 MATCH_TOL_S = 0.150
 LEAD = "MLII"
 
@@ -56,6 +56,10 @@ class MitdbRecord:
 
 
 def split_records(part: str) -> list[str]:
+    if not SPLIT_FILE.is_file():
+        from edgemon.cli import UserError
+
+        raise UserError(f"{SPLIT_FILE}: the MITDB DS1/DS2 split file was not found; {CHECKOUT_HINT}")
     d = json.loads(SPLIT_FILE.read_text())
     return list(d[part])
 
@@ -548,7 +552,8 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--data-dir {data_dir}: records not found: {', '.join(missing)}")
     card = Path(args.card)
     if not card.is_file():
-        raise UserError(f"--card {card}: file not found")
+        hint = f"; {CHECKOUT_HINT}, or pass --card" if card == DEFAULT_CARD else ""
+        raise UserError(f"--card {card}: file not found{hint}")
     from edgemon.evaluate.progress import BarStack
 
     bars = BarStack(quiet=args.json, log_file=sys.stderr if args.json else sys.stdout, item_label=str)

@@ -4,16 +4,17 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-_REPO_ROOT = Path(__file__).resolve().parents[2]
+from edgemon.paths import checkout_path
+
 
 
 def default_data_root() -> Path | None:
-    """EDGEMON_DATA if set, else ../shared/data beside the repo root, else None."""
+    """EDGEMON_DATA if set, else ../shared/data beside the checkout (``edgemon.paths``), else None."""
     env = os.environ.get("EDGEMON_DATA")
     if env:
         p = Path(env)
         return p if p.is_dir() else None
-    p = _REPO_ROOT.parent / "shared" / "data"
+    p = checkout_path("../shared/data")
     return p if p.is_dir() else None
 
 

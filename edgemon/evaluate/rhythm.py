@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from edgemon.detect.rhythm import CINC_LABELS, CLASSES, MODEL_FS_HZ
+from edgemon.paths import checkout_path
 
 
 def _resample(x: np.ndarray, fs_in: float, fs_out: float) -> np.ndarray:
@@ -60,7 +61,7 @@ def prepare_ecg(signal_mv: np.ndarray, fs_hz: float) -> np.ndarray:
     x = np.where(np.isfinite(x), x, 0.0)
     return _band_pass(_resample(x, fs_hz, MODEL_FS_HZ), MODEL_FS_HZ).astype(np.float32)
 
-DEFAULT_CARD = Path(__file__).resolve().parents[2] / "models" / "rhythm_ecg.card.json"
+DEFAULT_CARD = checkout_path("models/rhythm_ecg.card.json")
 MITDB_RECORDS_AF_VT = ("106", "200", "201", "202", "203", "205", "207", "210", "213", "214", "215",
                        "217", "219", "221", "222", "223", "233")
 # RR-irregularity baseline: AF when median |dRR| / median RR exceeds this.
