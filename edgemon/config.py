@@ -127,7 +127,11 @@ class DetectSection(_Strict):
         "default", description="TFLite kernels: 'default' lets the runtime choose (LiteRT: XNNPACK, the "
                                "kernels all published figures were measured with); 'builtin' gives the same "
                                "integers under LiteRT and tflite-runtime, up to 2x slower per inference.")
-    models_dir: str = Field("models", description="Folder searched for model cards when none are listed.")
+    models_dir: str = Field("models", description="Folder holding the three model cards (rhythm_ecg, beat_aami, "
+                                                  "af_tachogram) when none are listed; a missing one is a "
+                                                  "model_load_failed alert. A relative folder is looked up in the "
+                                                  "working folder, then beside the package. List [[detect.models]] "
+                                                  "to run with fewer.")
     models: list[ModelRef] = Field(default_factory=list)
     pause_s: float = Field(3.0, ge=1.5, description="Gap without beats, with good signal, reported as a pause.")
     asystole_s: float = Field(5.0, ge=1.5, description="Gap without beats reported as asystole instead of pause.")

@@ -153,3 +153,18 @@ def test_bluez_check_names_what_is_missing(tmp_path, monkeypatch):
     (tmp_path / "bt").mkdir()
     with pytest.raises(SourceError, match="no Bluetooth adapter"):
         check_bluez("polar_h10 X", dbus_socket=str(tmp_path / "bus"), adapters_dir=str(tmp_path / "bt"))
+
+
+def test_check_config_warns_about_models_that_will_not_load(tmp_path):
+    cfg = tmp_path / "device.toml"
+    cfg.write_text(f'[detect]\nmodels_dir = "{tmp_path / "no-models"}"\n')
+    r = subprocess.run([sys.executable, "-m", "edgemon", "check-config", str(cfg)], capture_output=True,
+                       text=True, cwd=REPO)
+    assert r.returncode == 0  # the config itself is valid ...
+    assert json.loads(r.stdout)["detect"]["models_dir"].endswith("no-models")  # ... and stdout stays JSON
+    warnings = [line for line in r.stderr.splitlines() if "will not load" in line]
+    assert len(warnings) == 3 and all(str(cfg) in w and "model card not found" in w for w in warnings)
+    assert "not loaded" not in r.stderr  # the loader's own log lines are not repeated
+    ok = subprocess.run([sys.executable, "-m", "edgemon", "check-config", str(CONFIGS / "replay-demo.toml")],
+                        capture_output=True, text=True, cwd=REPO)
+    assert ok.returncode == 0 and "will not load" not in ok.stderr

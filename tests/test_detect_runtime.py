@@ -225,3 +225,24 @@ def test_model_that_does_not_fit_the_channel_is_an_alert_not_a_crash(tmp_path, c
     assert len(alerts) == 1  # one alert for the condition; each model's reason is logged
     assert "af_tachogram.card.json" in caplog.text and "lookahead_beats must be an integer in 0..55" in caplog.text
     assert "beat_aami.card.json" in caplog.text and "'beat-v0'" in caplog.text
+
+
+def test_a_models_dir_without_the_cards_is_a_model_load_failure_not_silence(tmp_path):
+    # the daemon runs in /var/lib/edgemon; a relative models_dir, or a copy that left a card out, must
+    # reach the hub as model_load_failed rather than a monitor quietly running without its CNNs
+    from edgemon.config import parse_config
+    from edgemon.daemon.pipeline import Pipeline, load_models
+    from edgemon.events import Chunk
+
+    cfg = parse_config({"detect": {"models_dir": str(tmp_path)}}, "device.toml")
+    models = load_models(cfg)
+    assert models.loaded() == {}
+    assert sorted(models.errors) == ["beats", "rhythm", "tachogram"]
+    assert all("model card not found" in why and str(tmp_path) in why for why in models.errors.values())
+    assert list(load_models(cfg, roles=("tachogram",)).errors) == ["tachogram"]
+    pipe = Pipeline(cfg, 250.0, "ecg", "ECG", models=models)
+    out = []
+    for k in range(12):  # past the medium-priority group wait
+        out += pipe.push_chunk(Chunk(np.zeros((250, 1)), 250.0, ("ECG",), ("ecg",), start_sample=250 * k))
+    assert [a.condition for a in out if getattr(a, "type", None) == "technical"
+            and a.condition == "model_load_failed"] == ["model_load_failed"]

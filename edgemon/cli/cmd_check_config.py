@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import json
+import sys
 
 
 def register(sub) -> None:
     p = sub.add_parser("check-config", help="validate a device config (TOML) and print it",
                        description="Validate a device config. Prints the full config with defaults as JSON, "
-                                   "or an error naming the file, the field and the reason (exit 2). With "
+                                   "or an error naming the file, the field and the reason (exit 2); then "
+                                   "loads the models it names and warns on stderr about any that will not. With "
                                    "--schema, prints the JSON Schema of the config file instead "
                                    "(docs/device-config.schema.json).")
     p.add_argument("file", nargs="?", help="device config TOML")
@@ -26,4 +28,22 @@ def run(args) -> int:
         raise UserError("check-config: give a device config file (or --schema)")
     cfg = load_config(args.file)
     print(json.dumps(cfg.model_dump(mode="json"), indent=2))
+    _warn_unloadable_models(args.file, cfg)
     return 0
+
+
+def _warn_unloadable_models(path: str, cfg) -> None:
+    """A valid config can still name models that will not load (a models_dir the daemon's working folder
+    does not have, a tampered file, no TFLite runtime); the daemon then runs without those CNNs and
+    raises model_load_failed. Say so now, on stderr, so the JSON on stdout stays parseable."""
+    import logging
+
+    from edgemon.daemon.pipeline import load_models
+
+    logging.disable(logging.ERROR)  # the loader logs each failure too: say it once, here
+    try:
+        errors = load_models(cfg).errors
+    finally:
+        logging.disable(logging.NOTSET)
+    for role, reason in sorted(errors.items()):
+        print(f"edgemon: warning: {path}: detect: the {role} model will not load: {reason}", file=sys.stderr)

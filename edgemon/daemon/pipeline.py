@@ -79,9 +79,15 @@ def load_models(config: DeviceConfig, roles: tuple[str, ...] = tuple(DEFAULT_CAR
             cards[role] = path
     else:
         base = checkout_path(cfg.models_dir)
-        cards = {r: base / name for r, name in DEFAULT_CARDS.items() if (base / name).exists()}
+        cards = {r: base / name for r, name in DEFAULT_CARDS.items()}
     for role, path in cards.items():
         if role not in roles:
+            continue
+        if not cfg.models and not path.exists():
+            # a models_dir without the card (a relative folder looked up where the service runs, a
+            # copy left out) is a model that fails to load: the hub must hear that the CNN is off
+            models.errors[role] = f"{path}: model card not found (detect.models_dir = {cfg.models_dir!r})"
+            log.error("model %s not loaded: card not found", path)
             continue
         try:
             model = load_model(path, num_threads=cfg.num_threads, kernels=cfg.kernels)
