@@ -612,12 +612,11 @@ def _print_table(out: dict, sets) -> None:
             continue
         print(f"{name}: {res.get('records')} records, {res.get('hours')} h")
         print("  " + f"{'condition':<16}" + "".join(f"{c:>21}" for c in cols))
-        for cond, r in res.get("per_condition", {}).items():
-            print("  " + f"{cond:<16}" + "".join(f"{'-' if r.get(c) is None else r.get(c):>21}" for c in cols))
-        for part in ("ds1", "held_out"):
-            for cond, r in res.get("by_split", {}).get(part, {}).get("per_condition", {}).items():
-                label = f"{cond} {part}"
-                print("  " + f"{label:<16}" + "".join(f"{'-' if r.get(c) is None else r.get(c):>21}" for c in cols))
+        rows = [(cond, r) for cond, r in res.get("per_condition", {}).items()]
+        rows += [(f"{cond} {part}", r) for part in ("ds1", "held_out")  # mitdb_signal, scored apart
+                 for cond, r in res.get("by_split", {}).get(part, {}).get("per_condition", {}).items()]
+        for label, r in rows:
+            print("  " + f"{label:<16}" + "".join(f"{'-' if r.get(c) is None else r.get(c):>21}" for c in cols))
     print(f"{out['seconds']} s")
 
 

@@ -7,7 +7,6 @@ from pathlib import Path
 from edgemon.paths import checkout_path
 
 
-
 def default_data_root() -> Path | None:
     """EDGEMON_DATA if set, else ../shared/data beside the checkout (``edgemon.paths``), else None."""
     env = os.environ.get("EDGEMON_DATA")

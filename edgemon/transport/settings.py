@@ -14,7 +14,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from edgemon.transport.topics import ID_PATTERN, PREFIX_PATTERN
+from edgemon.transport.topics import PREFIX_PATTERN
 
 
 class TransportConfigError(ValueError):
