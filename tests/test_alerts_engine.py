@@ -125,6 +125,30 @@ def test_af_below_the_per_condition_bar_does_not_count():
     assert [m.notification for _, m in out] == ["new", "resolved"]
 
 
+@pytest.mark.parametrize("p_af, entropy, fires", [
+    (0.96, 0.3, False),   # low entropy (repeated ectopic patterns), not probable enough to pass anyway
+    (0.985, 0.3, True),   # at or above af_entropy_exempt_probability: passes whatever the entropy
+    (0.96, 1.2, True),    # irregular the way AF is
+    (0.96, None, True),   # a detector that gives no entropy (the rhythm CNN) is not gated
+])
+def test_af_entropy_gate(p_af, entropy, fires):
+    ev = {"af": True} if entropy is None else {"af": True, "rr_sample_entropy": entropy}
+
+    def script(t):
+        if t % 5 or t < 10 or t > 300:
+            return [], []
+        return [det("af", t - 10, t, p=p_af, **ev)], []
+
+    pol = policy30(min_probability_by_condition={"af": 0.95})
+    assert (pol.af_min_rr_sample_entropy, pol.af_entropy_exempt_probability) == (0.8, 0.98)  # the defaults
+    out = run(AlertEngine(pol), script, 400)
+    assert [m.notification for _, m in out] == (["new", "resolved"] if fires else [])
+    # null turns the gate off
+    out = run(AlertEngine(policy30(min_probability_by_condition={"af": 0.95}, af_min_rr_sample_entropy=None)),
+              script, 400)
+    assert [m.notification for _, m in out] == ["new", "resolved"]
+
+
 def test_onset_counts_lookahead_confirms_sooner_and_keeps_the_labelled_end():
     def script(t):  # 60-s windows every 5 s labelling their 10 centre seconds, positive for t in [100, 400]
         if t % 5 or t < 60:

@@ -11,6 +11,7 @@ from edgemon.detect.rr_features import (
     RrIrregularityDetector,
     centred_window,
     robust_nrmssd,
+    sample_entropy,
     window_features,
 )
 from edgemon.detect.runtime import load_model
@@ -78,6 +79,41 @@ def test_detection_fields(model):
     for k in ("rr_median_ms", "rr_sd_ms", "rmssd_ms", "centre_start_s", "centre_end_s", "labelled_start_s"):
         assert k in d.evidence
     assert d.start_s <= d.evidence["labelled_start_s"] < d.evidence["centre_start_s"]
+
+
+def _sample_entropy_by_loops(rr, m=2, r_frac=0.06):
+    """Richman & Moorman's definition written out: the same n - m templates for lengths m and m + 1."""
+    rr = [x for x in rr if np.isfinite(x)]
+    r = r_frac * float(np.median(rr))
+    n = len(rr) - m
+    a = b = 0
+    for i in range(n):
+        for j in range(i + 1, n):
+            if all(abs(rr[i + k] - rr[j + k]) <= r for k in range(m)):
+                b += 1
+                a += abs(rr[i + m] - rr[j + m]) <= r
+    return -np.log((a + 1) / (b + 1))
+
+
+def test_sample_entropy_follows_its_definition_and_separates_ectopy_from_af():
+    rng = np.random.default_rng(11)
+    for _ in range(20):
+        rr = rng.normal(800, rng.uniform(5, 150), 64)
+        rr[rng.random(64) < 0.1] = np.nan
+        assert sample_entropy(rr) == pytest.approx(_sample_entropy_by_loops(rr), abs=1e-12)
+    bigeminy = np.tile([520.0, 1080.0], 32) + rng.normal(0, 10, 64)   # coupling interval, pause
+    assert sample_entropy(bigeminy) < 0.8 < sample_entropy(_rr_af(64, rng))
+    assert np.isnan(sample_entropy(np.full(64, np.nan))) and np.isnan(sample_entropy(_rr_af(15, rng)))
+
+
+def test_af_windows_carry_their_rr_sample_entropy(model):
+    rng = np.random.default_rng(5)
+    dets = _run(TachogramAfDetector(model), _beats(np.concatenate([_rr_regular(200, rng), _rr_af(200, rng)])), [])
+    af = [d for d in dets if d.evidence["af"]]
+    inside = [d for d in af if d.evidence["centre_first_beat"] - 28 >= 200 and d.evidence["n_beats"] >= 16]
+    assert inside and all(d.evidence["rr_sample_entropy"] > 0.8 for d in inside)  # windows wholly in AF
+    assert all("rr_sample_entropy" in d.evidence for d in af if d.evidence["n_beats"] >= 16)
+    assert all("rr_sample_entropy" not in d.evidence for d in dets if not d.evidence["af"])
 
 
 def test_chunk_invariance(model):

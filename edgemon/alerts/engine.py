@@ -343,6 +343,8 @@ class AlertEngine:
         if not is_positive(d, p.min_probability) or d.probability < p.min_probability_by_condition.get(
                 d.condition, 0.0):
             return
+        if d.condition == "af" and not passes_entropy_gate(d, p):
+            return
         if d.condition == "noise":
             # A detector that calls a window noise is a quality verdict, not a rhythm.
             self._bad.add(d.start_s, d.end_s)
@@ -628,6 +630,14 @@ class AlertEngine:
         out, self._out = self._out, []
         # Highest priority first within one batch; order within an episode is kept (stable sort).
         return sorted(out, key=lambda m: -PRIORITY_RANK[m.priority])
+
+
+def passes_entropy_gate(d: Detection, p: AlertPolicy) -> bool:
+    """The policy's AF entropy gate: an AF window whose RR sample entropy is low (repeated ectopic
+    patterns) counts only when very probable. Detections without the evidence always pass."""
+    s = d.evidence.get("rr_sample_entropy")
+    return (p.af_min_rr_sample_entropy is None or s is None or s >= p.af_min_rr_sample_entropy
+            or d.probability >= p.af_entropy_exempt_probability)
 
 
 def is_positive(d: Detection, min_probability: float) -> bool:

@@ -110,6 +110,22 @@ class AlertPolicy(BaseModel):
                     "with the fewest false alerts plus missed episodes: 0.5 -> 0.95 took false AF alerts "
                     "from 26 to 10 in 1350 h (0.5 -> 0.2/day) and missed episodes from 3 to 7 of 1284 "
                     "(no patient without an AF alert), onset delay 57.0 -> 61.9 s; MITDB DS1 unchanged.")
+    af_min_rr_sample_entropy: float | None = Field(
+        0.8, ge=0,
+        description="AF entropy gate: an AF detection that carries evidence['rr_sample_entropy'] (the "
+                    "tachogram's AF windows; edgemon.detect.rr_features.sample_entropy, m 2, r 6 % of the "
+                    "median RR) counts toward an alert only when that entropy is at least this, unless its "
+                    "probability reaches af_entropy_exempt_probability. Frequent atrial or ventricular "
+                    "ectopy repeats a few RR patterns; AF does not. 0.8 was the best per-beat value on the "
+                    "tachogram's validation patients of ltafdb/train (Se + Sp). On ltafdb/train alerts "
+                    "(docs/alerts.md): false AF alerts 13 -> 9 in 1350 h, missed episodes 7 -> 7, onset "
+                    "delay 57.0 -> 57.6 s; MITDB DS1 unchanged. null turns the gate off.")
+    af_entropy_exempt_probability: float = Field(
+        0.98, ge=0, le=1,
+        description="AF detections at least this probable pass the entropy gate whatever their entropy: "
+                    "some patients' AF is regular enough to score low (on ltafdb/train the gate alone, "
+                    "without this, missed 16 episodes instead of 7). Chosen on ltafdb/train from 0.98, 0.99 "
+                    "and none (false + missed 16, 16, 21; 0.98 misses fewer).")
     resolve_after_s: float = Field(
         120.0, ge=0,
         description="Hysteresis: a firing alert resolves after the condition has been absent this long "

@@ -122,6 +122,41 @@ def robust_nrmssd(rr_ms: np.ndarray, trim: float = 0.06) -> np.ndarray:
     return out
 
 
+SAMPEN_M = 2
+SAMPEN_R_OVER_MEDIAN = 0.06
+SAMPEN_MIN_BEATS = 16
+
+
+def sample_entropy(rr_ms: np.ndarray, m: int = SAMPEN_M, r_over_median: float = SAMPEN_R_OVER_MEDIAN,
+                   min_beats: int = SAMPEN_MIN_BEATS) -> float:
+    """Sample entropy (Richman & Moorman 2000) of one window's RR intervals (ms, NaN = missing beat).
+
+    Frequent ectopy repeats a few interval patterns (short coupling, compensatory pause, sinus
+    again), AF does not, so among windows the CNN calls AF the ectopic ones have low entropy.
+    Templates of m and m + 1 successive present intervals match when every element is within
+    r = r_over_median x the window's median RR (Chebyshev distance; the same n - m templates for
+    both lengths, self-matches excluded). Returns -ln((A + 1) / (B + 1)), A and B the matching
+    pairs of length m + 1 and m: the +1 keeps it finite when no template of length m + 1 matches.
+    NaN with fewer than min_beats present intervals.
+    """
+    rr = np.asarray(rr_ms, dtype=np.float64)
+    rr = rr[np.isfinite(rr)]
+    n = rr.size - m
+    if rr.size < max(min_beats, m + 2):
+        return math.nan
+    r = r_over_median * float(np.median(rr))
+    # |rr_i - rr_j| <= r for every pair of intervals; a template pair (i, j) of length k matches
+    # when the k diagonal steps from (i, j) all do
+    close = np.abs(rr[:, None] - rr[None, :]) <= r
+    match_m = close[:n, :n].copy()
+    for k in range(1, m):
+        match_m &= close[k:n + k, k:n + k]
+    match_m1 = match_m & close[m:n + m, m:n + m]
+    b = (int(np.count_nonzero(match_m)) - n) // 2
+    a = (int(np.count_nonzero(match_m1)) - n) // 2
+    return -math.log((a + 1) / (b + 1))
+
+
 @dataclass
 class WindowBatch:
     """Windows that became complete in one push; arrays of length k (one entry per window)."""

@@ -7,7 +7,9 @@ model (models/af_tachogram.tflite, card beside it) outputs P(AF) for the
 window's 8 labelled beats from the 64-beat context (centred, or followed by the
 card's ``preprocessing.lookahead_beats``). Probability, span, model
 name/version/sha256 and RR evidence (hr_bpm, rr stats) travel with each
-detection; the alert policy decides what to raise. Chunk-size invariant.
+detection, and on windows called AF the RR sample entropy
+(``rr_sample_entropy``, read by the alert policy's AF entropy gate); the alert
+policy decides what to raise. Chunk-size invariant.
 Imports numpy (and the LiteRT interpreter through the runtime) only.
 """
 from __future__ import annotations
@@ -24,6 +26,7 @@ from edgemon.detect.rr_features import (
     default_lookahead,
     max_lookahead,
     rr_evidence,
+    sample_entropy,
     window_features,
 )
 from edgemon.detect.runtime import LoadedModel, ModelInputError
@@ -120,7 +123,13 @@ class TachogramAfDetector:
         for i in np.flatnonzero(ok):
             p = float(probs[i])
             ev = rr_evidence(batch.rr_ms[i])
-            ev.update(threshold=self.threshold, af=bool(p >= self.threshold),
+            is_af = p >= self.threshold
+            if is_af:
+                # only where it can matter: the alert policy's entropy gate reads it on AF windows
+                s = sample_entropy(batch.rr_ms[i])
+                if s == s:
+                    ev["rr_sample_entropy"] = round(s, 3)
+            ev.update(threshold=self.threshold, af=bool(is_af),
                       centre_first_beat=int(batch.centre_first[i]), centre_last_beat=int(batch.centre_last[i]),
                       centre_start_s=float(batch.centre_start_s[i]), centre_end_s=float(batch.centre_end_s[i]),
                       labelled_start_s=float(batch.labelled_start_s[i]))
