@@ -127,7 +127,7 @@ class TachogramAfDetector:
             if is_af:
                 # only where it can matter: the alert policy's entropy gate reads it on AF windows
                 s = sample_entropy(batch.rr_ms[i])
-                if s == s:
+                if not np.isnan(s):  # fewer than 16 intervals: no entropy, no gate
                     ev["rr_sample_entropy"] = round(s, 3)
             ev.update(threshold=self.threshold, af=bool(is_af),
                       centre_first_beat=int(batch.centre_first[i]), centre_last_beat=int(batch.centre_last[i]),
