@@ -612,7 +612,7 @@ def _print_table(out: dict, sets) -> None:
             continue
         print(f"{name}: {res.get('records')} records, {res.get('hours')} h")
         print("  " + f"{'condition':<16}" + "".join(f"{c:>21}" for c in cols))
-        rows = [(cond, r) for cond, r in res.get("per_condition", {}).items()]
+        rows = list(res.get("per_condition", {}).items())
         rows += [(f"{cond} {part}", r) for part in ("ds1", "held_out")  # mitdb_signal, scored apart
                  for cond, r in res.get("by_split", {}).get(part, {}).get("per_condition", {}).items()]
         for label, r in rows:
