@@ -163,6 +163,21 @@ def test_classifier_is_chunk_invariant_and_labels_every_beat():
     assert labels[15] == "V" and labels[28] == "V"
 
 
+def test_a_detection_too_soon_after_the_previous_one_is_unclassifiable_in_any_chunking():
+    x, r = synthetic_ecg(n_beats=30, pvc_at=(15,))
+    soon = int(round((B.MIN_PRE_RR_S - 0.04) * FS))
+    # a second detection on the PVC's T wave (MITDB 203: the model would call it V)
+    extra = r[:16] + [r[15] + soon] + r[16:]
+    results = [[(b.sample, b.label) for b in stream(B.BeatClassifier(FakeModel(), FS), x, extra, chunk)]
+               for chunk in (1, 60, 250, len(x))]
+    assert all(res == results[0] for res in results)
+    labels = dict(results[0])
+    assert labels[r[15] + soon] == "Q" and labels[r[15]] == "V"
+    assert [lab for q, lab in results[0] if q != r[15] + soon].count("Q") == 0
+    out = stream(B.BeatClassifier(FakeModel(), FS), x, extra, 250)
+    assert next(b for b in out if b.sample == r[15] + soon).label_probability is None
+
+
 def test_classifier_waits_for_post_window_and_next_beat():
     x, r = synthetic_ecg(n_beats=5, pvc_at=())
     clf = B.BeatClassifier(FakeModel(), FS)

@@ -9,7 +9,8 @@ beat (for the post-RR interval) are available. Where the card has a
 an irregular rhythm (AF) an S becomes N, and in a regular one a beat the model
 calls N that is early against the long-term mean RR becomes S
 (``apply_supraventricular_rule``); ``label_probability`` stays the model's
-probability of the label given.
+probability of the label given. A beat detected less than ``MIN_PRE_RR_S`` after
+the previous one is labelled Q (unclassifiable).
 
 What the model sees per beat (one flat float32 vector, see ``beat_vector``):
 
@@ -68,6 +69,10 @@ RR_WAIT_S = 4.0        # ... so a beat whose successor is this late gets post-RR
 # whatever the detector's reporting lag (< 1 s), and chunking cannot change the result.
 RR_DEFAULT_S = 0.8     # before any RR is known (first beat of a stream)
 AMP_FLOOR_MV = 0.1     # a template flatter than this is noise: do not blow it up
+# A detection this soon after the previous one (faster than 250 bpm) is labelled Q, unclassifiable:
+# outside ventricular flutter, which EC57 leaves out, it is a second detection of the same wide
+# complex or of its T wave, which the model would mostly call V. Chosen on MITDB DS1 (docs/dsp.md).
+MIN_PRE_RR_S = 0.24
 CLIP = 4.0
 N_RR = 9
 N_FEATURES = 2 * N_WAVE + N_RR
@@ -411,6 +416,8 @@ class BeatClassifier:
         self._sv_rule = None if rule is None else (float(rule.pre_rr_over_long_max), float(rule.irregularity_max))
         gate = pre.get("template_gate")
         self._features = BeatFeatures(fs_hz, template_gate=None if gate is None else float(gate))
+        self._min_pre_rr_n = MIN_PRE_RR_S * self.fs_hz
+        self._prev_sample: int | None = None
 
     def push(self, x_filtered_mv: np.ndarray, beats: Sequence[Beat] = ()) -> list[Beat]:
         ecg = [b for b in beats if b.kind == "ecg_r"]
@@ -427,8 +434,17 @@ class BeatClassifier:
     def _label(self, rows: list[tuple[Beat, np.ndarray | None]]) -> list[Beat]:
         if not rows:
             return []
-        have = [i for i, (_, v) in enumerate(rows) if v is not None]
         out = [b for b, _ in rows]
+        have = []
+        for i, (b, v) in enumerate(rows):
+            too_soon = self._prev_sample is not None and b.sample - self._prev_sample < self._min_pre_rr_n
+            self._prev_sample = b.sample
+            if v is None:
+                continue
+            if too_soon:
+                out[i] = _labelled(b, "Q", None)
+                continue
+            have.append(i)
         if not have:
             return out
         if len(have) <= _ROW_CALLS_UP_TO:
@@ -466,5 +482,5 @@ class BeatClassifier:
 
 
 __all__ = ["AAMI_FROM_SYMBOL", "BEAT_SYMBOLS", "BeatClassifier", "BeatFeatures", "CLASSES", "FEATURE_VERSION",
-           "MODEL_FS_HZ", "N_FEATURES", "PREPROCESSING", "apply_supraventricular_rule", "beat_features",
+           "MIN_PRE_RR_S", "MODEL_FS_HZ", "N_FEATURES", "PREPROCESSING", "apply_supraventricular_rule", "beat_features",
            "beat_vector", "decide", "pre_rr_over_long_term"]
