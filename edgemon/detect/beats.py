@@ -10,7 +10,7 @@ an irregular rhythm (AF) an S becomes N, and in a regular one a beat the model
 calls N that is early against the long-term mean RR becomes S
 (``apply_supraventricular_rule``); ``label_probability`` stays the model's
 probability of the label given. A beat detected less than ``MIN_PRE_RR_S`` after
-the previous one is labelled Q (unclassifiable).
+the previous one is labelled Q (unclassifiable), without a probability.
 
 What the model sees per beat (one flat float32 vector, see ``beat_vector``):
 
@@ -71,7 +71,8 @@ RR_DEFAULT_S = 0.8     # before any RR is known (first beat of a stream)
 AMP_FLOOR_MV = 0.1     # a template flatter than this is noise: do not blow it up
 # A detection this soon after the previous one (faster than 250 bpm) is labelled Q, unclassifiable:
 # outside ventricular flutter, which EC57 leaves out, it is a second detection of the same wide
-# complex or of its T wave, which the model would mostly call V. Chosen on MITDB DS1 (docs/dsp.md).
+# complex or of its T wave, which the model would mostly call V. Chosen on MITDB DS1 (README, beat
+# classes; docs/alerts.md).
 MIN_PRE_RR_S = 0.24
 CLIP = 4.0
 N_RR = 9
