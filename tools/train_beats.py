@@ -17,7 +17,10 @@ Steps (each caches under tools/.work/beats/):
     python tools/train_beats.py metrics --from /tmp/beats_ds2.json   # copy them into the card
 
 ``--template-gate G`` (prepare, cv) builds features with a gated running template
-(``BeatFeatures(template_gate=G)``) into tools/.work/beats/gateG/; tried, not adopted (README).
+(``BeatFeatures(template_gate=G)``) into tools/.work/beats/gateG/; ``--extras-as-q`` (cv) trains the
+detector's extra beats as Q; both tried, not adopted (docs/models.md). ``--jitter-samples N`` (prepare,
+cv) jitters the third copy by up to N samples (cache in jitterN/); ``--seed`` re-runs the training with
+other seeds. ``cv`` scores each held-out fold on the reference positions and on the detector's peaks.
 
 Features are built by ``edgemon.detect.beats.beat_features`` on the signal the
 pipeline produces (``Resampler`` 360 -> 250 Hz, causal ``EcgFilter``), so
@@ -43,14 +46,19 @@ from edgemon.detect.beats import (CLASSES, FEATURE_VERSION, MODEL_FS_HZ, N_FEATU
 from edgemon.dsp.qrs import detect_qrs  # noqa: E402
 from edgemon.detect.card import SupraventricularRule  # noqa: E402
 from edgemon.evaluate.beats import SPLIT_FILE, Tally, load_mitdb_record, match_beats, summarise  # noqa: E402
+from edgemon.evaluate.qrs import in_spans  # noqa: E402
 
 WORK = ROOT / "tools" / ".work" / "beats"
 TEMPLATE_GATE: float | None = None   # --template-gate (edgemon.detect.beats.BeatFeatures)
+EXTRAS_AS_Q = False                  # --extras-as-q: the detector's extra beats train as Q (an experiment)
+EXTRA = -2                           # label of a detector's extra beat in the cache (-1: not scored, not trained)
 MODELS = ROOT / "models"
 NAME = "beat_aami"
 VERSION = "1.2.0"  # 1.1.0 added a premature rule, 1.2.0 the supraventricular rule (the same network)
-SEED = 20040701          # de Chazal 2004
-JITTER_SAMPLES = 3       # +-12 ms at 250 Hz
+SEED = 20040701          # de Chazal 2004 (training runs: --seed)
+FEATURE_SEED = SEED      # the jittered copies in the feature cache
+JITTER_SAMPLES_DEFAULT = 3   # +-12 ms at 250 Hz
+JITTER_SAMPLES = JITTER_SAMPLES_DEFAULT   # --jitter-samples
 EPOCHS = 12
 BATCH = 256
 WEIGHT_POWER = 0.5       # class weight = (n_N / n_c) ** power, capped
@@ -77,7 +85,8 @@ def data_dir() -> Path:
 # --------------------------------------------------------------------------- data
 
 def feature_dir() -> Path:
-    return WORK if TEMPLATE_GATE is None else WORK / f"gate{TEMPLATE_GATE:g}"
+    d = WORK if TEMPLATE_GATE is None else WORK / f"gate{TEMPLATE_GATE:g}"
+    return d if JITTER_SAMPLES == JITTER_SAMPLES_DEFAULT else d / f"jitter{JITTER_SAMPLES}"
 
 
 def prepare(records: list[str], force: bool = False) -> None:
@@ -90,12 +99,14 @@ def prepare(records: list[str], force: bool = False) -> None:
         if out.is_file() and not force:
             continue
         rec = load_mitdb_record(data_dir() / r)
-        rng = np.random.default_rng(SEED + int(r))
+        rng = np.random.default_rng(FEATURE_SEED + int(r))
         y_ref = np.array([CLASSES.index(c) if c else -1 for c in rec.ref_aami], dtype=np.int64)
         Xs, ys = [], []
         # copy 0: reference R positions; copy 1: the pipeline's own QRS detector (its
         # misses and extra beats shape the RR context exactly as on the device; extra
-        # beats are not trained on); copy 2: reference positions jittered.
+        # beats outside ventricular flutter, which EC57 leaves out, are kept as EXTRA: not
+        # trained on, or with --extras-as-q trained as Q, unclassifiable); copy 2:
+        # reference positions jittered.
         for copy in range(3):
             y = y_ref
             if copy == 0:
@@ -103,24 +114,33 @@ def prepare(records: list[str], force: bool = False) -> None:
             elif copy == 1:
                 peaks = np.asarray(detect_qrs(rec.x_raw, rec.fs_hz), dtype=np.int64)
                 d4r, r4d = match_beats(rec.ref_samples, peaks, int(round(0.15 * rec.fs_hz)))
-                y = np.where(r4d >= 0, y_ref[np.maximum(r4d, 0)], -1)
+                y = np.where(r4d >= 0, y_ref[np.maximum(r4d, 0)], np.where(in_spans(peaks, rec.excluded), -1, EXTRA))
             else:
                 peaks = rec.ref_samples + rng.integers(-JITTER_SAMPLES, JITTER_SAMPLES + 1, len(rec.ref_samples))
                 keep = np.concatenate([[True], np.diff(peaks) > 0]) & (peaks >= 0)
                 peaks, y = peaks[keep], y_ref[keep]
             Xs.append(beat_features(rec.x_filtered, peaks, rec.fs_hz, TEMPLATE_GATE))
             ys.append(y)
-        np.savez_compressed(out, X0=Xs[0], y0=ys[0], Xj=np.concatenate(Xs[1:]), yj=np.concatenate(ys[1:]))
+        np.savez_compressed(out, X0=Xs[0], y0=ys[0], Xj=np.concatenate(Xs[1:]), yj=np.concatenate(ys[1:]),
+                            X1=Xs[1], y1=ys[1])
         y = y_ref
         log(f"prepared {r}: {len(ys[0])} beats, classes {np.bincount(y[y >= 0], minlength=5).tolist()}")
 
 
-def load(records: list[str], jitter: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def load(records: list[str], jitter: bool, detector: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Feature rows, labels and record numbers: reference positions (+ the detector and jittered copies with
+    ``jitter``), or with ``detector`` the detector's copy alone, its extra beats labelled Q (so that the EC57
+    tally counts one called V as a false VEB). In training, extra beats are Q only with --extras-as-q."""
+    q = CLASSES.index("Q")
     Xs, ys, gs = [], [], []
     for r in records:
         d = np.load(feature_dir() / f"{r}.npz")
-        parts = [(d["X0"], d["y0"])] + ([(d["Xj"], d["yj"])] if jitter else [])
+        if detector:
+            parts = [(d["X1"], d["y1"])]
+        else:
+            parts = [(d["X0"], d["y0"])] + ([(d["Xj"], d["yj"])] if jitter else [])
         for X, y in parts:
+            y = np.where(y == EXTRA, q if (detector or EXTRAS_AS_Q) else -1, y)
             ok = (y >= 0) & np.all(np.isfinite(X), axis=1)
             Xs.append(X[ok]); ys.append(y[ok]); gs.append(np.full(ok.sum(), int(r)))
     return np.concatenate(Xs), np.concatenate(ys), np.concatenate(gs)
@@ -341,6 +361,7 @@ def cv(epochs: int = EPOCHS, arch: dict | None = None, tag: str = "") -> dict:
     folds = split()["DS1_folds"]
     all_recs = [r for f in folds for r in f]
     probs_all, y_all, g_all = [], [], []
+    det_all: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []   # the held-out fold on the detector's peaks
     for k, held in enumerate(folds):
         train = [r for r in all_recs if r not in held]
         Xtr, ytr, _ = load(train, jitter=True)
@@ -350,14 +371,20 @@ def cv(epochs: int = EPOCHS, arch: dict | None = None, tag: str = "") -> dict:
         p = model.predict(Xva, batch_size=2048, verbose=0)
         log(f"fold {k}: {json.dumps(score(p, yva))}")
         probs_all.append(p); y_all.append(yva); g_all.append(gva)
+        Xd, yd, gd = load(held, jitter=False, detector=True)
+        det_all.append((model.predict(Xd, batch_size=2048, verbose=0), yd, gd))
     P, Y, G = np.concatenate(probs_all), np.concatenate(y_all), np.concatenate(g_all)
-    np.savez_compressed(WORK / f"cv_oof{tag}.npz", probs=P, y=Y, groups=G)
+    PD, YD, GD = (np.concatenate(a) for a in zip(*det_all))
+    np.savez_compressed(WORK / f"cv_oof{tag}.npz", probs=P, y=Y, groups=G, probs_det=PD, y_det=YD, groups_det=GD)
     thr = tune_thresholds(P, Y)
-    res = {"epochs": epochs, "arch": {**ARCH, **(arch or {})}, "argmax": score(P, Y), "thresholds": thr,
-           "tuned": score(P, Y, thr)}
+    # the thresholds come from the reference positions; the detector's peaks (extra beats as Q) show
+    # what the streaming pipeline would see, before the too-soon and supraventricular rules
+    res = {"epochs": epochs, "arch": {**ARCH, **(arch or {})}, "extras_as_q": EXTRAS_AS_Q, "argmax": score(P, Y),
+           "thresholds": thr, "tuned": score(P, Y, thr), "tuned_detector_peaks": score(PD, YD, thr)}
     (WORK / f"cv_result{tag}.json").write_text(json.dumps(res, indent=1))
     log(f"CV out-of-fold (DS1) argmax: {json.dumps(res['argmax'])}")
     log(f"CV out-of-fold (DS1) tuned {thr}: {json.dumps(res['tuned'])}")
+    log(f"CV out-of-fold (DS1), detector's peaks: {json.dumps(res['tuned_detector_peaks'])}")
     return res
 
 
@@ -405,8 +432,8 @@ def tflite_predict(blob: bytes, X: np.ndarray) -> np.ndarray:
     return out
 
 
-def final(epochs: int = EPOCHS) -> None:
-    cvres = json.loads((WORK / "cv_result.json").read_text())
+def final(epochs: int = EPOCHS, tag: str = "") -> None:
+    cvres = json.loads((WORK / f"cv_result{tag}.json").read_text())
     thr = cvres["thresholds"]
     ds1 = split()["DS1"]
     X, y, _ = load(ds1, jitter=True)
@@ -530,6 +557,7 @@ def metrics(eval_json: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    global TEMPLATE_GATE, EXTRAS_AS_Q, JITTER_SAMPLES, SEED
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("step", choices=["prepare", "cv", "final", "sv-rule", "all", "metrics", "rules-oof"])
     ap.add_argument("--from", dest="from_json", help="metrics: JSON printed by `edgemon evaluate beats --json`")
@@ -537,10 +565,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--force", action="store_true", help="rebuild cached features")
     ap.add_argument("--template-gate", type=float, default=None,
                     help="beats join the running template only when RMS(beat - template) < this x its peak-to-peak")
-    ap.add_argument("--tag", default="", help="cv, sv-rule, rules-oof: suffix of the cv_oof/cv_result files")
+    ap.add_argument("--seed", type=int, default=SEED,
+                    help="cv, final: base seed of the training runs (another value shows run-to-run spread)")
+    ap.add_argument("--jitter-samples", type=int, default=JITTER_SAMPLES_DEFAULT,
+                    help="prepare, cv: the jittered copy moves R by up to this many samples at 250 Hz")
+    ap.add_argument("--extras-as-q", action="store_true",
+                    help="cv, final: train the QRS detector's extra beats as Q (an experiment, see docs/models.md)")
+    ap.add_argument("--tag", default="", help="cv, final, sv-rule, rules-oof: suffix of the cv_oof/cv_result files")
     a = ap.parse_args(argv)
-    global TEMPLATE_GATE
+    SEED = a.seed
     TEMPLATE_GATE = a.template_gate
+    JITTER_SAMPLES = a.jitter_samples
+    EXTRAS_AS_Q = a.extras_as_q
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     ds1 = split()["DS1"]
     if a.step in ("prepare", "all"):
@@ -548,7 +584,7 @@ def main(argv: list[str] | None = None) -> int:
     if a.step in ("cv", "all"):
         cv(a.epochs, tag=a.tag)
     if a.step in ("final", "all"):
-        final(a.epochs)
+        final(a.epochs, a.tag)
     if a.step in ("sv-rule", "all"):
         supraventricular_rule(a.tag)
     if a.step == "rules-oof":
