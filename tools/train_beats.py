@@ -96,7 +96,7 @@ def prepare(records: list[str], force: bool = False) -> None:
         if r in ds2:
             raise SystemExit(f"refusing to build training features from DS2 record {r}")
         out = feature_dir() / f"{r}.npz"
-        if out.is_file() and not force:
+        if out.is_file() and not force and "X1" in np.load(out).files:   # caches before session 23 lack X1
             continue
         rec = load_mitdb_record(data_dir() / r)
         rng = np.random.default_rng(FEATURE_SEED + int(r))
