@@ -17,7 +17,7 @@ Steps (each caches under tools/.work/beats/):
     python tools/train_beats.py metrics --from /tmp/beats_ds2.json   # copy them into the card
 
 ``--template-gate G`` (prepare, cv) builds features with a gated running template
-(``BeatFeatures(template_gate=G)``) into tools/.work/beats/gateG/; ``--extras-as-q`` (cv) trains the
+(``BeatFeatures(template_gate=G)``) into tools/.work/beats/gateG/; ``--extras-as-q`` (cv, final) trains the
 detector's extra beats as Q; both tried, not adopted (docs/models.md). ``--jitter-samples N`` (prepare,
 cv) jitters the third copy by up to N samples (cache in jitterN/); ``--seed`` re-runs the training with
 other seeds. ``cv`` scores each held-out fold on the reference positions and on the detector's peaks.
