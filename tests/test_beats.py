@@ -176,6 +176,9 @@ def test_a_detection_too_soon_after_the_previous_one_is_unclassifiable_in_any_ch
     assert [lab for q, lab in results[0] if q != r[15] + soon].count("Q") == 0
     out = stream(B.BeatClassifier(FakeModel(), FS), x, extra, 250)
     assert next(b for b in out if b.sample == r[15] + soon).label_probability is None
+    # the batch form marks the same detections
+    assert [q for q, m in zip(extra, B.too_soon(extra, FS)) if m] == [r[15] + soon]
+    assert list(B.too_soon([0, 60, 119], 250.0)) == [False, False, True]   # 240 ms is not too soon; 236 ms is
 
 
 def test_classifier_waits_for_post_window_and_next_beat():

@@ -42,7 +42,7 @@ sys.path.insert(0, str(ROOT))
 
 from edgemon.detect.beats import (CLASSES, FEATURE_VERSION, MODEL_FS_HZ, N_FEATURES, N_WAVE,  # noqa: E402
                                   PREPROCESSING, apply_supraventricular_rule, beat_features, decide,
-                                  pre_rr_over_long_term)
+                                  pre_rr_over_long_term, too_soon)
 from edgemon.dsp.qrs import detect_qrs  # noqa: E402
 from edgemon.detect.card import SupraventricularRule  # noqa: E402
 from edgemon.evaluate.beats import SPLIT_FILE, Tally, load_mitdb_record, match_beats, summarise  # noqa: E402
@@ -96,12 +96,12 @@ def prepare(records: list[str], force: bool = False) -> None:
         if r in ds2:
             raise SystemExit(f"refusing to build training features from DS2 record {r}")
         out = feature_dir() / f"{r}.npz"
-        if out.is_file() and not force and "X1" in np.load(out).files:   # caches before session 23 lack X1
+        if out.is_file() and not force and "p1" in np.load(out).files:   # caches before session 23 lack it
             continue
         rec = load_mitdb_record(data_dir() / r)
         rng = np.random.default_rng(FEATURE_SEED + int(r))
         y_ref = np.array([CLASSES.index(c) if c else -1 for c in rec.ref_aami], dtype=np.int64)
-        Xs, ys = [], []
+        Xs, ys, det_peaks = [], [], None
         # copy 0: reference R positions; copy 1: the pipeline's own QRS detector (its
         # misses and extra beats shape the RR context exactly as on the device; extra
         # beats outside ventricular flutter, which EC57 leaves out, are kept as EXTRA: not
@@ -112,7 +112,7 @@ def prepare(records: list[str], force: bool = False) -> None:
             if copy == 0:
                 peaks = rec.ref_samples.copy()
             elif copy == 1:
-                peaks = np.asarray(detect_qrs(rec.x_raw, rec.fs_hz), dtype=np.int64)
+                peaks = det_peaks = np.asarray(detect_qrs(rec.x_raw, rec.fs_hz), dtype=np.int64)
                 d4r, r4d = match_beats(rec.ref_samples, peaks, int(round(0.15 * rec.fs_hz)))
                 y = np.where(r4d >= 0, y_ref[np.maximum(r4d, 0)], np.where(in_spans(peaks, rec.excluded), -1, EXTRA))
             else:
@@ -122,7 +122,7 @@ def prepare(records: list[str], force: bool = False) -> None:
             Xs.append(beat_features(rec.x_filtered, peaks, rec.fs_hz, TEMPLATE_GATE))
             ys.append(y)
         np.savez_compressed(out, X0=Xs[0], y0=ys[0], Xj=np.concatenate(Xs[1:]), yj=np.concatenate(ys[1:]),
-                            X1=Xs[1], y1=ys[1])
+                            X1=Xs[1], y1=ys[1], p1=det_peaks)
         y = y_ref
         log(f"prepared {r}: {len(ys[0])} beats, classes {np.bincount(y[y >= 0], minlength=5).tolist()}")
 
@@ -141,9 +141,34 @@ def load(records: list[str], jitter: bool, detector: bool = False) -> tuple[np.n
             parts = [(d["X0"], d["y0"])] + ([(d["Xj"], d["yj"])] if jitter else [])
         for X, y in parts:
             y = np.where(y == EXTRA, q if (detector or EXTRAS_AS_Q) else -1, y)
-            ok = (y >= 0) & np.all(np.isfinite(X), axis=1)
+            ok = _kept(X, y)
             Xs.append(X[ok]); ys.append(y[ok]); gs.append(np.full(ok.sum(), int(r)))
     return np.concatenate(Xs), np.concatenate(ys), np.concatenate(gs)
+
+
+def _kept(X: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """The rows ``load`` keeps: labelled, with a complete feature vector."""
+    return (y >= 0) & np.all(np.isfinite(X), axis=1)
+
+
+def detector_too_soon(records: list[str]) -> np.ndarray:
+    """For the rows of ``load(records, jitter=False, detector=True)``: the detections the streaming
+    classifier labels Q without asking the CNN (``edgemon.detect.beats.too_soon``)."""
+    q = CLASSES.index("Q")
+    out = []
+    for r in records:
+        d = np.load(feature_dir() / f"{r}.npz")
+        ok = _kept(d["X1"], np.where(d["y1"] == EXTRA, q, d["y1"]))
+        out.append(too_soon(d["p1"], MODEL_FS_HZ)[ok])
+    return np.concatenate(out)
+
+
+def detector_labels(probs: np.ndarray, soon: np.ndarray, thresholds: dict[str, float] | None) -> np.ndarray:
+    """Class indices on the detector's peaks as the streaming classifier gives them before the
+    supraventricular rule: ``decide``, and Q for a detection too soon after the previous one."""
+    pred = decide(probs, thresholds)
+    pred[soon] = CLASSES.index("Q")
+    return pred
 
 
 # --------------------------------------------------------------------------- model
@@ -361,7 +386,7 @@ def cv(epochs: int = EPOCHS, arch: dict | None = None, tag: str = "") -> dict:
     folds = split()["DS1_folds"]
     all_recs = [r for f in folds for r in f]
     probs_all, y_all, g_all = [], [], []
-    det_all: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []   # the held-out fold on the detector's peaks
+    det_all: list[tuple[np.ndarray, ...]] = []   # the held-out fold on the detector's peaks
     for k, held in enumerate(folds):
         train = [r for r in all_recs if r not in held]
         Xtr, ytr, _ = load(train, jitter=True)
@@ -372,15 +397,17 @@ def cv(epochs: int = EPOCHS, arch: dict | None = None, tag: str = "") -> dict:
         log(f"fold {k}: {json.dumps(score(p, yva))}")
         probs_all.append(p); y_all.append(yva); g_all.append(gva)
         Xd, yd, gd = load(held, jitter=False, detector=True)
-        det_all.append((model.predict(Xd, batch_size=2048, verbose=0), yd, gd))
+        det_all.append((model.predict(Xd, batch_size=2048, verbose=0), yd, gd, detector_too_soon(held)))
     P, Y, G = np.concatenate(probs_all), np.concatenate(y_all), np.concatenate(g_all)
-    PD, YD, GD = (np.concatenate(a) for a in zip(*det_all))
-    np.savez_compressed(WORK / f"cv_oof{tag}.npz", probs=P, y=Y, groups=G, probs_det=PD, y_det=YD, groups_det=GD)
+    PD, YD, GD, SD = (np.concatenate(a) for a in zip(*det_all))
+    np.savez_compressed(WORK / f"cv_oof{tag}.npz", probs=P, y=Y, groups=G, probs_det=PD, y_det=YD, groups_det=GD,
+                        too_soon_det=SD)
     thr = tune_thresholds(P, Y)
-    # the thresholds come from the reference positions; the detector's peaks (extra beats as Q) show
-    # what the streaming pipeline would see, before the too-soon and supraventricular rules
+    # the thresholds come from the reference positions; the detector's peaks (extra beats as Q, the
+    # too-soon rule applied) show what the streaming classifier gives, before the supraventricular rule
     res = {"epochs": epochs, "arch": {**ARCH, **(arch or {})}, "extras_as_q": EXTRAS_AS_Q, "argmax": score(P, Y),
-           "thresholds": thr, "tuned": score(P, Y, thr), "tuned_detector_peaks": score(PD, YD, thr)}
+           "thresholds": thr, "tuned": score(P, Y, thr),
+           "tuned_detector_peaks": score_labels(detector_labels(PD, SD, thr), YD)}
     (WORK / f"cv_result{tag}.json").write_text(json.dumps(res, indent=1))
     log(f"CV out-of-fold (DS1) argmax: {json.dumps(res['argmax'])}")
     log(f"CV out-of-fold (DS1) tuned {thr}: {json.dumps(res['tuned'])}")

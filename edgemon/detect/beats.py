@@ -345,6 +345,16 @@ def decide(probabilities: np.ndarray, thresholds: dict[str, float] | None = None
     return np.argmax(p / thr, axis=1)
 
 
+def too_soon(samples: np.ndarray, fs_hz: float) -> np.ndarray:
+    """Per detection (sample indices in order): True when it comes less than ``MIN_PRE_RR_S`` after the
+    previous one, the detections ``BeatClassifier`` labels Q; the batch form of its streaming test,
+    for labelling a whole record's feature rows at once (``tools/train_beats.py``)."""
+    samples = np.asarray(samples, dtype=np.int64)
+    out = np.zeros(len(samples), dtype=bool)
+    out[1:] = np.diff(samples) < MIN_PRE_RR_S * float(fs_hz)
+    return out
+
+
 def pre_rr_over_long_term(features: np.ndarray) -> np.ndarray:
     """Per feature row: pre-RR over the long-term mean RR (pre-RR/local x local/long-term). Unlike
     the local mean, the long-term one is not pulled down by a run of premature beats (SVTA, or
@@ -484,4 +494,4 @@ class BeatClassifier:
 
 __all__ = ["AAMI_FROM_SYMBOL", "BEAT_SYMBOLS", "BeatClassifier", "BeatFeatures", "CLASSES", "FEATURE_VERSION",
            "MIN_PRE_RR_S", "MODEL_FS_HZ", "N_FEATURES", "PREPROCESSING", "apply_supraventricular_rule", "beat_features",
-           "beat_vector", "decide", "pre_rr_over_long_term"]
+           "beat_vector", "decide", "pre_rr_over_long_term", "too_soon"]
