@@ -19,7 +19,7 @@ Steps (each caches under tools/.work/beats/):
 ``--template-gate G`` (prepare, cv) builds features with a gated running template
 (``BeatFeatures(template_gate=G)``) into tools/.work/beats/gateG/; ``--extras-as-q`` (cv, final) trains the
 detector's extra beats as Q; both tried, not adopted (docs/models.md). ``--jitter-samples N`` (prepare,
-cv) jitters the third copy by up to N samples (cache in jitterN/); ``--seed`` re-runs the training with
+cv, final) jitters the third copy by up to N samples (cache in jitterN/); ``--seed`` re-runs the training with
 other seeds. ``cv`` scores each held-out fold on the reference positions and on the detector's peaks.
 
 Features are built by ``edgemon.detect.beats.beat_features`` on the signal the
@@ -131,7 +131,6 @@ def load(records: list[str], jitter: bool, detector: bool = False) -> tuple[np.n
     """Feature rows, labels and record numbers: reference positions (+ the detector and jittered copies with
     ``jitter``), or with ``detector`` the detector's copy alone, its extra beats labelled Q (so that the EC57
     tally counts one called V as a false VEB). In training, extra beats are Q only with --extras-as-q."""
-    q = CLASSES.index("Q")
     Xs, ys, gs = [], [], []
     for r in records:
         d = np.load(feature_dir() / f"{r}.npz")
@@ -140,10 +139,15 @@ def load(records: list[str], jitter: bool, detector: bool = False) -> tuple[np.n
         else:
             parts = [(d["X0"], d["y0"])] + ([(d["Xj"], d["yj"])] if jitter else [])
         for X, y in parts:
-            y = np.where(y == EXTRA, q if (detector or EXTRAS_AS_Q) else -1, y)
+            y = _extras(y, as_q=detector or EXTRAS_AS_Q)
             ok = _kept(X, y)
             Xs.append(X[ok]); ys.append(y[ok]); gs.append(np.full(ok.sum(), int(r)))
     return np.concatenate(Xs), np.concatenate(ys), np.concatenate(gs)
+
+
+def _extras(y: np.ndarray, as_q: bool) -> np.ndarray:
+    """Cached labels with the detector's extra beats as Q, or as -1 (left out)."""
+    return np.where(y == EXTRA, CLASSES.index("Q") if as_q else -1, y)
 
 
 def _kept(X: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -154,11 +158,10 @@ def _kept(X: np.ndarray, y: np.ndarray) -> np.ndarray:
 def detector_too_soon(records: list[str]) -> np.ndarray:
     """For the rows of ``load(records, jitter=False, detector=True)``: the detections the streaming
     classifier labels Q without asking the CNN (``edgemon.detect.beats.too_soon``)."""
-    q = CLASSES.index("Q")
     out = []
     for r in records:
         d = np.load(feature_dir() / f"{r}.npz")
-        ok = _kept(d["X1"], np.where(d["y1"] == EXTRA, q, d["y1"]))
+        ok = _kept(d["X1"], _extras(d["y1"], as_q=True))
         out.append(too_soon(d["p1"], MODEL_FS_HZ)[ok])
     return np.concatenate(out)
 
@@ -405,7 +408,8 @@ def cv(epochs: int = EPOCHS, arch: dict | None = None, tag: str = "") -> dict:
     thr = tune_thresholds(P, Y)
     # the thresholds come from the reference positions; the detector's peaks (extra beats as Q, the
     # too-soon rule applied) show what the streaming classifier gives, before the supraventricular rule
-    res = {"epochs": epochs, "arch": {**ARCH, **(arch or {})}, "extras_as_q": EXTRAS_AS_Q, "argmax": score(P, Y),
+    res = {"epochs": epochs, "arch": {**ARCH, **(arch or {})}, "seed": SEED, "jitter_samples": JITTER_SAMPLES,
+           "extras_as_q": EXTRAS_AS_Q, "argmax": score(P, Y),
            "thresholds": thr, "tuned": score(P, Y, thr),
            "tuned_detector_peaks": score_labels(detector_labels(PD, SD, thr), YD)}
     (WORK / f"cv_result{tag}.json").write_text(json.dumps(res, indent=1))
@@ -595,7 +599,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=SEED,
                     help="cv, final: base seed of the training runs (another value shows run-to-run spread)")
     ap.add_argument("--jitter-samples", type=int, default=JITTER_SAMPLES_DEFAULT,
-                    help="prepare, cv: the jittered copy moves R by up to this many samples at 250 Hz")
+                    help="prepare, cv, final: the jittered copy moves R by up to this many samples at 250 Hz")
     ap.add_argument("--extras-as-q", action="store_true",
                     help="cv, final: train the QRS detector's extra beats as Q (an experiment, see docs/models.md)")
     ap.add_argument("--tag", default="", help="cv, final, sv-rule, rules-oof: suffix of the cv_oof/cv_result files")
