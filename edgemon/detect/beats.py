@@ -71,8 +71,8 @@ RR_DEFAULT_S = 0.8     # before any RR is known (first beat of a stream)
 AMP_FLOOR_MV = 0.1     # a template flatter than this is noise: do not blow it up
 # A detection this soon after the previous one (faster than 250 bpm) is labelled Q, unclassifiable:
 # outside ventricular flutter, which EC57 leaves out, it is a second detection of the same wide
-# complex or of its T wave, which the model would mostly call V. Chosen on MITDB DS1 (README, beat
-# classes; docs/alerts.md).
+# complex or of its T wave, which the model would mostly call V. Chosen on MITDB DS1 (docs/models.md,
+# "Detections too soon to be a new beat"; its alert figures in docs/alerts.md).
 MIN_PRE_RR_S = 0.24
 CLIP = 4.0
 N_RR = 9
