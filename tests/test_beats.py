@@ -353,6 +353,21 @@ def test_matching_and_aami_counting():
     assert s["SVEB"]["fn"] == 1 and s["SVEB"]["fp"] == 1   # missed S beat; extra detection labelled S
 
 
+def test_gross_statistics_follow_bxb():
+    """Every cell of the confusion matrix counts where WFDB's bxb (EC57's reference comparator) counts it:
+    VTP = Vv, VFN = Vn+Vs+Vf+Vq+Vo, VFP = Nv+Sv+Ov; STP = Ss, SFN = Sn+Sv+Sf+Sq+So, SFP = Ns+Vs+Fs+Os."""
+    from edgemon.evaluate.beats import Tally, summarise
+
+    rng = np.random.default_rng(0)
+    t = Tally(cm=rng.integers(1, 100, (5, 5)), missed=rng.integers(1, 100, 5), extra=rng.integers(1, 100, 5))
+    (Nn, Ns, Nv, Nf, Nq), (Sn, Ss, Sv, Sf, Sq), (Vn, Vs, Vv, Vf, Vq), (Fn, Fs, Fv, Ff, Fq), _ = t.cm.tolist()
+    No, So, Vo, Fo, Qo = t.missed.tolist()
+    On, Os, Ov, Of, Oq = t.extra.tolist()
+    s = summarise(t)
+    assert (s["VEB"]["tp"], s["VEB"]["fn"], s["VEB"]["fp"]) == (Vv, Vn + Vs + Vf + Vq + Vo, Nv + Sv + Ov)
+    assert (s["SVEB"]["tp"], s["SVEB"]["fn"], s["SVEB"]["fp"]) == (Ss, Sn + Sv + Sf + Sq + So, Ns + Vs + Fs + Os)
+
+
 
 def test_ventricular_flutter_is_not_scored():
     """EC57: beats and detections inside ventricular flutter/fibrillation are left out (MITDB 207)."""

@@ -11,10 +11,12 @@ R positions only with ``--reference-peaks``), ``BeatClassifier`` fed in 1-s
 chunks. Detections are matched to reference beats within 150 ms (EC57);
 as EC57 prescribes, ventricular flutter/fibrillation is left out of the
 comparison (MITDB: record 207, DS1 only).
-Counting follows AAMI/de Chazal: fusion beats labelled V are not VEB false
-positives, Q beats labelled S are not SVEB false positives; reference beats
-the detector missed count as false negatives of their class; detections
-matching no reference beat count as false positives of the label they got.
+Counting follows EC57 as its reference comparator, WFDB's ``bxb``, implements
+it: fusion (F) and unclassifiable (Q) beats labelled V are not VEB false
+positives, Q beats labelled S are not SVEB false positives (F beats labelled S
+are); reference beats the detector missed count as false negatives of their
+class; detections matching no reference beat count as false positives of the
+label they got.
 All 30 minutes of each record are scored (no 5-min learning period, as in the
 inter-patient literature).
 """
@@ -186,10 +188,12 @@ def summarise(t: Tally) -> dict:
     cm = t.cm
     veb_tp = cm[V, V]
     veb_fn = cm[V].sum() - cm[V, V] + t.missed[V]
-    veb_fp = cm[N, V] + cm[S, V] + cm[Q, V] + t.extra[V]      # F->V is not an error (AAMI)
+    # bxb: VFP = Nv + Sv + Ov (+ Xv, shutdown: none here); F->V and Q->V are not errors
+    veb_fp = cm[N, V] + cm[S, V] + t.extra[V]
     sveb_tp = cm[S, S]
     sveb_fn = cm[S].sum() - cm[S, S] + t.missed[S]
-    sveb_fp = cm[N, S] + cm[V, S] + cm[F, S] + t.extra[S]     # Q->S is not an error (AAMI)
+    # bxb: SFP = Ns + Vs + Fs + Os (+ Xs); Q->S is not an error
+    sveb_fp = cm[N, S] + cm[V, S] + cm[F, S] + t.extra[S]
     per_class = {}
     for i, c in enumerate(CLASSES):
         tp = cm[i, i]
