@@ -18,7 +18,8 @@ Steps (each caches under tools/.work/beats/):
 
 ``--template-gate G`` (prepare, cv) builds features with a gated running template
 (``BeatFeatures(template_gate=G)``) into tools/.work/beats/gateG/; ``--extras-as-q`` (cv, final) trains the
-detector's extra beats as Q; both tried, not adopted (docs/models.md). ``--jitter-samples N`` (prepare,
+detector's extra beats as Q; ``--synthetic-extras`` (prepare, cv, final) also trains as Q candidates the
+detector rejected, injected as extra detections; all tried, not adopted (docs/models.md). ``--jitter-samples N`` (prepare,
 cv, final) jitters the third copy by up to N samples (cache in jitterN/); ``--seed`` re-runs the training with
 other seeds. ``cv`` scores each held-out fold on the reference positions and on the detector's peaks.
 
@@ -51,6 +52,8 @@ from edgemon.evaluate.qrs import in_spans  # noqa: E402
 WORK = ROOT / "tools" / ".work" / "beats"
 TEMPLATE_GATE: float | None = None   # --template-gate (edgemon.detect.beats.BeatFeatures)
 EXTRAS_AS_Q = False                  # --extras-as-q: the detector's extra beats train as Q (an experiment)
+SYNTHETIC_EXTRAS = False             # --synthetic-extras: candidates the detector rejected train as Q (an experiment)
+SYNTHETIC_EVERY_BEATS = 10           # at most one synthetic extra among this many reference beats
 EXTRA = -2                           # label of a detector's extra beat in the cache (-1: not scored, not trained)
 MODELS = ROOT / "models"
 NAME = "beat_aami"
@@ -125,12 +128,64 @@ def prepare(records: list[str], force: bool = False) -> None:
                             X1=Xs[1], y1=ys[1], p1=det_peaks)
         y = y_ref
         log(f"prepared {r}: {len(ys[0])} beats, classes {np.bincount(y[y >= 0], minlength=5).tolist()}")
+    if SYNTHETIC_EXTRAS:
+        prepare_synthetic_extras(records, force)
+
+
+def synthetic_dir() -> Path:
+    return feature_dir() / "synthetic_extras"
+
+
+def rejected_candidates(x_raw: np.ndarray, fs_hz: float) -> np.ndarray:
+    """R positions (as the detector places them) of the candidates the streaming QRS detector classed as
+    noise: T waves and bumps, where its extra detections come from when its thresholds sag."""
+    from edgemon.dsp.qrs import QrsDetector
+
+    seen: list[int] = []
+
+    class Recording(QrsDetector):
+        def _noise(self, cand):
+            seen.append(cand.r_index)
+            super()._noise(cand)
+
+    det = Recording(fs_hz)
+    det.push(np.asarray(x_raw, dtype=float))
+    det.flush()
+    return np.unique(np.asarray(seen, dtype=np.int64))
+
+
+def prepare_synthetic_extras(records: list[str], force: bool = False) -> None:
+    """Feature rows of synthetic extra detections, to train as Q: rejected candidates at least 240 ms after
+    and 150 ms before a reference beat (an EC57 extra, not too soon for the CNN), injected sparsely (at most
+    one per SYNTHETIC_EVERY_BEATS reference beats) so that each sees the RR context of a single extra."""
+    synthetic_dir().mkdir(parents=True, exist_ok=True)
+    for r in records:
+        out = synthetic_dir() / f"{r}.npz"
+        if out.is_file() and not force:
+            continue
+        rec = load_mitdb_record(data_dir() / r)
+        rng = np.random.default_rng(FEATURE_SEED + 7 * int(r))
+        ref = rec.ref_samples
+        cand = rejected_candidates(rec.x_raw, rec.fs_hz)
+        i = np.searchsorted(ref, cand)
+        after = cand - ref[np.maximum(i - 1, 0)]
+        before = ref[np.minimum(i, len(ref) - 1)] - cand
+        ok = (i > 0) & (i < len(ref)) & (after >= 0.24 * rec.fs_hz) & (before > 0.15 * rec.fs_hz)
+        ok &= ~in_spans(cand, rec.excluded)
+        cand, slot = cand[ok], i[ok] // SYNTHETIC_EVERY_BEATS
+        chosen = [rng.choice(cand[slot == k]) for k in np.unique(slot)]
+        injected = np.asarray(chosen, dtype=np.int64)
+        peaks = np.sort(np.concatenate([ref, injected]))
+        X = beat_features(rec.x_filtered, peaks, rec.fs_hz, TEMPLATE_GATE)[np.isin(peaks, injected)]
+        np.savez_compressed(out, X=X, p=injected)
+        log(f"synthetic extras {r}: {len(injected)} of {ok.sum()} rejected candidates")
 
 
 def load(records: list[str], jitter: bool, detector: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Feature rows, labels and record numbers: reference positions (+ the detector and jittered copies with
-    ``jitter``), or with ``detector`` the detector's copy alone, its extra beats labelled Q (so that the EC57
-    tally counts one called V as a false VEB). In training, extra beats are Q only with --extras-as-q."""
+    ``jitter``, and the synthetic extras with --synthetic-extras), or with ``detector`` the detector's copy
+    alone, its extra beats labelled EXTRA (``score_labels`` counts one called V as a false VEB, as EC57 does).
+    In training, extra beats are Q only with --extras-as-q."""
     Xs, ys, gs = [], [], []
     for r in records:
         d = np.load(feature_dir() / f"{r}.npz")
@@ -138,8 +193,11 @@ def load(records: list[str], jitter: bool, detector: bool = False) -> tuple[np.n
             parts = [(d["X1"], d["y1"])]
         else:
             parts = [(d["X0"], d["y0"])] + ([(d["Xj"], d["yj"])] if jitter else [])
+        if jitter and SYNTHETIC_EXTRAS:
+            X = np.load(synthetic_dir() / f"{r}.npz")["X"]
+            parts.append((X, np.full(len(X), CLASSES.index("Q"))))
         for X, y in parts:
-            y = _extras(y, as_q=detector or EXTRAS_AS_Q)
+            y = y if detector else _extras(y, as_q=EXTRAS_AS_Q)
             ok = _kept(X, y)
             Xs.append(X[ok]); ys.append(y[ok]); gs.append(np.full(ok.sum(), int(r)))
     return np.concatenate(Xs), np.concatenate(ys), np.concatenate(gs)
@@ -151,8 +209,8 @@ def _extras(y: np.ndarray, as_q: bool) -> np.ndarray:
 
 
 def _kept(X: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """The rows ``load`` keeps: labelled, with a complete feature vector."""
-    return (y >= 0) & np.all(np.isfinite(X), axis=1)
+    """The rows ``load`` keeps: labelled or an extra beat, with a complete feature vector."""
+    return ((y >= 0) | (y == EXTRA)) & np.all(np.isfinite(X), axis=1)
 
 
 def detector_too_soon(records: list[str]) -> np.ndarray:
@@ -161,8 +219,7 @@ def detector_too_soon(records: list[str]) -> np.ndarray:
     out = []
     for r in records:
         d = np.load(feature_dir() / f"{r}.npz")
-        ok = _kept(d["X1"], _extras(d["y1"], as_q=True))
-        out.append(too_soon(d["p1"], MODEL_FS_HZ)[ok])
+        out.append(too_soon(d["p1"], MODEL_FS_HZ)[_kept(d["X1"], d["y1"])])
     return np.concatenate(out)
 
 
@@ -257,8 +314,12 @@ def score(probs: np.ndarray, y: np.ndarray, thresholds: dict[str, float] | None 
 
 
 def score_labels(pred: np.ndarray, y: np.ndarray) -> dict:
+    """EC57 tally of class indices against reference labels; a reference label EXTRA (the detector's copy)
+    marks a detection matching no reference beat, counted under the label it got (bxb's O row)."""
     t = Tally()
-    np.add.at(t.cm, (y, pred), 1)
+    beat = y >= 0
+    np.add.at(t.cm, (y[beat], pred[beat]), 1)
+    np.add.at(t.extra, pred[y == EXTRA], 1)
     s = summarise(t)
     return {"VEB": s["VEB"], "SVEB": s["SVEB"], "accuracy_pct": s["accuracy_pct"],
             "per_class": {c: {"se": v["se"], "ppv": v["ppv"]} for c, v in s["per_class"].items()}}
@@ -406,10 +467,10 @@ def cv(epochs: int = EPOCHS, arch: dict | None = None, tag: str = "") -> dict:
     np.savez_compressed(WORK / f"cv_oof{tag}.npz", probs=P, y=Y, groups=G, probs_det=PD, y_det=YD, groups_det=GD,
                         too_soon_det=SD)
     thr = tune_thresholds(P, Y)
-    # the thresholds come from the reference positions; the detector's peaks (extra beats as Q, the
-    # too-soon rule applied) show what the streaming classifier gives, before the supraventricular rule
+    # the thresholds come from the reference positions; the detector's peaks (extra beats scored as bxb's O
+    # row, the too-soon rule applied) show what the streaming classifier gives, before the supraventricular rule
     res = {"epochs": epochs, "arch": {**ARCH, **(arch or {})}, "seed": SEED, "jitter_samples": JITTER_SAMPLES,
-           "extras_as_q": EXTRAS_AS_Q, "argmax": score(P, Y),
+           "extras_as_q": EXTRAS_AS_Q, "synthetic_extras": SYNTHETIC_EXTRAS, "argmax": score(P, Y),
            "thresholds": thr, "tuned": score(P, Y, thr),
            "tuned_detector_peaks": score_labels(detector_labels(PD, SD, thr), YD)}
     (WORK / f"cv_result{tag}.json").write_text(json.dumps(res, indent=1))
@@ -588,7 +649,7 @@ def metrics(eval_json: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    global TEMPLATE_GATE, EXTRAS_AS_Q, JITTER_SAMPLES, SEED
+    global TEMPLATE_GATE, EXTRAS_AS_Q, SYNTHETIC_EXTRAS, JITTER_SAMPLES, SEED
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("step", choices=["prepare", "cv", "final", "sv-rule", "all", "metrics", "rules-oof"])
     ap.add_argument("--from", dest="from_json", help="metrics: JSON printed by `edgemon evaluate beats --json`")
@@ -600,6 +661,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="cv, final: base seed of the training runs (another value shows run-to-run spread)")
     ap.add_argument("--jitter-samples", type=int, default=JITTER_SAMPLES_DEFAULT,
                     help="prepare, cv, final: the jittered copy moves R by up to this many samples at 250 Hz")
+    ap.add_argument("--synthetic-extras", action="store_true",
+                    help="prepare, cv, final: also train, as Q, candidates the QRS detector rejected, injected as "
+                         "extra detections (an experiment, see docs/models.md)")
     ap.add_argument("--extras-as-q", action="store_true",
                     help="cv, final: train the QRS detector's extra beats as Q (an experiment, see docs/models.md)")
     ap.add_argument("--tag", default="", help="cv, final, sv-rule, rules-oof: suffix of the cv_oof/cv_result files")
@@ -608,6 +672,7 @@ def main(argv: list[str] | None = None) -> int:
     TEMPLATE_GATE = a.template_gate
     JITTER_SAMPLES = a.jitter_samples
     EXTRAS_AS_Q = a.extras_as_q
+    SYNTHETIC_EXTRAS = a.synthetic_extras
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     ds1 = split()["DS1"]
     if a.step in ("prepare", "all"):
