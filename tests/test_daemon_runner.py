@@ -202,6 +202,33 @@ def test_drop_oldest_counts_and_refills_gaps():
     assert runner.stats()["queue_in"]["dropped_items"] == q["dropped_items"]
 
 
+def test_chunks_dropped_before_the_first_one_processed_are_refilled():
+    """A sensor's stream that overflowed the queue before the pipeline took its first chunk (models still
+    loading) starts where the sensor's did: the dropped head becomes invalid samples, times do not shift."""
+    pipeline = StandInPipeline()
+    runner = Runner(config(queue_chunks=4, backpressure="drop_oldest"), source=StandInSource(), pipeline=pipeline,
+                    transport=StandInTransport(), notifier=SdNotifier({}))
+    for k in range(10):
+        runner.q_in.put(chunk(k))
+    assert runner.q_in.dropped_items == 6
+    while len(runner.q_in):
+        runner._process(runner.q_in.get())
+    assert pipeline.chunks[0].start_sample == 0 and not pipeline.chunks[0].valid.any()
+    assert [c.start_sample for c in pipeline.chunks if c.valid.all()] == [150, 175, 200, 225]
+    assert runner.counters["gap_filled_samples"] == 150
+
+
+def test_a_file_source_never_drops():
+    """Only a sensor cannot wait: a replayed file or a simulation blocks whatever daemon.backpressure says."""
+    pipeline = StandInPipeline(delay_s=0.002)
+    pipeline.live = False
+    runner = Runner(config(queue_chunks=2, backpressure="drop_oldest"), source=StandInSource(n_chunks=100),
+                    pipeline=pipeline, transport=StandInTransport(), notifier=SdNotifier({}))
+    assert runner.q_in.policy == "block"
+    assert runner.run() == EXIT_OK
+    assert len(pipeline.chunks) == 100 and runner.q_in.dropped_items == 0
+
+
 def test_block_policy_loses_nothing():
     src = StandInSource(n_chunks=100)
     pipeline = StandInPipeline(delay_s=0.002)

@@ -22,7 +22,8 @@ Threads: the source thread reads the sensor (and records raw data with
 transport thread hands events to the transport. Backpressure: the input
 queue follows ``daemon.backpressure`` (``drop_oldest``: a slow pipeline loses
 the oldest signal chunks, counted, and the hole is re-filled with invalid
-samples so stream time stays continuous; ``block``: the source waits). The
+samples so stream time stays continuous; ``block``: the source waits). A file
+or simulated source always blocks: it can wait, so nothing of it is lost. The
 output queue always blocks: an alert is never dropped to make room; if the
 transport stalls, the pipeline stalls, the input queue absorbs (or drops)
 data and the watchdog notices a hang. A ``SensorStatus`` (disconnect) becomes
@@ -103,7 +104,9 @@ class Runner:
         self.event_filter = event_filter
         # held while the pipeline (and its alert engine) runs: hub commands arrive on the transport's thread
         self.lock = lock if lock is not None else threading.RLock()
-        self.q_in = BoundedQueue(d.queue_chunks, d.backpressure, "source->pipeline")
+        # only a sensor cannot wait; a file or simulation can, so it never loses data to a slow pipeline
+        self.q_in = BoundedQueue(d.queue_chunks, d.backpressure if self.live else "block", "source->pipeline",
+                                 on_drop=self._on_input_drop)
         self.q_out = BoundedQueue(out_queue_size, "block", "pipeline->transport")
         self.device = str(getattr(source, "device", "") or type(source).__name__)
         self._stop = threading.Event()
@@ -312,6 +315,12 @@ class Runner:
             log.exception("pipeline failed", **_f(error=str(err), item=type(item).__name__))
             self.stop(f"pipeline failed: {err}")
             return False
+
+    def _on_input_drop(self, item) -> None:
+        """Source thread: a dropped chunk before any of its stream was processed still marks where
+        that stream began, so ``_fill_gap`` re-fills the hole from there."""
+        if isinstance(item, Chunk):
+            self._expected.setdefault(item.source, item.start_sample)
 
     def _fill_gap(self, c: Chunk):
         """Invalid samples for chunks dropped by the input queue, so the stream stays continuous."""
