@@ -56,3 +56,29 @@ def test_pipeline_chunk_invariant_on_mitdb(record, models, data_root):
     """201: a pause the rules reported as ongoing or as closed by chunk size; 203: beats masked by
     the wrong quality window changed tachogram AF probabilities, and an alert, in 5-s chunks."""
     _assert_invariant(open_record(data_root / "mitdb" / record, ["MLII"]), models, sizes=(1.0, 5.0))
+
+
+def _messages(rec, models, chunk_s: float) -> list[dict]:
+    pipe = Pipeline(DeviceConfig(), rec.fs_hz, rec.channel_kinds[0], rec.channel_names[0], models=models)
+    out = []
+    for chunk in iter_chunks(rec, chunk_s):
+        out += pipe.push_chunk(chunk, 0)
+    out += pipe.flush()
+    return [a.model_dump(mode="json") for a in out if hasattr(a, "model_dump")]
+
+
+def test_long_chunks_give_the_same_alert_messages(models, data_root):
+    """Chunks of 10 s or more (the config allows 60) moved the engine's clock past the 10 s its evidence
+    may lag: MITDB 201 lost both pause alerts in 10-s chunks, and its quality alerts too in 20-s ones.
+    The pipeline now takes a long chunk in 1-s steps of the stream, so chunks of whole seconds give the
+    same messages, down to when each goes out; others (2.5 s) the same but for when they go out
+    (fired_at, sent_at)."""
+    rec = open_record(data_root / "mitdb" / "201", ["MLII"])
+    first = _messages(rec, models, 1.0)
+    assert sum(m["condition"] == "pause" for m in first) >= 2
+    for chunk_s in (10.0, 60.0):
+        assert _messages(rec, models, chunk_s) == first, f"{chunk_s}-s chunks"
+    def untimed(messages):
+        return [{k: v for k, v in m.items() if k not in ("fired_at", "sent_at")} for m in messages]
+
+    assert untimed(_messages(rec, models, 2.5)) == untimed(first)

@@ -21,7 +21,8 @@ def register(sub) -> None:
                    help="replay the record's beat annotations as a beat-time stream (ltafdb, BLE RR)")
     p.add_argument("--annotator", default="atr", help="annotation file suffix for --beat-times (default atr)")
     p.add_argument("--fs", type=POSITIVE, help="sampling rate of a CSV file that does not state it")
-    p.add_argument("--chunk-s", type=POSITIVE, default=1.0, help="chunk length in seconds (default 1)")
+    p.add_argument("--chunk-s", type=POSITIVE, default=1.0, help="chunk length in seconds (default 1); the pipeline takes longer chunks in 1-s steps of the "
+                        "stream, so whole seconds give the same events")
     p.add_argument("--events", default="beat,quality,detection,alert",
                    help="comma-separated event types to print (default: all)")
     p.add_argument("--no-models", action="store_true", help="DSP only: do not load the CNNs")

@@ -19,7 +19,9 @@ to load is reported as a technical alert and its stage is skipped, the rest runs
 Every event depends on the stream only, never on how it was cut into chunks:
 beats reach the tachogram and the rules, and rhythm-CNN windows leave, once the
 quality windows of their own signal are judged, and they take their sqi from
-those windows (``_QualityTrack``). Only when an alert goes out follows the chunks.
+those windows (``_QualityTrack``). Only when an alert goes out follows the chunks,
+and a chunk longer than a second is taken in steps that end on whole seconds of the
+stream (``STEP_S``), so that too is the same for any chunk size from 1 s up.
 """
 from __future__ import annotations
 
@@ -49,6 +51,11 @@ DEFAULT_CARDS = {
     "tachogram": "af_tachogram.card.json",
 }
 _STRIP_KEEP_S = 40.0
+# The alert engine judges evidence against the stream's clock, and evidence comes up to
+# evidence_lag_s / quality_wait_s (10 s) behind it. Long chunks would move the clock in jumps past
+# those bounds (a pause alert held by group_wait then lost at the stream's end, a quality alert
+# raised with the rhythm it should have come before), so they are taken in steps of at most this.
+STEP_S = 1.0
 
 
 @dataclass
@@ -291,6 +298,19 @@ class Pipeline:
 
     # ------------------------------------------------------------------ inputs
     def push_chunk(self, chunk: Chunk, channel: str | int | None = None) -> list:
+        step = max(1, int(round(STEP_S * chunk.fs_hz)))
+        if chunk.n_samples <= step:
+            return self._push_step(chunk, channel)
+        out = []
+        # cut on whole steps of the stream (not of the chunk), so any chunking gives the same steps
+        cuts = list(range((chunk.start_sample // step + 1) * step, chunk.end_sample, step))
+        for a, b in zip([chunk.start_sample] + cuts, cuts + [chunk.end_sample]):
+            i, j = a - chunk.start_sample, b - chunk.start_sample
+            out += self._push_step(replace(chunk, samples=chunk.samples[i:j], valid=chunk.valid[i:j],
+                                           start_sample=a), channel)
+        return out
+
+    def _push_step(self, chunk: Chunk, channel: str | int | None) -> list:
         idx = chunk.channel_index(channel if channel is not None else (self.channel or 0))
         x = chunk.samples[:, idx]
         if self._invert:
