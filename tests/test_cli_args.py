@@ -5,7 +5,7 @@ import math
 
 import pytest
 
-from edgemon.cli import build_parser, main, number
+from edgemon.cli import build_parser, event_types, main, number
 
 
 def _numeric_actions(parser: argparse.ArgumentParser, path: tuple[str, ...] = ()):
@@ -26,7 +26,7 @@ def test_no_option_takes_a_bare_int_or_float():
 def test_every_numeric_option_refuses_nan_and_inf():
     checked = 0
     for path, action in _numeric_actions(build_parser()):
-        if getattr(action.type, "__module__", "") != "edgemon.cli":
+        if getattr(action.type, "__module__", "") != "edgemon.cli" or action.type is event_types:
             continue
         for text in ("nan", "inf", "-inf", "ten"):
             with pytest.raises(argparse.ArgumentTypeError, match="must be"):
@@ -54,6 +54,10 @@ def test_number_bounds(kw, good, bad):
     (["evaluate", "af", "--threshold", "2"], "argument --threshold: must be a number >= 0 and <= 1, got '2'"),
     (["demo", "{af}", "--port", "70000"], "argument --port: must be a whole number >= 0 and <= 65535"),
     (["bench", "--hours", "nan"], "argument --hours: must be a number > 0, got 'nan'"),
+    (["replay", "{nsr}", "--events", "alerts"],
+     "argument --events: unknown event type 'alerts'; choose from beat, quality, detection, alert"),
+    (["replay", "{nsr}", "--events", ","], "argument --events: no event type given"),
+    (["run", "-c", "x.toml", "--print-events", "beat,alerts"], "argument --print-events: unknown event type 'alerts'"),
 ])
 def test_bad_value_is_one_clear_line(samples_dir, capsys, argv, needle):
     argv = [a.format(nsr=samples_dir / "nsr", af=samples_dir / "af") for a in argv]

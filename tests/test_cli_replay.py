@@ -98,3 +98,29 @@ def test_replay_unexpected_rate(samples_dir, tmp_path):
     r = subprocess.run([sys.executable, "-m", "edgemon", "replay", str(samples_dir / "nsr"), "--fast",
                         "--no-models", "-c", str(cfg)], capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "500" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_replay_rate_and_kind_of_a_bare_csv(samples_dir, tmp_path, capsys):
+    """A CSV column that names neither its rate nor its kind: each missing fact is asked for by the
+    option that gives it, a rate the detectors cannot work at is refused in one line (it was a
+    traceback), and --fs on a record whose header states its rate is not silently ignored."""
+    ecg = [line.split(",")[1] for line in (samples_dir / "nsr.csv").read_text().splitlines()
+           if line[:1].isdigit()][:2500]
+    csv = tmp_path / "x.csv"
+    csv.write_text("signal\n" + "\n".join(ecg) + "\n")
+    for argv, needle in [([], "--fs"), (["--fs", "250"], "--channel NAME --kind ecg|ppg"),
+                         (["--fs", "10", "--channel", "signal", "--kind", "ecg"],
+                          "x.csv: ECG sampled at 10 Hz: edgemon needs ECG at 50 Hz or more"),
+                         (["--kind", "ecg"], "--kind needs --channel")]:
+        assert main(["replay", str(csv), "--fast", "--no-models", *argv]) == 2, argv
+        err = capsys.readouterr().err
+        assert needle in err and "Traceback" not in err, (argv, err)
+    assert main(["replay", str(csv), "--fast", "--no-models", "--events", "beat", "--fs", "250",
+                 "--channel", "signal", "--kind", "ecg"]) == 0
+    assert len(_lines(capsys)) > 5
+    cfg = tmp_path / "c.toml"   # the same facts from a device config's replay source
+    cfg.write_text("[source]\ntype = 'replay'\nfs_hz = 250\nchannel_kinds = { signal = 'ecg' }\n")
+    assert main(["replay", str(csv), "--fast", "--no-models", "--events", "beat", "-c", str(cfg)]) == 0
+    assert len(_lines(capsys)) > 5
+    assert main(["replay", str(samples_dir / "nsr"), "--fast", "--no-models", "--fs", "500"]) == 2
+    assert "--fs 500 but the record is sampled at 250 Hz" in capsys.readouterr().err

@@ -51,6 +51,24 @@ def number(cast: type = float, low: float | None = None, high: float | None = No
     return parse
 
 
+EVENT_TYPES = ("beat", "quality", "detection", "alert")   # event_to_dict's "type"
+
+
+def event_types(text: str) -> set[str]:
+    """An argparse ``type`` for a comma-separated list of event types: a typo ("alerts") would
+    otherwise print nothing and look like a quiet recording."""
+    wanted = {t.strip() for t in text.split(",") if t.strip()}
+    unknown = sorted(wanted - set(EVENT_TYPES))
+    if unknown or not wanted:
+        raise argparse.ArgumentTypeError(
+            f"{'unknown event type ' + ', '.join(map(repr, unknown)) if unknown else 'no event type given'}; "
+            f"choose from {', '.join(EVENT_TYPES)}")
+    return wanted
+
+
+event_types.__name__ = "event types"
+
+
 POSITIVE = number(float, 0, low_open=True)        # seconds, hours, rates, sizes
 NON_NEGATIVE = number(float, 0)
 PROBABILITY = number(float, 0, 1)

@@ -7,7 +7,7 @@ import sys
 
 
 def register(sub) -> None:
-    from edgemon.cli import POSITIVE
+    from edgemon.cli import EVENT_TYPES, POSITIVE, event_types
 
     p = sub.add_parser(
         "replay", help="run the pipeline on a record (WFDB, EDF, CSV) and print events as JSON lines",
@@ -21,10 +21,13 @@ def register(sub) -> None:
                    help="replay the record's beat annotations as a beat-time stream (ltafdb, BLE RR)")
     p.add_argument("--annotator", default="atr", help="annotation file suffix for --beat-times (default atr)")
     p.add_argument("--fs", type=POSITIVE, help="sampling rate of a CSV file that does not state it")
-    p.add_argument("--chunk-s", type=POSITIVE, default=1.0, help="chunk length in seconds (default 1); the pipeline takes longer chunks in 1-s steps of the "
-                        "stream, so whole seconds give the same events")
-    p.add_argument("--events", default="beat,quality,detection,alert",
-                   help="comma-separated event types to print (default: all)")
+    p.add_argument("--kind", choices=("ecg", "ppg"),
+                   help="what --channel holds, when its name and unit do not tell (a CSV column 'signal')")
+    p.add_argument("--chunk-s", type=POSITIVE, default=1.0,
+                   help="chunk length in seconds (default 1); the pipeline takes longer chunks in 1-s steps of "
+                        "the stream, so whole seconds give the same events")
+    p.add_argument("--events", type=event_types, default=set(EVENT_TYPES),
+                   help=f"comma-separated event types to print: {', '.join(EVENT_TYPES)} (default: all)")
     p.add_argument("--no-models", action="store_true", help="DSP only: do not load the CNNs")
     p.set_defaults(func=run)
 
@@ -51,11 +54,11 @@ def run(args) -> int:
 def _replay(args) -> int:
     from edgemon.cli import UserError
     from edgemon.config import DeviceConfig, load_config
-    from edgemon.daemon.pipeline import Models, Pipeline, event_to_dict, load_models
+    from edgemon.daemon.pipeline import Models, Pipeline, event_to_dict, load_models, rate_problem
     from edgemon.sources.errors import SourceError
 
     config = load_config(args.config) if args.config else DeviceConfig()
-    wanted = {t.strip() for t in args.events.split(",") if t.strip()}
+    wanted = args.events
     out = sys.stdout
 
     def emit(events):
@@ -79,17 +82,30 @@ def _replay(args) -> int:
             return 0
         from edgemon.sources.replay import iter_chunks, open_record
 
-        expected = getattr(config.source, "expected_fs_hz", None)
+        src = config.source if config.source.type == "replay" else None
+        expected = src.expected_fs_hz if src else None
+        kinds = dict(src.channel_kinds) if src else {}
+        if args.kind:
+            if not args.channel:
+                raise UserError("--kind needs --channel: the kind of which channel")
+            kinds[args.channel] = args.kind
         rec = open_record(args.record, [args.channel] if args.channel else None, expected_fs_hz=expected,
-                          fs_hz=args.fs)
+                          fs_hz=args.fs if args.fs is not None else (src.fs_hz if src else None),
+                          channel_kinds=kinds)
     except SourceError as err:
         raise UserError(str(err)) from None
-    models = Models() if args.no_models else load_models(config)
+    if args.fs is not None and rec.fs_hz != args.fs:
+        raise UserError(f"{args.record}: --fs {args.fs:g} but the record is sampled at {rec.fs_hz:g} Hz "
+                        "(--fs is for a CSV file that does not state its rate)")
     if args.channel:
         idx = 0
     else:
         kinds = list(rec.channel_kinds)
         idx = kinds.index("ecg") if "ecg" in kinds else 0
+    problem = rate_problem(rec.channel_kinds[idx], rec.fs_hz)
+    if problem:
+        raise UserError(f"{args.record}: {problem}")
+    models = Models() if args.no_models else load_models(config)
     pipe = Pipeline(config, rec.fs_hz, channel_kind=rec.channel_kinds[idx], channel=rec.channel_names[idx],
                     models=models)
     for chunk in iter_chunks(rec, args.chunk_s, realtime=not args.fast):

@@ -8,6 +8,8 @@ _T0 = time.monotonic()
 
 
 def register(sub) -> None:
+    from edgemon.cli import EVENT_TYPES, event_types
+
     p = sub.add_parser(
         "run", help="run the monitoring daemon on a device config (sensor -> alerts -> MQTT)",
         description="Run the edge agent: read the configured source (serial ECG, MAX30102, Polar H10, or a "
@@ -21,8 +23,9 @@ def register(sub) -> None:
                         "(overrides daemon.record_to)")
     p.add_argument("--no-mqtt", action="store_true",
                    help="do not connect to a broker (nor start the embedded one); alerts are only logged/printed")
-    p.add_argument("--print-events", metavar="TYPES", default="",
-                   help="print events of these types as JSON lines on stdout, e.g. 'alert,detection'")
+    p.add_argument("--print-events", metavar="TYPES", type=event_types, default=set(),
+                   help=f"print events of these types as JSON lines on stdout, e.g. 'alert,detection' "
+                        f"(types: {', '.join(EVENT_TYPES)})")
     p.add_argument("--log-format", choices=("json", "text"), default="json",
                    help="json (default, one object per line) or text for a terminal")
     p.add_argument("--log-level", choices=("DEBUG", "INFO", "WARNING", "ERROR"),
@@ -48,8 +51,8 @@ def run(args) -> int:
     notifier = SdNotifier()
 
     from edgemon.daemon.pipeline import Models, load_models
-    from edgemon.daemon.runner import EXIT_DEVICE, Runner
-    from edgemon.daemon.wiring import LivePipeline, PrintSink, alert_only, event_type, open_source
+    from edgemon.daemon.runner import EXIT_CONFIG, EXIT_DEVICE, Runner
+    from edgemon.daemon.wiring import LivePipeline, PrintSink, alert_only, event_type, is_live, open_source
 
     record_to = args.record_to or config.daemon.record_to
     recorder = None
@@ -97,7 +100,7 @@ def run(args) -> int:
                 broker.stop()
             raise UserError(f"{args.config}: {err}") from None
 
-    wanted = {t.strip() for t in args.print_events.split(",") if t.strip()}
+    wanted = args.print_events
     event_filter = alert_only
     if wanted:
         transport = PrintSink(sys.stdout, transport, wanted)
@@ -115,7 +118,8 @@ def run(args) -> int:
     except SourceError as err:
         log.error("source unavailable", extra={"fields": {"error": str(err)}})
         print(f"edgemon: error: {err}", file=sys.stderr)
-        code = EXIT_DEVICE
+        # a sensor may come back (systemd retries); a bad file or setting will not
+        code = EXIT_DEVICE if is_live(config) else EXIT_CONFIG
         if transport is not None and hasattr(transport, "stop"):
             transport.stop()
     finally:

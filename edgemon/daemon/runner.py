@@ -230,7 +230,8 @@ class Runner:
         self.notifier.close()
         if self._fatal is not None:
             if isinstance(self._fatal, SourceError):
-                return EXIT_DEVICE
+                # a sensor may come back (systemd retries); a bad file or setting will not
+                return EXIT_DEVICE if self.live else EXIT_CONFIG
             return EXIT_CRASH
         return EXIT_OK
 

@@ -25,13 +25,14 @@ _W_PEAK_S = 0.111
 _W_BEAT_S = 0.5  # Elgendi's 667 ms merges the short-RR pulses of AF; 500 ms: see docs/dsp.md
 _BETA = 0.02
 _REFRACTORY_S = 0.3
+MIN_FS_HZ = 20.0  # the 8 Hz top of the pulse band
 
 
 class PpgPeakDetector:
     def __init__(self, fs_hz: float, channel: str = "", start_time_s: float = 0.0,
                  band_hz: tuple[float, float] = (0.5, 8.0)):
-        if fs_hz < 20:
-            raise ValueError(f"PPG peak detection needs fs_hz >= 20, got {fs_hz}")
+        if fs_hz < MIN_FS_HZ:
+            raise ValueError(f"PPG peak detection needs fs_hz >= {MIN_FS_HZ:g}, got {fs_hz:g}")
         self.fs_hz = float(fs_hz)
         self.channel = channel
         self.start_time_s = start_time_s

@@ -39,6 +39,7 @@ _THRESHOLD_FRACTION = 0.18  # tuned on MITDB: see README's QRS table
 # The R peak lies within this of the QRS's largest 5-15 Hz excursion (about half a wide QRS).
 # Chosen on MITDB DS1, where 40 to 80 ms differ by 4 beats at most: see docs/dsp.md.
 _R_NEAR_ENERGY_S = 0.06
+MIN_FS_HZ = 50.0  # the 5-15 Hz detection band and the 150 ms integral need it
 
 
 @dataclass
@@ -51,8 +52,8 @@ class _Candidate:
 
 class QrsDetector:
     def __init__(self, fs_hz: float, channel: str = "", start_time_s: float = 0.0):
-        if fs_hz < 50:
-            raise ValueError(f"QRS detection needs fs_hz >= 50, got {fs_hz}")
+        if fs_hz < MIN_FS_HZ:
+            raise ValueError(f"QRS detection needs fs_hz >= {MIN_FS_HZ:g}, got {fs_hz:g}")
         self.fs_hz = float(fs_hz)
         self.channel = channel
         self.start_time_s = start_time_s

@@ -364,8 +364,8 @@ def _read_csv(path: Path, shown: str, fs_hz: float | None):
         # round number; snap to it when within 0.1 %.
         fs = round(fs_time) if abs(fs_time - round(fs_time)) < 1e-3 * fs_time else fs_time
     if fs is None:
-        raise SourceError(shown, "no sampling rate: add a '# fs_hz=250' line before the header, "
-                                 "a time_s column, or pass --fs")
+        raise SourceError(shown, "no sampling rate: add a '# fs_hz=250' line before the header or a time_s "
+                                 "column, or give it (edgemon replay: --fs; device config: source.fs_hz)")
     if fs_time is not None and abs(fs_time - fs) > 1e-3 * fs:
         raise SourceError(shown, f"time_s column implies {fs_time:.6g} Hz but the rate given is {fs:g} Hz")
     if not (math.isfinite(fs) and fs > 0):
@@ -411,8 +411,9 @@ def _pick_channels(shown, names, units, channels, channel_kinds):
         preferred = [(j, k) for j, k in found if names[j].upper() in _PREFERRED_LEADS]
         for j, k in preferred or found:
             return [j], [k]
-        raise SourceError(shown, f"no ECG or PPG channel recognised among {names}; "
-                                 "name the channels to read and their kinds")
+        raise SourceError(shown, f"no ECG or PPG channel recognised among {names}; name the channel to read "
+                                 "and its kind (edgemon replay: --channel NAME --kind ecg|ppg; device config: "
+                                 "source.channels and source.channel_kinds)")
     idx, kinds = [], []
     for c in channels:
         if c not in names:
@@ -421,7 +422,8 @@ def _pick_channels(shown, names, units, channels, channel_kinds):
         k = kinds_given.get(c) or guess_kind(c, units[j])
         if k not in ("ecg", "ppg"):
             raise SourceError(shown, f"cannot tell whether channel '{c}' is ECG or PPG from its name or unit "
-                                     f"'{units[j]}'; give its kind")
+                                     f"'{units[j]}'; give its kind (edgemon replay: --kind ecg|ppg; device "
+                                     "config: source.channel_kinds)")
         idx.append(j)
         kinds.append(k)
     return idx, kinds
