@@ -169,3 +169,21 @@ def test_check_config_warns_about_models_that_will_not_load(tmp_path):
     ok = subprocess.run([sys.executable, "-m", "edgemon", "check-config", str(CONFIGS / "replay-demo.toml")],
                         capture_output=True, text=True, cwd=REPO)
     assert ok.returncode == 0 and "will not load" not in ok.stderr
+
+
+def test_check_config_warns_about_mqtt_files_run_could_not_use(tmp_path):
+    """`edgemon run` refuses to start without its TLS, key and password files; check-config said the
+    config was fine. It now says which file and why, on stderr (the config may be checked on another
+    machine than the device that holds them)."""
+    key = tmp_path / "short.key"
+    key.write_bytes(b"too short")
+    cfg = tmp_path / "device.toml"
+    cfg.write_text(f'[mqtt]\nhost = "broker.example"\ncommand_key_file = "{key}"\n'
+                   f'[mqtt.tls]\nca_file = "{tmp_path / "absent-ca.pem"}"\n')
+    r = subprocess.run([sys.executable, "-m", "edgemon", "check-config", str(cfg)], capture_output=True,
+                       text=True, cwd=REPO)
+    assert r.returncode == 0 and json.loads(r.stdout)["mqtt"]["host"] == "broker.example"
+    warnings = [line for line in r.stderr.splitlines() if "edgemon run` will refuse" in line]
+    assert len(warnings) == 2
+    assert "mqtt.command_key_file" in warnings[0] and "fewer than 16 bytes" in warnings[0]
+    assert "mqtt.tls.ca_file" in warnings[1] and "absent-ca.pem" in warnings[1]

@@ -9,7 +9,8 @@ def register(sub) -> None:
     p = sub.add_parser("check-config", help="validate a device config (TOML) and print it",
                        description="Validate a device config. Prints the full config with defaults as JSON, "
                                    "or an error naming the file, the field and the reason (exit 2); then "
-                                   "loads the models it names and warns on stderr about any that will not. With "
+                                   "warns on stderr about the MQTT password, key and TLS files `edgemon run` "
+                                   "could not use on this machine, and about the models that will not load. With "
                                    "--schema, prints the JSON Schema of the config file instead "
                                    "(docs/device-config.schema.json).")
     p.add_argument("file", nargs="?", help="device config TOML")
@@ -28,8 +29,24 @@ def run(args) -> int:
         raise UserError("check-config: give a device config file (or --schema)")
     cfg = load_config(args.file)
     print(json.dumps(cfg.model_dump(mode="json"), indent=2))
+    _warn_unusable_mqtt_files(args.file, cfg)
     _warn_unloadable_models(args.file, cfg)
     return 0
+
+
+def _warn_unusable_mqtt_files(path: str, cfg) -> None:
+    """The files the [mqtt] section names, read as `edgemon run` reads them (relative paths from the
+    working folder), which refuses to start without them. A warning, not an error: a config is often
+    checked on another machine than the device that holds its secrets."""
+    from edgemon.transport.ioloop import build_tls_context
+    from edgemon.transport.settings import TransportConfigError
+
+    for check in (cfg.mqtt.resolve_password, cfg.mqtt.resolve_command_key,
+                  lambda: cfg.mqtt.tls is not None and build_tls_context(cfg.mqtt.tls)):
+        try:
+            check()
+        except (TransportConfigError, ValueError) as err:
+            print(f"edgemon: warning: {path}: {err}: `edgemon run` will refuse this config here", file=sys.stderr)
 
 
 def _warn_unloadable_models(path: str, cfg) -> None:
