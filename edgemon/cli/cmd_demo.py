@@ -4,10 +4,12 @@ An embedded MQTT broker (amqtt, MQTT 3.1.1, loopback only), a hub storing to a
 temporary SQLite file and printing each alert as it is stored, and the agent
 replaying a record through the same runner, pipeline and transport as
 ``edgemon run``. It ends when the replay is done and every alert has its hub
-receipt (or after ``--timeout``), and prints what was emitted and received.
+receipt (or after ``--timeout``), and prints what was emitted and received. Its
+temporary folder (hub store, agent outbox) is deleted at the end unless ``--keep``.
 """
 from __future__ import annotations
 
+import shutil
 import socket
 import sys
 import tempfile
@@ -26,7 +28,10 @@ def register(sub) -> None:
     p.add_argument("--realtime", action="store_true", help="pace the replay in real time (default: as fast as possible)")
     p.add_argument("--port", type=number(int, 0, 65535), default=0,
                    help="port of the embedded broker (default: a free one)")
-    p.add_argument("--timeout", type=POSITIVE, default=60.0, help="seconds to wait for the hub's receipts")
+    p.add_argument("--timeout", type=POSITIVE, default=60.0,
+                   help="seconds to wait for the hub's receipts after the replay (default 60)")
+    p.add_argument("--keep", action="store_true",
+                   help="keep the demo's folder (hub store, agent outbox) instead of deleting it at the end")
     p.add_argument("--no-models", action="store_true", help="DSP and rules only")
     p.set_defaults(func=run)
 
@@ -38,9 +43,39 @@ def _free_port() -> int:
 
 
 def run(args) -> int:
+    from edgemon.daemon.jsonlog import setup_logging
+
+    setup_logging("WARNING", "text")
+    record = _find_record(args.record)
+    port = args.port or _free_port()
+    work = Path(tempfile.mkdtemp(prefix="edgemon-demo-"))
+    try:
+        return _demo(args, record, port, work)
+    finally:
+        if args.keep:
+            print(f"edgemon demo: kept {work} (hub.sqlite: the hub's store; agent/: the outbox)", file=sys.stderr)
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def _find_record(record: str) -> str:
+    """The record as given, or beside the package (a checkout's sample-signals/ from another folder)."""
+    from edgemon.cli import UserError
+    from edgemon.paths import PACKAGE_PARENT
+
+    def exists(p: Path) -> bool:
+        return p.exists() or p.with_name(p.name + ".hea").exists()
+
+    if exists(Path(record)):
+        return record
+    if not Path(record).is_absolute() and exists(PACKAGE_PARENT / record):
+        return str(PACKAGE_PARENT / record)
+    raise UserError(f"{record}: no such record (give a WFDB record without extension, .edf or .csv)")
+
+
+def _demo(args, record: str, port: int, work: Path) -> int:
     from edgemon.cli import UserError
     from edgemon.config import DeviceConfig, ReplaySource
-    from edgemon.daemon.jsonlog import setup_logging
     from edgemon.daemon.pipeline import Models, load_models
     from edgemon.daemon.runner import Runner
     from edgemon.daemon.wiring import LivePipeline, alert_only, open_source
@@ -53,13 +88,8 @@ def run(args) -> int:
     from edgemon.transport.embedded import start_embedded_broker
     from edgemon.transport.settings import MqttSettings
 
-    setup_logging("WARNING", "text")
-    if not Path(args.record).exists() and not Path(args.record + ".hea").exists():
-        raise UserError(f"{args.record}: no such record (give a WFDB record without extension, .edf or .csv)")
-    port = args.port or _free_port()
-    work = Path(tempfile.mkdtemp(prefix="edgemon-demo-"))
     config = DeviceConfig(
-        source=ReplaySource(path=args.record, realtime=args.realtime),
+        source=ReplaySource(path=record, realtime=args.realtime),
         mqtt=MqttSettings(host="127.0.0.1", port=port, protocol="3.1.1"),
     )
     config.daemon.state_dir = str(work / "agent")
@@ -98,6 +128,10 @@ def run(args) -> int:
                         event_filter=alert_only, lock=lock)
         t0 = time.monotonic()
         runner.run()
+        if runner.stop_reason in ("SIGINT", "SIGTERM"):
+            print(f"edgemon demo: interrupted ({runner.stop_reason}) after {time.monotonic() - t0:.1f} s; "
+                  f"hub stored {len(received)} alert message(s)", file=sys.stderr)
+            return 130
         idle = transport.wait_idle(timeout=args.timeout)
         status = transport.status()
         print(f"edgemon demo: replay of {args.record} done in {time.monotonic() - t0:.1f} s; "

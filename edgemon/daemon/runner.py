@@ -130,6 +130,11 @@ class Runner:
         self._technical_active: set[str] = set()  # technical alerts this runner raised and has not cleared
 
     # ------------------------------------------------------------------ control
+    @property
+    def stop_reason(self) -> str:
+        """Why the run stopped early ("SIGINT", "SIGTERM", a failure); "" for the end of a finite source."""
+        return self._stop_reason
+
     def stop(self, reason: str = "stop requested") -> None:
         """Thread-safe: ask the runner to shut down cleanly."""
         if not self._stop.is_set():
