@@ -10,7 +10,9 @@ one line naming the thing and the reason, exit 2, no traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import logging
 import math
 import pkgutil
 import sys
@@ -49,6 +51,27 @@ def number(cast: type = float, low: float | None = None, high: float | None = No
 
     parse.__name__ = wanted   # argparse names the type in some of its own messages
     return parse
+
+
+@contextlib.contextmanager
+def stage_warnings_on_stderr():
+    """While a command runs, what the stages log at WARNING and above (a flat channel, a truncated
+    annotation file, a model that did not load) is printed once each as an "edgemon: warning:" line.
+    Such a command goes on afterwards, so an ERROR record is a warning too: "error" is kept for what
+    ends the command (UserError, exit 2). The daemon sends the same records to its JSON log."""
+    class WarningLine(logging.Formatter):
+        def format(self, record: logging.LogRecord) -> str:
+            return f"edgemon: warning: {record.getMessage()}"
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setLevel(logging.WARNING)
+    handler.setFormatter(WarningLine())
+    logger = logging.getLogger("edgemon")
+    logger.addHandler(handler)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
 
 
 EVENT_TYPES = ("beat", "quality", "detection", "alert")   # event_to_dict's "type"

@@ -39,6 +39,13 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
+    from edgemon.cli import stage_warnings_on_stderr
+
+    with stage_warnings_on_stderr():
+        return _plot(args)
+
+
+def _plot(args) -> int:
     from edgemon.cli import UserError
 
     out = Path(args.out)

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import logging
 import sys
 
 
@@ -32,25 +31,11 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
-class _WarningLine(logging.Formatter):
-    # The replay goes on after anything a stage logs (a model that did not load runs without it), so
-    # an ERROR record is a warning here: "error" is kept for what ends the command, with exit 2.
-    def format(self, record: logging.LogRecord) -> str:
-        return f"edgemon: warning: {record.getMessage()}"
-
-
 def run(args) -> int:
-    # What the stages log as warnings (a flat channel, a truncated annotation file, ...) is printed
-    # once each as an "edgemon: warning:" line; the daemon sends the same records to its JSON log.
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setLevel(logging.WARNING)
-    handler.setFormatter(_WarningLine())
-    logger = logging.getLogger("edgemon")
-    logger.addHandler(handler)
-    try:
+    from edgemon.cli import stage_warnings_on_stderr
+
+    with stage_warnings_on_stderr():
         return _replay(args)
-    finally:
-        logger.removeHandler(handler)
 
 
 def _replay(args) -> int:
