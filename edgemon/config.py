@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated, Literal, Union
+from typing import Annotated, Literal, Union, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -69,6 +69,21 @@ class SimulateSource(_Strict):
     chunk_s: float = Field(1.0, gt=0, le=60)
     realtime: bool = False
 
+    @model_validator(mode="after")
+    def _rate_usable(self) -> "SimulateSource":
+        kind = "ppg" if self.scenario.startswith("ppg") else "ecg"
+        _check_rate(kind, self.fs_hz)
+        return self
+
+
+def _check_rate(kind: str, fs_hz: float) -> None:
+    """So that check-config refuses a rate the daemon's detectors could not run at."""
+    from edgemon.dsp import rate_problem
+
+    problem = rate_problem(kind, fs_hz)
+    if problem:
+        raise ValueError(f"fs_hz: {problem}")
+
 
 class SerialEcgSource(_Strict):
     type: Literal["serial_ecg"] = "serial_ecg"
@@ -78,6 +93,11 @@ class SerialEcgSource(_Strict):
     front_end: Literal["ads1292r", "ad8232"] = "ads1292r"
     lsb_uv: float = Field(0.2861, gt=0, description="Microvolts per ADC count after the front-end gain.")
     reconnect_max_s: float = Field(30.0, gt=0)
+
+    @model_validator(mode="after")
+    def _rate_usable(self) -> "SerialEcgSource":
+        _check_rate("ecg", self.fs_hz)
+        return self
 
 
 class Max30102Source(_Strict):
@@ -199,11 +219,18 @@ class DeviceConfig(_Strict):
         return self
 
 
+_SOURCE_TYPES = frozenset(m.model_fields["type"].default for m in get_args(get_args(SourceConfig)[0]))
+
+
 def _format_error(path: str, err: ValidationError) -> str:
     lines = []
     for e in err.errors():
-        loc = ".".join(str(p) for p in e["loc"] if not str(p).startswith("function-after")) or "(top level)"
-        lines.append(f"{path}: {loc}: {e['msg'].removeprefix('Value error, ')}")
+        loc = [str(p) for p in e["loc"] if not str(p).startswith("function-after")]
+        if len(loc) >= 2 and loc[0] == "source" and loc[1] in _SOURCE_TYPES:
+            del loc[1]   # the union's tag is source.type, not a level of the file: source.chunk_s
+        msg = e["msg"].removeprefix("Value error, ")
+        # a check of the whole file names its fields in the message itself
+        lines.append(f"{path}: {'.'.join(loc)}: {msg}" if loc else f"{path}: {msg}")
     return "\n".join(lines)
 
 
@@ -218,7 +245,7 @@ def load_config(path: str | Path) -> DeviceConfig:
     """Read and validate a TOML device config; raise ConfigError naming file/field/reason."""
     p = Path(path)
     if not p.is_file():
-        raise ConfigError(f"{p}: cannot read config: no such file")
+        raise ConfigError(f"{p}: cannot read config: {'a folder, not a file' if p.is_dir() else 'no such file'}")
     try:
         data = tomllib.loads(p.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as err:

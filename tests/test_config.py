@@ -25,11 +25,11 @@ def test_shipped_configs_validate(path, capsys):
     ("[dsp]\nmains_hz = 55\n", "dsp.mains_hz", "Input should be"),
     ("[dsp]\nbandpass_hz = [40.0, 0.5]\n", "bandpass_hz", "low < high"),
     ("[device]\nid = 'has space'\n", "device.id", "should match pattern"),
-    ("[source]\ntype = 'serial_ecg'\nbaudrate = -1\n", "source.serial_ecg.baudrate", "greater than 0"),
+    ("[source]\ntype = 'serial_ecg'\nbaudrate = -1\n", "source.baudrate", "greater than 0"),
     ("[source]\ntype = 'carrier_pigeon'\n", "source", "does not match any of the expected tags"),
     ("[detect]\nnum_threads = 'many'\n", "detect.num_threads", "valid integer"),
     ("[nonsense]\nx = 1\n", "nonsense", "Extra inputs are not permitted"),
-    ("[source]\ntype = 'simulate'\nduration_s = inf\n", "source.simulate.duration_s", "finite number"),
+    ("[source]\ntype = 'simulate'\nduration_s = inf\n", "source.duration_s", "finite number"),
     ("[detect]\nsustained_s = nan\n", "detect.sustained_s", "finite number"),
     ("[dsp]\nppg_bandpass_hz = [8.0, 0.5]\n", "dsp.ppg_bandpass_hz", "low < high"),
     ("[detect]\npause_s = 6.0\n", "detect.pause_s (6) must not exceed detect.asystole_s (5)", "shorter gap"),
@@ -83,3 +83,24 @@ def test_shipped_configs_validate_against_the_schema(path):
         jsonschema.validate({"alerts": {"af_onset": 30}}, schema)
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate({"detect": {"af_fusion": "some"}}, schema)
+
+
+def test_config_errors_name_the_field_as_written(tmp_path):
+    """The source union's tag is not a level of the file (source.chunk_s, not source.replay.chunk_s); a
+    check of the whole file names its fields in its message; a folder is not "no such file"; a rate the
+    detectors cannot use is refused here, not by a crash of the daemon."""
+    from edgemon.config import ConfigError, load_config
+
+    cases = [("[source]\ntype = 'replay'\nchunk_s = 0\n", ": source.chunk_s: Input should be greater than 0"),
+             ("[dsp]\nbandpass_hz = [40, 0.5]\n", "c.toml: dsp.bandpass_hz must be 0 < low < high"),
+             ("[source]\ntype = 'simulate'\nfs_hz = 20\n", "fs_hz: ECG sampled at 20 Hz: edgemon needs ECG at 50 Hz"),
+             ("[source]\ntype = 'serial_ecg'\nfs_hz = 40\n", "fs_hz: ECG sampled at 40 Hz")]
+    for text, needle in cases:
+        (tmp_path / "c.toml").write_text(text)
+        with pytest.raises(ConfigError) as err:
+            load_config(tmp_path / "c.toml")
+        assert needle in str(err.value), str(err.value)
+    (tmp_path / "c.toml").write_text("[source]\ntype = 'simulate'\nscenario = 'ppg_af'\nfs_hz = 25\n")
+    assert load_config(tmp_path / "c.toml").source.fs_hz == 25   # PPG works from 20 Hz
+    with pytest.raises(ConfigError, match="a folder, not a file"):
+        load_config(tmp_path)

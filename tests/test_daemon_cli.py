@@ -99,7 +99,7 @@ def test_run_under_fake_systemd(tmp_path):
     ('type = "serial_ecg"\nport = "/dev/ttyNOPE"', "/dev/ttyNOPE", 69),    # a sensor may come back: retry
     ('type = "max30102"\nbus = 97', "/dev/i2c-97", 69),
     ('type = "replay"\npath = "no/such/record"', "no/such/record", 2),      # a missing file will not
-    ('type = "simulate"\nfs_hz = 20', "source.fs_hz: ECG sampled at 20 Hz", 2),
+    ('type = "simulate"\nfs_hz = 20', "fs_hz: ECG sampled at 20 Hz", 2),
 ])
 def test_missing_device_or_file_is_named(tmp_path, source, needle, code):
     cfg = write_config(tmp_path, source)

@@ -41,7 +41,8 @@ def run(args) -> int:
 def _replay(args) -> int:
     from edgemon.cli import UserError
     from edgemon.config import DeviceConfig, load_config
-    from edgemon.daemon.pipeline import Models, Pipeline, event_to_dict, load_models, rate_problem
+    from edgemon.daemon.pipeline import Models, Pipeline, event_to_dict, load_models
+    from edgemon.dsp import rate_problem
     from edgemon.sources.errors import SourceError
 
     config = load_config(args.config) if args.config else DeviceConfig()

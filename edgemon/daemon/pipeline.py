@@ -36,9 +36,8 @@ import numpy as np
 
 from edgemon.config import DeviceConfig
 from edgemon.dsp.filters import EcgFilter, PpgFilter, SosBank
-from edgemon.dsp.ppg import MIN_FS_HZ as PPG_MIN_FS_HZ
+from edgemon.dsp import rate_problem
 from edgemon.dsp.ppg import PpgPeakDetector
-from edgemon.dsp.qrs import MIN_FS_HZ as ECG_MIN_FS_HZ
 from edgemon.dsp.qrs import QrsDetector
 from edgemon.dsp.quality import QualityMonitor
 from edgemon.dsp.resample import Resampler
@@ -216,16 +215,6 @@ class _QualityTrack:
                 break
             total += max(0.0, min(b_s, self._ends[k]) - max(a_s, self._starts[k])) * self._sqi[k]
         return total / (b_s - a_s)
-
-
-def rate_problem(channel_kind: str, fs_hz: float | None) -> str | None:
-    """Why a channel of this kind cannot be analysed at this rate, or None: checked before a stream
-    starts (config check, preflight), so a low rate is a clear error instead of a crash on the first chunk."""
-    lowest = {"ecg": ECG_MIN_FS_HZ, "ppg": PPG_MIN_FS_HZ}.get(channel_kind)
-    if lowest is not None and fs_hz is not None and fs_hz < lowest:
-        kind = channel_kind.upper()
-        return f"{kind} sampled at {fs_hz:g} Hz: edgemon needs {kind} at {lowest:g} Hz or more"
-    return None
 
 
 class Pipeline:

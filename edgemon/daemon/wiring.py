@@ -88,7 +88,7 @@ def open_source(config, base_dir: str | Path | None = None, **hw_kwargs):
         path = resolve_path(src.path, base_dir)
 
         def start():
-            from edgemon.daemon.pipeline import rate_problem
+            from edgemon.dsp import rate_problem
             from edgemon.sources.replay import iter_chunks, open_record
             rec = open_record(path, src.channels or None, expected_fs_hz=src.expected_fs_hz, fs_hz=src.fs_hz,
                               channel_kinds=src.channel_kinds)
@@ -108,11 +108,7 @@ def open_source(config, base_dir: str | Path | None = None, **hw_kwargs):
         return IterSource(start_beats, device=f"beat_times {path}.{src.annotator}", preflight=start_beats)
     if src.type == "simulate":
         def start_sim():
-            from edgemon.daemon.pipeline import rate_problem
             from edgemon.sources.simulate import iter_simulated_chunks
-            problem = rate_problem("ppg" if src.scenario.startswith("ppg") else "ecg", src.fs_hz)
-            if problem:
-                raise SourceError("source.fs_hz", problem)
             return iter_simulated_chunks(src.scenario, src.duration_s, src.fs_hz, src.heart_rate_bpm, src.seed,
                                          src.chunk_s, src.realtime)
 
