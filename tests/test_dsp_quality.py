@@ -119,3 +119,59 @@ def test_hf_rising_over_the_recordings_own_floor_is_noise(nsr):
     assert not [w for w in steady if w.reason == "noise"]
     floors = [w.end_s for w in steady if "hf_floor" in w.features]  # consulted, once there is history
     assert floors and min(floors) > 60
+
+
+def _ppg_run(x, fs, chunk_s=1.0):
+    """As the pipeline runs PPG: the streaming peak detector's beats, no settled_sample (the fixed lag)."""
+    from edgemon.dsp.ppg import PpgPeakDetector
+
+    det, m = PpgPeakDetector(fs), QualityMonitor(fs, "ppg")
+    n = max(1, int(chunk_s * fs))
+    out = []
+    for i in range(0, len(x), n):
+        out += m.push(x[i:i + n], None, det.push(x[i:i + n]))
+    return out + m.flush()
+
+
+@pytest.mark.parametrize("name", ["ppg_nsr", "ppg_af"])
+def test_ppg_samples_are_usable_in_sinus_and_in_af(samples_dir, name):
+    """PPG has an HF limit of its own (_HF_RATIO_NOISE_PPG, from real PPG): with the ECG one, 46 of the
+    ppg_af sample's 60 AF windows (and 9 of ppg_nsr's 60) were 'noise', although their hf_ratio is that
+    of real PPG at the same pulse rate (docs/dsp.md). Irregular AF pulses must not make a window noise."""
+    from edgemon.sources.reference import read_reference
+
+    rec = open_record(samples_dir / name)
+    windows = _ppg_run(rec.samples[:, 0].copy(), rec.fs_hz)
+    rhythms = read_reference(samples_dir / name).rhythms
+    assert {lab for _, _, lab in rhythms} == ({"N", "AFIB"} if name == "ppg_af" else {"N"})
+    for s, e, lab in rhythms:
+        inside = [w for w in windows if s <= w.start_sample and w.end_sample <= e]
+        usable = [w for w in inside if w.reason == "ok" and w.sqi >= 0.5]
+        assert inside and len(usable) >= 0.9 * len(inside), (lab, [w.reason for w in inside])
+
+
+def test_ppg_broadband_noise_is_still_noise(samples_dir):
+    """The PPG limit is high (real PPG's ratio is mostly the pulse's own slope), but gross broadband
+    noise still makes PPG windows 'noise'; the clean windows around it stay 'ok'."""
+    rec = open_record(samples_dir / "ppg_nsr")
+    x, fs = rec.samples[:, 0].copy(), rec.fs_hz
+    t = np.arange(len(x)) / fs
+    burst = (t >= 40) & (t < 70)
+    noisy = x + 0.5 * np.random.default_rng(2).normal(0.0, 1.0, len(x)) * burst  # pulse ~1 peak-to-peak
+    windows = _ppg_run(noisy, fs)
+    inside = [w for w in windows if 42 <= w.start_s and w.end_s <= 68]
+    outside = [w for w in windows if w.end_s <= 38 or w.start_s >= 72]
+    assert inside and all(w.reason == "noise" and w.sqi < 0.5 for w in inside)
+    assert outside and all(w.reason == "ok" for w in outside)
+
+
+def test_replay_ppg_af_sample_raises_af_not_poor_quality(samples_dir, capsys):
+    """The bug QA found: on ppg_af the tachogram saw AF (p 0.93-0.98) but the windows were 'noise',
+    so only a signal_quality alert came out."""
+    import json
+
+    from edgemon.cli import main
+
+    assert main(["replay", str(samples_dir / "ppg_af"), "--fast", "--events", "alert"]) == 0
+    conditions = [json.loads(line)["payload"]["condition"] for line in capsys.readouterr().out.splitlines()]
+    assert "af" in conditions and "signal_quality" not in conditions

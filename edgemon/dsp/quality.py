@@ -8,8 +8,9 @@ the dominant ``reason``:
 - ``lead_off`` / ``nan``: most samples invalid (sensor said so / file held NaN);
 - ``flatline``: no amplitude (ECG peak-to-peak < 0.05 mV, PPG < 1e-6 of range);
 - ``saturation``: many samples pinned at the window's extreme value (railing ADC);
-- ``noise``: high-frequency power (EMG, mains) large against the signal, or
-  (ECG) risen well above this recording's own level of the last minutes;
+- ``noise``: high-frequency power (EMG, mains) large against the signal (PPG: a
+  limit of its own, from real PPG), or (ECG) risen well above this recording's
+  own level of the last minutes;
 - ``motion``: baseline swings or beat morphology that no longer repeats
   (electrode motion looks like ECG in frequency, so it is caught by the beats:
   low correlation between each beat and the window's median beat, or a beat
@@ -34,12 +35,22 @@ from edgemon.dsp.history import History
 from edgemon.events import Beat, QualityWindow
 
 # Thresholds, ECG (mV) and PPG (relative). Chosen on NSTDB 119e* (clean vs noisy segments) and
-# clean MITDB 100/103/105/203 only; NSTDB 118e* stays held out for the noise-stress figures
-# segments; see docs/dsp.md.
+# clean MITDB 100/103/105/203 only, except _HF_RATIO_NOISE_PPG (real PPG, below); NSTDB 118e* stays
+# held out for the noise-stress figures; see docs/dsp.md.
 _FLAT_PTP_MV = 0.05
 _INVALID_FRACTION = 0.5
 _SATURATION_FRACTION = 0.08
 _HF_RATIO_NOISE = 0.06       # robust HF level / beat amplitude (clean MITDB: 95th pct <= 0.045)
+# PPG (> 8 Hz part / pulse amplitude) has its own limit: the ECG one flagged 68 % of the 2-s windows of
+# real PPG (ppg_af, Liu et al. 2022) as noise. On PPG the ratio is mostly the pulse's own upstroke seen
+# through the 8-Hz low-pass's lag, not noise: it rises with the pulse rate (real PPG: median 0.053 at
+# 50-70 bpm, 0.17 at >= 150 bpm) while that data holds almost no power above 8 Hz.
+# Rule, set before trying it on the samples: the 99th percentile of the real windows (all rhythms, AF and
+# non-AF pooled, 42,480 windows: 0.198), rounded up. AF's own 99.5th percentile is 0.122, so AF's
+# irregular pulses do not make a window noise; gross broadband noise does (white noise of ~0.3 x the
+# pulse's peak-to-peak), and so do 15 % of the real windows at >= 150 bpm. docs/dsp.md ("PPG"),
+# tools/ppg_quality_check.py.
+_HF_RATIO_NOISE_PPG = 0.20
 # Muscle noise is bursty and often stays below _HF_RATIO_NOISE (nstdb 'ma' added to MITDB at 6 dB SNR:
 # median 0.043), yet it turns wide-QRS-looking spikes and noisy sinus beats into "V" runs. So a window is
 # noise also when its ratio rises above _HF_RISE x this recording's own recent floor (a low percentile of
@@ -198,7 +209,7 @@ class QualityMonitor:
                 amplitude = max(amplitude, self._beat_amplitude)
             ratio = float(1.4826 * _median(np.abs(hf)) / max(1e-9, amplitude))
             features["hf_ratio"] = ratio
-            limit = _HF_RATIO_NOISE
+            limit = _HF_RATIO_NOISE if self.kind == "ecg" else _HF_RATIO_NOISE_PPG
             # the floor matters only between the two limits (features["hf_floor"] is there when it did)
             if (self.kind == "ecg" and _HF_RISE_MIN < ratio <= _HF_RATIO_NOISE
                     and len(self._hf_history) >= self._hf_floor_min_windows):
