@@ -185,7 +185,10 @@ class DetectSection(_Strict):
 
 class DaemonSection(_Strict):
     queue_chunks: int = Field(64, ge=2, description="Bound of each inter-stage queue.")
-    backpressure: Literal["drop_oldest", "block"] = "drop_oldest"
+    backpressure: Literal["drop_oldest", "block"] = Field(
+        "drop_oldest", description="When the pipeline falls behind a sensor: drop (and count) the oldest chunks, "
+                                   "re-filled as invalid samples, or make the source wait. File and simulated "
+                                   "sources always wait.")
     state_dir: str = Field("./state", description="Outbox and capture folder.")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     telemetry_interval_s: float = Field(60.0, gt=0)
