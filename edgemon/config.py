@@ -158,6 +158,13 @@ class DetectSection(_Strict):
     brady_bpm: float = Field(40.0, gt=10)
     tachy_bpm: float = Field(150.0, gt=60)
     sustained_s: float = Field(10.0, gt=0)
+    bigeminy_cycles: int = Field(
+        4, ge=2, description="Ventricular bigeminy: this many N-V couplets in a row (each V premature). Monitors "
+                             "use 3; one more on a single wearable lead, so a chance alternation of isolated "
+                             "PVCs makes no advisory (docs/alerts.md, 'Ectopy rules').")
+    pvc_per_min: int = Field(
+        10, ge=1, description="Frequent PVCs: this many isolated or paired V beats within a sliding minute (a "
+                              "bedside monitor's default 'PVCs/min high'; ~14 % of beats at 70 bpm).")
     af_fusion: Literal["all", "majority", "any"] = Field(
         "all", description="On ECG, a beat-timing AF window counts as AF only if the rhythm CNN's 10-s windows "
                            "overlapping its centre beats agree: all of them, a majority, or any one. 'all' was "

@@ -208,3 +208,192 @@ def test_long_ventricular_rhythm_keeps_bounded_state():
     t = regular(0, 1800, 60)  # 30 min of slow (idioventricular) V beats: never VT, never grows
     assert run(rules, beats_at(t, label="V"), windows(0, 1800), chunk_s=10.0) == []
     assert len(rules._v_run) <= 256 and rules._v_count == len(t)
+
+
+# ---------------------------------------------------------------------- ectopy: bigeminy and frequent PVCs
+SINUS_RR = 0.8     # 75 bpm
+COUPLING = 0.48    # N -> V: premature (60 % of the sinus RR)
+COMPENSATORY = 1.12  # V -> N: the pause after the PVC
+
+
+def ectopy_beats(pattern, start_s=0.0):
+    """Beat times and labels from a label string: 'N'/'S' sinus beats, 'V' a PVC (premature, then a
+    compensatory pause), 'T' a V beat of a run at 150 bpm, 'v' a V beat at sinus timing (not premature),
+    'Q' an unclassifiable detection and 'F' a fusion beat (at sinus timing)."""
+    times, labels, t, prev = [], [], start_s, None
+    for c in pattern:
+        if prev is not None:
+            t += (COUPLING if c == "V" else 0.4 if c == "T" else COMPENSATORY if prev in "VT" else SINUS_RR)
+        times.append(round(t, 6))
+        labels.append("V" if c in "VTv" else c)
+        prev = c
+    return times, labels
+
+
+def run_q(rules, beats, quality=(), chunk_s=1.0, end_s=None):
+    """Like run(), but each chunk brings the quality windows that begin in it before its beats, as the
+    pipeline does (a beat reaches the rules once the quality window holding it is judged)."""
+    end_s = end_s if end_s is not None else max([b.time_s for b in beats] + [q.end_s for q in quality]) + chunk_s
+    out, t = [], 0.0
+    while t < end_s:
+        e = t + chunk_s
+        out += rules.push([b for b in beats if t <= b.time_s < e], [q for q in quality if t <= q.start_s < e])
+        t = e
+    return out
+
+
+def ectopy(dets, cond):
+    return [d for d in dets if d.condition == cond]
+
+
+def test_bigeminy_fires_after_four_couplets_and_not_before():
+    for cycles, expect in ((3, 0), (4, 1), (10, 1)):
+        pattern = "N" * 10 + "NV" * cycles + "N" * 10
+        t, lab = ectopy_beats(pattern)
+        dets = ectopy(run(RhythmRules(), beats_at(t, label=lab), windows(0, t[-1] + 2)), "bigeminy")
+        assert len(conds(dets)) == expect, cycles
+        if expect:
+            onset = dets[0]
+            assert onset.source == "rule:bigeminy" and onset.start_s == pytest.approx(t[10])   # its first N
+            assert onset.end_s == pytest.approx(t[10 + 7])                                     # the 4th V
+            assert onset.evidence["n_cycles"] == 4 and onset.evidence["min_cycles"] == 4
+            assert onset.probability == pytest.approx(0.9)
+            assert all(d.end_s <= t[10 + 2 * cycles - 1] + 1e-9 for d in dets)   # nothing after the last V
+
+
+def test_bigeminy_lasting_is_refreshed_then_ends_when_the_pattern_breaks():
+    t, lab = ectopy_beats("N" * 5 + "NV" * 20 + "NN" + "NV" * 3 + "N" * 5)
+    last_v = t[5 + 39]
+    dets = ectopy(run(RhythmRules(), beats_at(t, label=lab), windows(0, t[-1] + 2)), "bigeminy")
+    assert conds(dets) == ["bigeminy"]                        # one episode; the 3 couplets after the break: none
+    assert len(dets) >= 5 and all(d.evidence["continuing"] for d in dets[1:])
+    spans = [(d.start_s, d.end_s) for d in dets]
+    assert all(b[0] == a[1] for a, b in zip(spans, spans[1:]))
+    assert dets[-1].end_s <= last_v + 1e-9
+    # broken by V V (a couplet of PVCs), by a Q beat or by a fusion beat: a new episode needs 4 new couplets
+    for brk in ("V", "Q", "F"):
+        t, lab = ectopy_beats("N" * 5 + "NV" * 6 + brk + "NV" * 4 + "N" * 5)
+        dets = ectopy(run(RhythmRules(), beats_at(t, label=lab), windows(0, t[-1] + 2)), "bigeminy")
+        assert conds(dets) == ["bigeminy", "bigeminy"], brk
+        assert dets[-1].start_s > t[5 + 12], brk
+
+
+def test_bigeminy_counts_s_beats_as_supraventricular_and_needs_premature_v():
+    t, lab = ectopy_beats("N" * 5 + "SV" * 5 + "N" * 5)
+    assert conds(ectopy(run(RhythmRules(), beats_at(t, label=lab), windows(0, t[-1] + 2)), "bigeminy")) == ["bigeminy"]
+    # alternating labels at a regular rate (a slow ventricular rhythm the model half calls N): not bigeminy
+    t, lab = ectopy_beats("N" * 5 + "Nv" * 8 + "N" * 5)
+    assert run(RhythmRules(), beats_at(t, label=lab), windows(0, t[-1] + 2)) == []
+
+
+def test_bigeminy_cycles_parameter():
+    t, lab = ectopy_beats("N" * 5 + "NV" * 3 + "N" * 5)
+    assert conds(run(RhythmRules(bigeminy_cycles=3), beats_at(t, label=lab), windows(0, t[-1] + 2))) == ["bigeminy"]
+    assert run(RhythmRules(), beats_at(t, label=lab), windows(0, t[-1] + 2)) == []
+
+
+def test_pvc_rate_counts_pvcs_in_the_last_minute():
+    # a PVC every 7.2 s: at most 9 in any 60 s -> no alert; every 5.6 s: 10 or 11 -> pvc
+    t, lab = ectopy_beats("NNNNNNNNV" * 16 + "N" * 10)
+    assert run(RhythmRules(), beats_at(t, label=lab), windows(0, t[-1] + 2)) == []
+    t, lab = ectopy_beats("NNNNNNV" * 20 + "N" * 10)
+    v = [x for x, la in zip(t, lab) if la == "V"]
+    dets = ectopy(run(RhythmRules(), beats_at(t, label=lab), windows(0, t[-1] + 2)), "pvc")
+    assert conds(dets) == ["pvc"]
+    onset = dets[0]
+    assert onset.source == "rule:pvc" and onset.start_s == pytest.approx(v[0])
+    assert onset.end_s == pytest.approx(v[9] + COMPENSATORY)   # judged at the beat after the 10th PVC
+    assert onset.evidence["pvc_per_min"] == 10 and onset.evidence["limit_per_min"] == 10
+    assert onset.evidence["window_s"] == 60.0 and onset.probability == pytest.approx(0.9)
+    assert len(dets) > 5 and all(d.evidence["continuing"] and d.evidence["pvc_per_min"] in (10, 11)
+                                 for d in dets[1:])
+    # it lasts while 10 PVCs lie within the last minute: until a minute after the 10th-last one
+    assert v[-10] + 60 - 5.0 - SINUS_RR < dets[-1].end_s <= v[-10] + 60
+    assert run(RhythmRules(pvc_per_min=12), beats_at(t, label=lab), windows(0, t[-1] + 2)) == []
+
+
+def test_pvc_count_excludes_vt_runs_and_slow_ventricular_runs_but_counts_couplets():
+    # 8 isolated PVCs, a 5-beat VT run and a 3-beat slow V run within a minute: 8 PVCs, not 16
+    t, lab = ectopy_beats("NNNNV" * 4 + "NNNTTTTT" + "NNNNV" * 4 + "NNvvv" + "N" * 80)
+    dets = run(RhythmRules(), beats_at(t, label=lab), windows(0, t[-1] + 2))
+    assert t[-1] - t[0] > 60 and conds(dets) == ["vt"]
+    pv = ectopy(run(RhythmRules(pvc_per_min=8), beats_at(t, label=lab), windows(0, t[-1] + 2)), "pvc")
+    assert pv and max(d.evidence["pvc_per_min"] for d in pv) == 8
+    # couplets count twice: 5 couplets in a minute are 10 PVCs
+    t, lab = ectopy_beats("NNNNNNNNVV" * 5 + "N" * 20)
+    pv = ectopy(run(RhythmRules(), beats_at(t, label=lab), windows(0, t[-1] + 2)), "pvc")
+    assert t[lab.index("V")] + 60 > t[-1] - 20 * SINUS_RR
+    assert conds(pv) == ["pvc"] and pv[0].evidence["pvc_per_min"] == 10
+
+
+def test_q_beats_do_not_count():
+    t, lab = ectopy_beats("NNNNQ" * 14 + "N" * 5)           # 14 Q in 60 s: nothing
+    assert run(RhythmRules(), beats_at(t, label=lab), windows(0, t[-1] + 2)) == []
+    t, lab = ectopy_beats(("NNNNQNNNNVNNNNV" * 5)[:70] + "N" * 5)   # 9 V and 5 Q within a minute
+    assert lab.count("V") == 9 and run(RhythmRules(), beats_at(t, label=lab), windows(0, t[-1] + 2)) == []
+    t, lab = ectopy_beats("N" * 5 + "NV" * 2 + "Q" + "NV" * 3 + "N" * 5)   # Q breaks the bigeminy
+    assert run(RhythmRules(), beats_at(t, label=lab), windows(0, t[-1] + 2)) == []
+
+
+def test_beats_in_unusable_signal_do_not_count():
+    # 14 PVCs in a minute, 6 of them in 2-s stretches of noise or lead-off: 8 counted, no pvc
+    t, lab = ectopy_beats("NNNV" * 14 + "N" * 5)
+    v = [x for x, la in zip(t, lab) if la == "V"]
+    assert v[-1] - v[0] < 60
+    q, s = [], 0.0
+    for k in (1, 3, 5, 7, 9, 11):
+        a, e = v[k] - 0.9, v[k] + 0.9
+        q += windows(s, a) + windows(a, e, reason="noise" if k < 6 else "lead_off")
+        s = e
+    q += windows(s, t[-1] + 2)
+    assert run_q(RhythmRules(), beats_at(t, label=lab), q) == []
+    assert conds(run_q(RhythmRules(), beats_at(t, label=lab), windows(0, t[-1] + 2))) == ["pvc"]
+    # a low-sqi window counts as unusable too; bigeminy split by it into 3 + 2 couplets: none
+    t, lab = ectopy_beats("N" * 5 + "NV" * 6 + "N" * 5)
+    mid = t[5 + 6]
+    q = windows(0, mid - 0.5) + [QualityWindow(int(round((mid - 0.5) * FS)), int(round((mid + 0.5) * FS)), FS,
+                                               0.3, "ok")]
+    q += windows(mid + 0.5, t[-1] + 2)
+    assert run_q(RhythmRules(), beats_at(t, label=lab), q) == []
+    assert conds(run_q(RhythmRules(), beats_at(t, label=lab), windows(0, t[-1] + 2))) == ["bigeminy"]
+
+
+def test_ectopy_results_do_not_depend_on_chunking():
+    pattern = ("N" * 10 + "NV" * 12 + "NN" + "NVNVVN" + "N" * 5 + "NV" * 5 + "N" * 20 + "NNNNV" * 10
+               + "NNQNNV" * 4 + "NNTTTTN" + "NNNV" * 10 + "N" * 20)
+    t, lab = ectopy_beats(pattern)
+    b = beats_at(t, label=lab)
+    end = t[-1] + 0.5
+    q = windows(0, 40) + windows(40, 44, reason="noise") + windows(44, 100) + windows(100, 102, reason="lead_off")
+    q += windows(102, end)
+    key = lambda ds: [(d.condition, round(d.start_s, 6), round(d.end_s, 6), round(d.probability, 6),  # noqa: E731
+                       d.evidence) for d in ds]
+    ref = run_q(RhythmRules(), b, q, chunk_s=1.0, end_s=end)
+    assert set(conds(ref)) == {"bigeminy", "pvc", "vt"}
+    for chunk_s in (0.1, 0.25, 3.0, 7.0, 60.0):
+        assert key(run_q(RhythmRules(), b, q, chunk_s=chunk_s, end_s=end)) == key(ref), chunk_s
+
+
+def test_long_bigeminy_keeps_bounded_state():
+    t, lab = ectopy_beats("NV" * 1000)   # ~27 min of bigeminy
+    rules = RhythmRules()
+    dets = run(rules, beats_at(t, label=lab), windows(0, t[-1] + 2), chunk_s=10.0)
+    assert conds(ectopy(dets, "bigeminy")) == ["bigeminy"] and conds(ectopy(dets, "pvc")) == ["pvc"]
+    assert len(rules._pv_times) <= 60 and len(rules._pv_run) < rules.vt_beats
+
+
+def test_bad_ectopy_parameters_are_refused():
+    with pytest.raises(ValueError, match="bigeminy_cycles"):
+        RhythmRules(bigeminy_cycles=1)
+    with pytest.raises(ValueError, match="pvc_per_min"):
+        RhythmRules(pvc_per_min=0)
+
+
+def test_ectopy_limits_come_from_the_device_config():
+    from edgemon.config import DeviceConfig
+    from edgemon.daemon.pipeline import Pipeline
+
+    cfg = DeviceConfig.model_validate({"detect": {"bigeminy_cycles": 3, "pvc_per_min": 6}})
+    rules = Pipeline(cfg, 250.0, "ecg").rules
+    assert (rules.bigeminy_cycles, rules.pvc_per_min) == (3, 6)
+    assert "pvc" in cfg.alerts.inhibit["bigeminy"]   # one advisory while bigeminy lasts

@@ -58,6 +58,7 @@ def _default_inhibit() -> dict[str, list[str]]:
     return {
         "vt": ["pvc", "bigeminy", "tachycardia"],
         "vf": ["vt", "pvc", "bigeminy", "tachycardia"],
+        "bigeminy": ["pvc"],   # bigeminy is ~35 PVCs/min at 70 bpm: one advisory, not two
         "asystole": ["pause", "bradycardia"],
         "lead_off": [ALL_PHYSIOLOGICAL, "signal_quality"],
         "signal_quality": [ALL_PHYSIOLOGICAL],

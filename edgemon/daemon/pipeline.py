@@ -287,7 +287,8 @@ class Pipeline:
         from edgemon.detect.rules import RhythmRules
 
         self.rules = RhythmRules(pause_s=det.pause_s, asystole_s=det.asystole_s, brady_bpm=det.brady_bpm,
-                                 tachy_bpm=det.tachy_bpm, sustained_s=det.sustained_s)
+                                 tachy_bpm=det.tachy_bpm, sustained_s=det.sustained_s,
+                                 bigeminy_cycles=det.bigeminy_cycles, pvc_per_min=det.pvc_per_min)
         self.engine = None
         self._rhythm_af: deque[tuple[float, float, bool]] = deque()  # recent rhythm-CNN windows
         self._af_fusion = det.af_fusion
