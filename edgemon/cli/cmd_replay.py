@@ -72,14 +72,14 @@ def _replay(args) -> int:
 
         src = config.source if config.source.type == "replay" else None
         expected = src.expected_fs_hz if src else None
-        kinds = dict(src.channel_kinds) if src else {}
+        kind_of = dict(src.channel_kinds) if src else {}
         if args.kind:
             if not args.channel:
                 raise UserError("--kind needs --channel: the kind of which channel")
-            kinds[args.channel] = args.kind
+            kind_of[args.channel] = args.kind
         rec = open_record(args.record, [args.channel] if args.channel else None, expected_fs_hz=expected,
                           fs_hz=args.fs if args.fs is not None else (src.fs_hz if src else None),
-                          channel_kinds=kinds)
+                          channel_kinds=kind_of)
     except SourceError as err:
         raise UserError(str(err)) from None
     if args.fs is not None and rec.fs_hz != args.fs:

@@ -35,8 +35,8 @@ from pathlib import Path
 import numpy as np
 
 from edgemon.config import DeviceConfig
-from edgemon.dsp.filters import EcgFilter, PpgFilter, SosBank
 from edgemon.dsp import rate_problem
+from edgemon.dsp.filters import EcgFilter, PpgFilter, SosBank
 from edgemon.dsp.ppg import PpgPeakDetector
 from edgemon.dsp.qrs import QrsDetector
 from edgemon.dsp.quality import QualityMonitor
