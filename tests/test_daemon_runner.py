@@ -405,3 +405,28 @@ def test_stream_gap_after_a_clock_step_is_the_real_outage():
 
     night = ChunkBatcher(stream).gap(8 * 3600 * 250)
     assert inspect.isgenerator(night) and next(night).n_samples == 250
+
+
+def test_heartbeat_carries_the_pipelines_vitals(samples_dir):
+    """The heartbeat promised heart rate, sqi and model versions (docs/mqtt.md) but sent them empty."""
+    from edgemon.config import DeviceConfig
+    from edgemon.daemon.pipeline import Models
+    from edgemon.daemon.wiring import LivePipeline
+    from edgemon.sources.replay import iter_chunks, open_record
+
+    lp = LivePipeline(DeviceConfig(), Models())
+    assert lp.vitals() == {"heart_rate_bpm": None, "sqi": None, "model_versions": {}}
+    for c in iter_chunks(open_record(samples_dir / "nsr"), 1.0):
+        lp.push_chunk(c)
+    v = lp.vitals()
+    assert 60 < v["heart_rate_bpm"] < 80 and 0.5 <= v["sqi"] <= 1.0   # nsr: sinus rhythm, ~70 bpm
+
+    class Beating(StandInTransport):
+        def publish_heartbeat(self, **kw):
+            self.sent.append(kw)
+
+    transport = Beating()
+    runner = Runner(config(), source=StandInSource(), pipeline=lp, transport=transport, notifier=SdNotifier({}))
+    runner._telemetry()
+    hb = transport.sent[-1]
+    assert hb["heart_rate_bpm"] == v["heart_rate_bpm"] and hb["sqi"] == v["sqi"] and "daemon" in hb["extra"]

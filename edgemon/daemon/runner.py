@@ -478,8 +478,9 @@ class Runner:
         log.info("telemetry", **_f(**stats))
         hb = getattr(self.transport, "publish_heartbeat", None) if self.transport is not None else None
         if hb is not None:
+            vitals = getattr(self.pipeline, "vitals", None)
             try:
-                hb(extra={"daemon": stats})
+                hb(**(vitals() if callable(vitals) else {}), extra={"daemon": stats})
             except Exception as err:
                 log.warning("telemetry publish failed", **_f(error=str(err)))
 

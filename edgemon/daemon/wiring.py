@@ -22,16 +22,21 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections import deque
 from pathlib import Path
 from typing import Iterator
 
-from edgemon.events import Beat, Chunk
+from edgemon.events import Beat, Chunk, QualityWindow
 from edgemon.sources.errors import SourceError
 
 log = logging.getLogger("edgemon.daemon")
 
 HARDWARE_TYPES = ("serial_ecg", "max30102", "polar_h10")
 SENSOR_ALERT_CODE = "sensor_disconnected"
+# heartbeat vitals: heart rate from the median of this many recent intervals (robust to an ectopic beat),
+# withheld when the latest beat is older than this (a pause, lead-off: no rate to report)
+VITALS_BEATS = 8
+VITALS_MAX_AGE_S = 10.0
 RR_FALLBACK_BEATS = 60  # beats without any ECG chunk before a Polar stream falls back to RR analysis
 
 
@@ -139,6 +144,9 @@ class LivePipeline:
         self.pipe = None
         self.channel_index = 0
         self._beats_without_chunks = 0
+        # for the heartbeat's vitals (vitals()): the latest beats and quality window
+        self._beat_times: deque[float] = deque(maxlen=VITALS_BEATS + 1)
+        self._sqi: tuple[float, float] | None = None   # (window end, sqi) of the latest quality window
 
     def _build(self, fs_hz, kind: str, channel: str, start_time_s: float):
         from edgemon.daemon.pipeline import Pipeline
@@ -160,7 +168,7 @@ class LivePipeline:
                                     chunk.channel_names[self.channel_index], chunk.start_time_s)
         if self.pipe.kind == "rr":
             return []
-        return self.pipe.push_chunk(chunk, self.channel_index)
+        return self._observe(self.pipe.push_chunk(chunk, self.channel_index))
 
     def push_beats(self, beats: list[Beat]) -> list:
         if not beats:
@@ -175,7 +183,8 @@ class LivePipeline:
             self.pipe = self._build(None, "rr", "rr", beats[0].start_time_s)
         if self.pipe.kind != "rr":
             return []  # the ECG pipeline finds its own beats
-        return self.pipe.push_beats(beats)
+        self._beat_times.extend(b.time_s for b in beats)
+        return self._observe(self.pipe.push_beats(beats))
 
     def push_status(self, status) -> list:
         if status.connected:
@@ -188,6 +197,29 @@ class LivePipeline:
 
     def flush(self) -> list:
         return self.pipe.flush() if self.pipe is not None else []
+
+    def _observe(self, events: list) -> list:
+        for ev in events:
+            if isinstance(ev, Beat):
+                self._beat_times.append(ev.time_s)
+            elif isinstance(ev, QualityWindow):
+                self._sqi = (ev.end_s, ev.sqi)
+        return events
+
+    def vitals(self) -> dict:
+        """What the heartbeat reports: heart rate from the median of the last VITALS_BEATS intervals (None
+        when the latest beat is more than VITALS_MAX_AGE_S older than the latest quality window: a pause,
+        or no signal), the latest quality window's sqi, and the models' names and versions."""
+        times = list(self._beat_times)
+        latest = max(times[-1:] + ([self._sqi[0]] if self._sqi else []), default=None)
+        hr = None
+        if len(times) >= 3 and latest - times[-1] <= VITALS_MAX_AGE_S:
+            rr = sorted(b - a for a, b in zip(times, times[1:]))
+            mid = len(rr) // 2
+            median = rr[mid] if len(rr) % 2 else (rr[mid - 1] + rr[mid]) / 2
+            hr = round(60.0 / median, 1) if median > 0 else None
+        return {"heart_rate_bpm": hr, "sqi": None if self._sqi is None else round(self._sqi[1], 3),
+                "model_versions": self.models.loaded()}
 
     def stats(self) -> dict:
         out = {"kind": None if self.pipe is None else self.pipe.kind, "models": self.models.loaded()}
