@@ -39,6 +39,16 @@ class DeviceSection(_Strict):
     patient_ref: str = Field("", max_length=128,
                              description="Opaque patient reference carried in alert payloads only, never in topics.")
 
+    @model_validator(mode="after")
+    def _no_patient_in_topics(self) -> "DeviceSection":
+        # the rule the transport applies to its topics (edgemon.transport.topics.validate_id), checked
+        # here so check-config refuses it; the message must not repeat the reference it found
+        ref = self.patient_ref.lower()
+        for what, value in (("device.id", self.id), ("device.site", self.site)):
+            if len(ref) >= 3 and ref in value.lower():
+                raise ValueError(f"{what} contains device.patient_ref: MQTT topics must not identify patients")
+        return self
+
 
 class ReplaySource(_Strict):
     type: Literal["replay"] = "replay"

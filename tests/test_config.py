@@ -104,3 +104,16 @@ def test_config_errors_name_the_field_as_written(tmp_path):
     assert load_config(tmp_path / "c.toml").source.fs_hz == 25   # PPG works from 20 Hz
     with pytest.raises(ConfigError, match="a folder, not a file"):
         load_config(tmp_path)
+
+
+def test_a_patient_reference_in_a_topic_id_is_refused_without_repeating_it(tmp_path):
+    """`edgemon run` died with a traceback (exit 1: systemd restarts it in a loop) that printed the patient
+    reference; check-config had accepted the file."""
+    from edgemon.config import ConfigError, load_config
+
+    for field in ("id", "site"):
+        (tmp_path / "c.toml").write_text(f'[device]\n{field} = "bed-PAT-999888"\npatient_ref = "PAT-999888"\n')
+        with pytest.raises(ConfigError) as err:
+            load_config(tmp_path / "c.toml")
+        assert f"device.{field} contains device.patient_ref" in str(err.value)
+        assert "999888" not in str(err.value)

@@ -187,3 +187,13 @@ def test_check_config_warns_about_mqtt_files_run_could_not_use(tmp_path):
     assert len(warnings) == 2
     assert "mqtt.command_key_file" in warnings[0] and "fewer than 16 bytes" in warnings[0]
     assert "mqtt.tls.ca_file" in warnings[1] and "absent-ca.pem" in warnings[1]
+
+
+def test_an_outbox_that_cannot_open_is_a_config_error(tmp_path):
+    """daemon.state_dir's outbox.sqlite is a folder: one line and exit 2, not a traceback and exit 1."""
+    (tmp_path / "state" / "outbox.sqlite").mkdir(parents=True)
+    cfg = write_config(tmp_path, 'type = "replay"\npath = "sample-signals/nsr"',
+                       extra='[mqtt]\nhost = "127.0.0.1"\nport = 9\n')
+    proc = edgemon("run", "-c", str(cfg), "--no-models")
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 2 and "outbox.sqlite: cannot open" in err and "Traceback" not in err

@@ -80,6 +80,7 @@ def run(args) -> int:
     if not args.no_mqtt:
         from edgemon.transport.commands import engine_command_handler
         from edgemon.transport.client import MqttTransport
+        from edgemon.transport.outbox import OutboxError
         from edgemon.transport.settings import TransportConfigError
 
         if config.mqtt.embedded:
@@ -95,7 +96,7 @@ def run(args) -> int:
             Path(config.daemon.state_dir).mkdir(parents=True, exist_ok=True)
             transport = MqttTransport.from_config(config, command_handler=engine_command_handler(pipeline.engine,
                                                                                                     lock))
-        except (TransportConfigError, OSError) as err:
+        except (TransportConfigError, OutboxError, OSError) as err:   # e.g. daemon.state_dir's outbox is a folder
             if broker is not None:
                 broker.stop()
             raise UserError(f"{args.config}: {err}") from None
