@@ -255,6 +255,10 @@ class AlertEngine:
         self.stats["silences_added"] += 1
         return sid
 
+    def restore_silence(self, silence: Silence) -> None:
+        """Put back a silence this device's engine set before (a restart); it expires as before."""
+        self._silences[silence.silence_id] = silence
+
     def expire_silence(self, silence_id: str) -> bool:
         """End a silence early; False if unknown or already expired."""
         return self._silences.pop(silence_id, None) is not None

@@ -80,6 +80,7 @@ def run(args) -> int:
     if not args.no_mqtt:
         from edgemon.transport.commands import engine_command_handler
         from edgemon.transport.client import MqttTransport
+        from edgemon.daemon.silences import keep_silences
         from edgemon.transport.outbox import OutboxError
         from edgemon.transport.settings import TransportConfigError
 
@@ -94,8 +95,10 @@ def run(args) -> int:
                         extra={"fields": {"port": config.mqtt.embedded_port}})
         try:
             Path(config.daemon.state_dir).mkdir(parents=True, exist_ok=True)
-            transport = MqttTransport.from_config(config, command_handler=engine_command_handler(pipeline.engine,
-                                                                                                    lock))
+            handler = engine_command_handler(pipeline.engine, lock)
+            if is_live(config):   # a clinician's silence outlives a crash or a watchdog restart
+                handler = keep_silences(pipeline.engine, config.daemon.state_dir, handler)
+            transport = MqttTransport.from_config(config, command_handler=handler)
         except (TransportConfigError, OutboxError, OSError) as err:   # e.g. daemon.state_dir's outbox is a folder
             if broker is not None:
                 broker.stop()
