@@ -161,3 +161,19 @@ def test_recorder_stops_rather_than_fill_the_card(tmp_path, caplog):
     errors = [r for r in caplog.records if r.levelno == logging.ERROR]
     assert len(errors) == 1 and "less than" in str(errors[0].__dict__.get("fields", {}).get("error"))
     assert len(list(tmp_path.glob("rec-*.hea"))) == 1   # only the segment that was open
+
+
+def test_text_log_keeps_one_record_on_one_line():
+    """A command id with a newline (from the hub, over MQTT) must not forge a log line in --log-format text."""
+    import io
+    import logging
+
+    from edgemon.daemon.jsonlog import setup_logging
+
+    buf = io.StringIO()
+    handler = setup_logging("INFO", "text", stream=buf)
+    try:
+        logging.getLogger("edgemon.test").warning("command %s refused", "x\n12:00:00 INFO    edgemon: forged")
+    finally:
+        logging.getLogger("edgemon").removeHandler(handler)
+    assert buf.getvalue().count("\n") == 1 and "x\\n12:00:00" in buf.getvalue()

@@ -71,7 +71,9 @@ class TextFormatter(logging.Formatter):
         f = redact(extra) if isinstance(extra, dict) else {}
         tail = " ".join(f"{k}={json.dumps(v, ensure_ascii=False)}" for k, v in f.items())
         ts = datetime.fromtimestamp(record.created).strftime("%H:%M:%S")
-        line = f"{ts} {record.levelname:<7} {record.name}: {redact(record.getMessage())}" + (f"  {tail}" if tail else "")
+        # one record, one line: a newline in a message (a command id from the hub) must not forge another
+        msg = redact(record.getMessage()).replace("\r", "\\r").replace("\n", "\\n")
+        line = f"{ts} {record.levelname:<7} {record.name}: {msg}" + (f"  {tail}" if tail else "")
         if record.exc_info:
             line += "\n" + self.formatException(record.exc_info)
         return line
