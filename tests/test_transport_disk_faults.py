@@ -314,3 +314,31 @@ def test_pages_damaged_while_running_move_the_outbox_to_memory_and_are_rewritten
     reopened = Outbox(path)
     assert reopened.quarantined is None and [r.message_id for r in reopened.rows()] == [m.message_id]
     reopened.close()
+
+
+@pytest.mark.broker
+def test_stop_on_a_full_disk_says_the_alerts_held_in_memory_are_lost(small_disk, mosquitto, make_transport, caplog):
+    """Started on a full disk, the outbox is in memory: a clean stop must not claim the alerts are kept."""
+    caplog.set_level(logging.INFO, logger="edgemon.transport")
+    path = small_disk.path / "outbox.sqlite"
+    early = Outbox(path)
+    kept = message()
+    early.enqueue(kept)  # in the file before the disk filled
+    early.close()
+    small_disk.fill()
+    t = make_transport(mosquitto, outbox=path)  # no hub: no receipts
+    assert t.status()["outbox_storage_error"] is not None and t.wait_connected(5)
+    for _ in range(3):
+        mid, aid, pr, body = alert_json("high")
+        assert t.send_alert(body, message_id=mid, alert_id=aid, priority=pr).accepted
+    assert wait_for(lambda: t.outbox.depth()["awaiting_receipt"] == 4)
+    t.stop()
+    msgs = [(r.levelno, r.getMessage()) for r in caplog.records]
+    assert not any("kept in the outbox until the broker is back" in m for _, m in msgs), msgs
+    (err,) = [m for lvl, m in msgs if lvl == logging.ERROR and "stopping" in m]
+    assert "3 alert message(s) not confirmed by the hub are discarded with the process" in err
+    assert "1 other(s) are in the file too" in err
+    small_disk.free()
+    reopened = Outbox(path)
+    assert [r.message_id for r in reopened.rows()] == [kept.message_id]  # exactly what the log said
+    reopened.close()

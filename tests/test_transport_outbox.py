@@ -167,3 +167,77 @@ def test_send_checks_the_payload_contract(tmp_path):
     assert [r.accepted for r in t.send_many([p])] == [True]
     assert [(r.message_id, r.priority) for r in t.outbox.rows()] == [("m1", "high"), ("m5", "medium")]
     t.stop()
+
+
+def note(i: int, notification: str, priority: str = "medium", alert: str = "ep1") -> OutboxMessage:
+    return OutboxMessage(message_id=f"m{i:04d}", alert_id=alert, priority=priority, notification=notification,
+                         payload=b'{"i": %d}' % i)
+
+
+def test_eviction_prefers_repeats_over_first_notifications_and_resolutions(tmp_path):
+    """Broker down, outbox full: an episode's first notification (with the strip) outlives its own repeats."""
+    ob = Outbox(tmp_path / "o.sqlite", max_messages=4)
+    ob.enqueue(note(0, "new"))                   # the episode's first message: the one with the strip
+    ob.enqueue(note(1, "repeat"))
+    ob.enqueue(note(2, "repeat"))
+    ob.enqueue(note(3, "new", alert="ep2"))
+    # full: the oldest *repeat* of the lowest priority goes, not the older first notification
+    assert ob.enqueue(note(4, "repeat")).evicted == ["m0001"]
+    assert ob.enqueue(note(5, "resolved")).evicted == ["m0002"]
+    assert ob.enqueue(note(6, "resolved", alert="ep2")).evicted == ["m0004"]
+    # only new/resolved of this priority are left: a new repeat is the one dropped
+    res = ob.enqueue(note(7, "repeat"))
+    assert not res.accepted and "repeat" in res.reason and "first notifications" in res.reason
+    assert [(r.message_id, r.notification) for r in ob.rows()] == [
+        ("m0000", "new"), ("m0003", "new"), ("m0005", "resolved"), ("m0006", "resolved")]
+    # priority still comes first: a low first notification goes before a medium repeat
+    ob2 = Outbox(tmp_path / "o2.sqlite", max_messages=2)
+    ob2.enqueue(note(0, "new", priority="low", alert="ep-low"))
+    ob2.enqueue(note(1, "repeat"))
+    assert ob2.enqueue(note(2, "new")).evicted == ["m0000"]
+    # ... and a new first notification of equal priority evicts the oldest of them when none is a repeat
+    ob3 = Outbox(tmp_path / "o3.sqlite", max_messages=2)
+    ob3.enqueue(note(0, "new"))
+    ob3.enqueue(note(1, "resolved"))
+    assert ob3.enqueue(note(2, "new")).evicted == ["m0000"]
+    assert ob.counters()["evicted"] == 4
+
+
+def test_outbox_file_of_an_older_version_is_upgraded(tmp_path):
+    """An outbox written before the notification column existed opens, keeps its rows, and evicts by the new rule."""
+    import sqlite3
+
+    path = tmp_path / "old.sqlite"
+    db = sqlite3.connect(path)
+    db.executescript("""
+        CREATE TABLE outbox (seq INTEGER PRIMARY KEY AUTOINCREMENT, message_id TEXT NOT NULL UNIQUE,
+            alert_id TEXT NOT NULL, priority TEXT NOT NULL, priority_rank INTEGER NOT NULL,
+            topic_suffix TEXT NOT NULL, payload BLOB NOT NULL, created_at REAL NOT NULL,
+            state TEXT NOT NULL CHECK (state IN ('queued', 'in_flight', 'awaiting_receipt')),
+            attempts INTEGER NOT NULL DEFAULT 0, last_sent_at REAL, acked_at REAL,
+            next_attempt_at REAL NOT NULL DEFAULT 0);
+        INSERT INTO outbox(message_id, alert_id, priority, priority_rank, topic_suffix, payload, created_at, state)
+            VALUES ('old-1', 'a1', 'medium', 1, 'alerts', x'7b7d', 1.0, 'queued');
+    """)
+    db.commit()
+    db.close()
+    ob = Outbox(path, max_messages=2)
+    assert [(r.message_id, r.notification) for r in ob.rows()] == [("old-1", "")]
+    ob.enqueue(note(1, "repeat"))
+    assert ob.enqueue(note(2, "new")).evicted == ["m0001"]
+    ob.close()
+
+
+def test_transport_tells_the_outbox_which_messages_are_repeats(tmp_path):
+    import json
+
+    from edgemon.transport.client import MqttTransport
+    from edgemon.transport.settings import MqttSettings
+
+    t = MqttTransport(MqttSettings(host="127.0.0.1"), site="s", device="d", outbox_path=tmp_path / "o.sqlite")
+    for i, kind in enumerate(("new", "repeat", "resolved")):
+        body = json.dumps({"message_id": f"m{i}", "alert_id": "a1", "priority": "medium", "notification": kind})
+        t.send_alert(body, message_id=f"m{i}", alert_id="a1", priority="medium")
+    t.send_alert(json.dumps({"message_id": "m9", "alert_id": "a9"}), message_id="m9", alert_id="a9", priority="low")
+    assert [r.notification for r in t.outbox.rows()] == ["new", "repeat", "resolved", ""]
+    t.stop()

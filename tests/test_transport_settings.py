@@ -80,13 +80,15 @@ def test_topics_layout_and_validation():
 
 def test_command_schema_and_signature():
     key = b"0123456789abcdef-key"
-    cmd = make_command("silence", key=key, matchers={"condition": "af"}, duration_s=600, by="dr-x")
+    cmd = make_command("silence", key=key, site="s1", device="d1", matchers={"condition": "af"}, duration_s=600,
+                       by="dr-x")
     parsed = COMMAND_ADAPTER.validate_python(cmd)
     assert isinstance(parsed, SilenceCommand)
     assert parsed.expiry_epoch_s() == pytest.approx(cmd["issued_at"] + 600)
-    assert command_signature(cmd, key) == cmd["sig"]
+    assert command_signature(cmd, key, site="s1", device="d1") == cmd["sig"]
     tampered = {**cmd, "duration_s": 6000}
-    assert command_signature(tampered, key) != cmd["sig"]
+    assert command_signature(tampered, key, site="s1", device="d1") != cmd["sig"]
+    assert command_signature(cmd, key, site="s1", device="d2") != cmd["sig"]
     with pytest.raises(ValidationError, match="exactly one"):
         COMMAND_ADAPTER.validate_python({"v": 1, "type": "silence", "command_id": "c1", "issued_at": time.time(),
                                          "matchers": {"condition": "af"}})

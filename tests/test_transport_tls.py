@@ -111,3 +111,51 @@ def test_password_is_used_but_never_logged(broker_factory, make_transport, tmp_p
     assert secret not in caplog.text
     assert secret not in "".join(str(r.args) for r in caplog.records)
     assert secret not in broker.log_tail(200)
+
+
+def _attempt_reasons(caplog) -> list[str]:
+    """What each failed connect attempt was put down to (the first as WARNING, later ones at DEBUG)."""
+    out = []
+    for r in caplog.records:
+        msg = r.getMessage()
+        if "cannot reach MQTT broker" in msg:
+            out.append(msg.split(": ", 2)[2])
+        elif "connect attempt" in msg and "failed:" in msg:
+            out.append(msg.split("failed: ", 1)[1])
+    return out
+
+
+@pytest.mark.parametrize("cert", [None, "rogue-dev-a"], ids=["no-client-cert", "unknown-ca-cert"])
+def test_tls_refusal_is_explained_on_every_attempt(tls_broker, tls_material, make_transport, caplog, cert):
+    """The broker ends the TLS session over the client certificate; how much of its alert the client gets
+    to read varies from attempt to attempt (often just an EOF: "paho error 7"). Every attempt must say
+    plainly that the broker closed the connection at the handshake and that the certificate is the likely
+    cause."""
+    caplog.set_level(logging.DEBUG, logger="edgemon.transport")
+    m = tls_material
+    tls = {"ca_file": str(m["ca"])}
+    if cert:
+        tls.update(cert_file=str(m[cert]), key_file=str(m[f"{cert}_key"]))
+    t = make_transport(tls_broker, device="dev-a", tls=tls, reconnect_min_s=0.02, reconnect_max_s=0.05)
+    assert wait_for(lambda: len(_attempt_reasons(caplog)) >= 12, 15)
+    assert not t.connected
+    reasons = _attempt_reasons(caplog)
+    for reason in reasons:
+        assert "client certificate" in reason, reason
+        assert not reason.startswith("paho error"), reason
+    bare_eof = [r for r in reasons if "closed the connection during or right after the TLS handshake" in r]
+    for reason in bare_eof:
+        assert ("no client certificate is configured" in reason) == (cert is None), reason
+
+
+def test_explain_tls_texts():
+    from edgemon.transport.ioloop import _explain_tls
+
+    eof = "failed to receive on socket: EOF occurred in violation of protocol (_ssl.c:2427) (paho error 7: x)"
+    assert "set mqtt.tls.cert_file/key_file" in _explain_tls(eof, tls=True, client_cert=False)
+    assert "does not accept our client certificate" in _explain_tls(eof, tls=True, client_cert=True)
+    assert "missing client certificate" in _explain_tls("paho error 7: The connection was lost.", tls=True)
+    assert "TLS-only port" in _explain_tls("paho error 7: The connection was lost.", tls=False)
+    assert _explain_tls("connection refused (is the broker running?)", tls=True) == \
+        "connection refused (is the broker running?)"
+    assert "expired or revoked" in _explain_tls("[SSL: SSLV3_ALERT_CERTIFICATE_EXPIRED] x", tls=True)

@@ -22,6 +22,7 @@ outbox and go out in creation order when the broker is back.
 """
 from __future__ import annotations
 
+import hmac
 import json
 import logging
 import random
@@ -45,8 +46,9 @@ from edgemon.transport.messages import (
     SilenceCommand,
     StatusMessage,
     command_signature,
+    unbound_command_signature,
 )
-from edgemon.transport.outbox import EnqueueResult, Outbox, OutboxMessage, OutboxRow
+from edgemon.transport.outbox import EnqueueResult, Outbox, OutboxError, OutboxMessage, OutboxRow
 from edgemon.transport.settings import MqttSettings, TransportConfigError
 from edgemon.transport.topics import DeviceTopics
 
@@ -126,6 +128,7 @@ class MqttTransport:
             on_tick=self._on_tick,
             after_io=self._after_io,
             offline_hint=self._offline_hint,
+            tls_client_cert=bool(settings.tls.cert_file) if settings.tls is not None else None,
         )
         self._mid_to_msg: dict[int, str] = {}
         self._acked: list[str] = []
@@ -133,6 +136,7 @@ class MqttTransport:
         self._pump_scheduled = False
         self._last_clamp = 0.0
         self._recent_commands: OrderedDict[str, CommandReply] = OrderedDict()
+        self._stopping = False
         self.stats = {"published": 0, "republished": 0, "receipts": 0, "receipts_ignored": 0,
                       "commands": 0, "commands_refused": 0, "puback_refused": 0}
         self._started = False
@@ -162,7 +166,9 @@ class MqttTransport:
         self._loop.start()
 
     def stop(self, timeout: float = 5.0) -> None:
-        """Publish 'offline' (retained), disconnect, close the outbox. Pending messages stay on disk."""
+        """Publish 'offline' (retained), disconnect, close the outbox. Pending messages stay in the outbox file
+        and go at the next start; with the outbox in memory after a disk failure, one last write-back is tried
+        and what only memory held is lost (logged, with how many)."""
         if not self._started:
             self.outbox.close()
             return
@@ -171,9 +177,17 @@ class MqttTransport:
             if self._loop.connected:
                 self._loop.publish(self.topics.status, self._status_bytes("offline", "shutdown"), qos=1, retain=True)
 
-        self._loop.stop(timeout, final=goodbye)
-        self._started = False
-        self.outbox.close()
+        self._stopping = True
+        try:
+            self._loop.stop(timeout, final=goodbye)
+            self._started = False
+            try:
+                self._settle_outbox_at_stop()
+            except OutboxError as err:
+                log.error("outbox %s at stop: %s", self.outbox.path, err)
+        finally:
+            self._stopping = False
+            self.outbox.close()
 
     def __enter__(self) -> "MqttTransport":
         self.start()
@@ -247,8 +261,10 @@ class MqttTransport:
                              f"the ones given ({head.get('message_id') if isinstance(head, dict) else None!r})")
         if topic_suffix != "alerts" and not topic_suffix.startswith("alerts/"):
             raise ValueError(f"topic suffix {topic_suffix!r}: alert messages go under 'alerts'")
+        notification = head.get("notification")
         return OutboxMessage(message_id=message_id, alert_id=alert_id, priority=priority, payload=body,
-                             topic_suffix=topic_suffix)
+                             topic_suffix=topic_suffix,
+                             notification=notification if isinstance(notification, str) else "")
 
     def _enqueue(self, msgs: list[OutboxMessage]) -> list[EnqueueResult]:
         if not msgs:
@@ -295,7 +311,47 @@ class MqttTransport:
 
     def _offline_hint(self) -> str:
         n = len(self.outbox)
-        return f"{n} alert message(s) kept in the outbox {self.outbox.path}" if n else "outbox empty"
+        if not n:
+            return "outbox empty"
+        if self.outbox.storage_error is not None:
+            return (f"{n} alert message(s) held in memory (the outbox file {self.outbox.path} cannot be written: "
+                    f"lost if the agent stops first)")
+        return f"{n} alert message(s) kept in the outbox {self.outbox.path}"
+
+    def _settle_outbox_at_stop(self) -> None:
+        """Outbox in memory: one last try to write it back. Then say truly what becomes of the messages the
+        hub has not confirmed: kept in the file for the next start, or lost with the process."""
+        where = f"{self.site}/{self.device}"
+        if self.outbox.storage_error is not None and not self.outbox.write_back_now():
+            lost = self.outbox.memory_only()
+            n_lost = sum(lost.values())
+            kept = len(self.outbox) - n_lost
+            again = (f"; {kept} other(s) are in the file too and are sent again at the next start (the hub "
+                     f"stores each once)") if kept else ""
+            if n_lost:
+                log.error("device %s stopping with the outbox in memory (its file %s cannot be written: %s): "
+                          "%d alert message(s) not confirmed by the hub are discarded with the process: %d never "
+                          "published (lost), %d published and awaiting the hub's receipt (lost unless the hub "
+                          "got them)%s", where, self.outbox.path, self.outbox.storage_error, n_lost,
+                          lost["queued"] + lost["in_flight"], lost["awaiting_receipt"], again)
+            elif kept:
+                log.warning("device %s stopping with the outbox in memory (its file %s cannot be written: %s): "
+                            "the %d alert message(s) not confirmed by the hub are all in the file as well and are "
+                            "sent again at the next start", where, self.outbox.path, self.outbox.storage_error, kept)
+            return
+        depth = self.outbox.depth()
+        n = sum(depth.values())
+        if not n:
+            return
+        waiting = depth["awaiting_receipt"]
+        if waiting == n:
+            log.info("device %s stopping: %d alert message(s) reached the broker and await only the hub's "
+                     "receipt; kept in the outbox %s and sent again at the next start if it has not come (the "
+                     "hub stores each once)", where, n, self.outbox.path)
+        else:
+            log.warning("device %s stopping: %d alert message(s) not confirmed by the hub (%d not yet "
+                        "published, %d awaiting the hub's receipt) kept in the outbox %s; they are sent at the "
+                        "next start", where, n, n - waiting, waiting, self.outbox.path)
 
     def _retry_delay(self, attempt: int) -> float:
         base = self.settings.receipt_timeout_s * (2 ** max(0, min(attempt - 1, 20)))
@@ -315,8 +371,16 @@ class MqttTransport:
         self._pump()
 
     def _on_disconnected(self, reason: str) -> None:
+        if self._stopping:
+            return  # stop() says what becomes of them
         n = len(self.outbox)
-        if n:
+        if not n:
+            return
+        if self.outbox.storage_error is not None:
+            log.warning("device %s/%s offline: %d alert message(s) held in memory (the outbox file %s cannot be "
+                        "written) until the broker is back; lost if the agent stops first",
+                        self.site, self.device, n, self.outbox.path)
+        else:
             log.warning("device %s/%s offline: %d alert message(s) kept in the outbox until the broker is back",
                         self.site, self.device, n)
 
@@ -407,6 +471,9 @@ class MqttTransport:
             log.warning("ignored receipt for %s/%s on this device's topic (message %s)", rc.site, rc.device,
                         rc.message_id)
             return
+        if rc.rejected:
+            log.warning("hub refused message %s (alert %s): %s; it is receipted and will not be re-sent",
+                        rc.message_id, rc.alert_id, rc.rejected)
         self._receipts.append(rc)
 
     def _log_receipt(self, rc: Receipt, res) -> None:
@@ -460,10 +527,9 @@ class MqttTransport:
             self._refuse(f"invalid command: {_short_validation_error(err)}", cid, type_)
             return
         if self._command_key is not None:
-            import hmac as _hmac
-
-            if not cmd.sig or not _hmac.compare_digest(cmd.sig, command_signature(data, self._command_key)):
-                self._refuse("bad or missing signature", cid, type_)
+            bad = self._signature_problem(cmd.sig, data)
+            if bad:
+                self._refuse(bad, cid, type_)
                 return
         max_age = self.settings.command_max_age_s
         now = self._clock()
@@ -471,8 +537,8 @@ class MqttTransport:
             self._refuse(f"command issued {now - cmd.issued_at:+.0f} s from now, outside "
                          f"mqtt.command_max_age_s={max_age:g}", cid, type_)
             return
-        if cmd.command_id in self._recent_commands:
-            prev = self._recent_commands[cmd.command_id]
+        prev = self._handled_before(cmd.command_id)
+        if prev is not None:
             log.info("command %s already handled; replying again", cmd.command_id)
             self._reply(prev.model_copy(update={"reason": (prev.reason + " (duplicate)").strip()}))
             return
@@ -495,7 +561,50 @@ class MqttTransport:
                                      reason=f"handler failed: {type(err).__name__}: {err}"[:256])
         log.info("command %s (%s) from %s: %s", cmd.command_id, cmd.type, cmd.issuer,
                  "ok" if reply.ok else reply.reason)
+        self._remember(cmd, reply, now)
+        self._reply(reply)
+
+    def _signature_problem(self, sig: str | None, data: dict) -> str:
+        """Why ``sig`` does not authenticate ``data`` as a command for this very device ("" when it does)."""
+        key = self._command_key
+        assert key is not None
+        if sig and hmac.compare_digest(sig, command_signature(data, key, site=self.site, device=self.device)):
+            return ""
+        if sig and hmac.compare_digest(sig, unbound_command_signature(data, key)):
+            # Right key, old format: it names no device, so it would be valid on every device of the fleet.
+            return ("bad signature: it does not name this device (the hub predates target-bound command "
+                    "signatures: update it)")
+        return "bad or missing signature"
+
+    def _handled_before(self, command_id: str) -> CommandReply | None:
+        """The reply given to ``command_id`` before, in this run or (from the outbox file) an earlier one."""
+        prev = self._recent_commands.get(command_id)
+        if prev is not None:
+            return prev
+        try:
+            text = self.outbox.command_reply(command_id)
+        except OutboxError as err:
+            log.error("cannot look up command %s among those already handled: %s", command_id, err)
+            return None
+        if text is None:
+            return None
+        try:
+            return CommandReply.model_validate_json(text)
+        except ValidationError:
+            return CommandReply(command_id=command_id, ok=False, reason="already handled")
+
+    def _remember(self, cmd: Command, reply: CommandReply, now: float) -> None:
+        """Remember a handled command for as long as a replay of it would pass the freshness check, on disk
+        (the outbox file), so neither a re-delivery nor a replay after a restart applies it twice."""
         self._recent_commands[cmd.command_id] = reply
         while len(self._recent_commands) > 1024:
             self._recent_commands.popitem(last=False)
-        self._reply(reply)
+        max_age = self.settings.command_max_age_s
+        # fresh while |now - issued_at| <= max_age: past that a replay is refused anyway (no check: keep the
+        # newest outbox.COMMANDS_KEEP). The margin covers a wall clock stepped back by NTP.
+        keep_until = max(now, cmd.issued_at) + max_age + 3600.0 if max_age else 1e300
+        try:
+            self.outbox.remember_command(cmd.command_id, reply.model_dump_json(), keep_until, now)
+        except OutboxError as err:
+            log.error("command %s: cannot record it as handled (a replay after a restart would be applied "
+                      "again): %s", cmd.command_id, err)

@@ -71,12 +71,39 @@ def describe_connect_error(err: BaseException) -> str:
     return str(err) or type(err).__name__
 
 
-def _explain_tls(text: str) -> str:
+# What the socket says when the broker hangs up on us without a word we can read: with TLS 1.3 the client's
+# handshake is over before the broker has checked the client certificate, so its refusal (an alert, then
+# close) often arrives as a bare EOF or reset on the first write or read, and paho reports only "error 7".
+_CLOSED_MARKERS = ("eof occurred", "unexpected_eof", "unexpected eof", "connection reset", "broken pipe",
+                   "connection lost", "connection closed", "paho error 7", "the connection was lost")
+
+
+def _explain_tls(text: str, tls: bool = False, client_cert: bool | None = None) -> str:
+    """Turn what paho or ssl said about a failed connection into the likely cause, in words.
+
+    ``tls``: the connection uses TLS; ``client_cert``: a client certificate is configured (None: unknown)."""
     if "UNKNOWN_CA" in text or "BAD_CERTIFICATE" in text or "CERTIFICATE_UNKNOWN" in text:
         return f"the broker rejected our client certificate ({text})"
     if "CERTIFICATE_REQUIRED" in text:
         return f"the broker requires a client certificate (set mqtt.tls.cert_file/key_file) ({text})"
-    return text
+    if "CERTIFICATE_EXPIRED" in text or "CERTIFICATE_REVOKED" in text:
+        return f"the broker rejected our client certificate as expired or revoked ({text})"
+    lowered = text.lower()
+    if not any(m in lowered for m in _CLOSED_MARKERS):
+        return text
+    if not tls:
+        return (f"the broker closed the connection before answering CONNECT ({text}); e.g. a TLS-only port "
+                f"reached without [mqtt.tls], or a broker limit: the broker's log says why")
+    if client_cert is False:
+        cause = ("no client certificate is configured and the broker most likely requires one "
+                 "(set mqtt.tls.cert_file/key_file)")
+    elif client_cert:
+        cause = ("the broker most likely does not accept our client certificate (not signed by a CA it "
+                 "trusts, expired or revoked)")
+    else:
+        cause = "most likely a missing client certificate, or one the broker does not trust"
+    return (f"the broker closed the connection during or right after the TLS handshake, before answering "
+            f"CONNECT ({text}): {cause}; the broker's log says which")
 
 
 class MqttLoop:
@@ -110,6 +137,7 @@ class MqttLoop:
         on_tick: Callable[[float], None] | None = None,
         after_io: Callable[[], None] | None = None,
         offline_hint: Callable[[], str] | None = None,
+        tls_client_cert: bool | None = None,
     ) -> None:
         self.name = name
         self.host = host
@@ -128,6 +156,8 @@ class MqttLoop:
         self._on_tick = on_tick
         self._after_io = after_io
         self._offline_hint = offline_hint
+        self._tls = tls_context is not None
+        self._tls_client_cert = tls_client_cert  # a client certificate is configured (None: not known)
 
         self.client = mqtt.Client(
             CallbackAPIVersion.VERSION2,
@@ -336,14 +366,21 @@ class MqttLoop:
                 self.client.connect_async(self.host, self.port, self._keepalive_s, **kwargs)
                 self._first_connect = False
             self._got_connack = False
+            self._last_paho_error = ""
             rc = self.client.reconnect()
             if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
-                raise OSError(f"paho error {rc}")
+                # paho logged what happened (e.g. the socket's EOF); its code alone says little
+                detail = f"paho error {int(rc)}: {mqtt.error_string(rc)}"
+                raise OSError(f"{self._last_paho_error} ({detail})" if self._last_paho_error else detail)
             self._socket_open = True
         except (OSError, ValueError) as err:
             self._socket_open = False
-            self._log_offline(describe_connect_error(err))
+            self._last_paho_error = ""
+            self._log_offline(self._explain(describe_connect_error(err)))
             self._schedule_reconnect()
+
+    def _explain(self, text: str) -> str:
+        return _explain_tls(text, self._tls, self._tls_client_cert)
 
     def _drain_calls(self) -> None:
         while self._calls:
@@ -366,7 +403,7 @@ class MqttLoop:
         self._socket_open = False
         if not self._got_connack and not self._stop.is_set():
             detail = self._last_paho_error or reason
-            self._log_offline(_explain_tls(detail) if detail else "connection closed before CONNACK")
+            self._log_offline(self._explain(detail) if detail else "connection closed before CONNACK")
         self._last_paho_error = ""
         self._mark_disconnected(reason)
         try:

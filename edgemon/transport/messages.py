@@ -3,12 +3,12 @@
 Alert payloads are opaque bytes to transport (they are ``edgemon.alerts``'s
 business); the only contract is that the payload is a JSON object whose
 top-level ``message_id`` and ``alert_id`` equal the ones given to the outbox,
-because the hub deduplicates on ``message_id`` and groups on ``alert_id``.
+because the hub deduplicates on ``message_id`` (per device) and groups on ``alert_id``.
 
 Here: ``Receipt`` (hub -> device: "message X is committed in my store"),
 ``StatusMessage`` (retained presence), ``Heartbeat`` (telemetry), hub commands
-(``AckCommand``, ``SilenceCommand``, ``PingCommand``; optionally HMAC-signed)
-and ``CommandReply``. All are pydantic models validated at the boundary.
+(``AckCommand``, ``SilenceCommand``, ``PingCommand``; optionally HMAC-signed for
+one target device, see ``command_signature``) and ``CommandReply``. All are pydantic models validated at the boundary.
 """
 from __future__ import annotations
 
@@ -19,6 +19,8 @@ import time
 from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator, model_validator
+
+from edgemon.transport.topics import validate_id
 
 MSG_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
 MessageId = Annotated[str, Field(pattern=MSG_ID_PATTERN)]
@@ -39,7 +41,9 @@ class Receipt(_Wire):
     device: str = ""
     site: str = ""
     stored_at: float = Field(..., description="Epoch seconds of the hub's commit.")
-    duplicate: bool = Field(False, description="The hub already had this message_id (a re-send).")
+    duplicate: bool = Field(False, description="The hub already had this message_id from this device (a re-send).")
+    rejected: str = Field("", description="Why the hub's store refused the message (kept in its rejected table); "
+                                          "receipted all the same, so the device stops re-sending it.")
     hub: str = ""
 
 
@@ -93,7 +97,9 @@ class _CommandBase(_Wire):
     command_id: MessageId
     issued_at: float = Field(..., description="Epoch seconds at the hub.")
     issuer: str = Field("hub", max_length=64)
-    sig: str | None = Field(None, pattern=r"^[0-9a-f]{64}$", description="HMAC-SHA256 hex, when keys are configured.")
+    sig: str | None = Field(None, pattern=r"^[0-9a-f]{64}$",
+                            description="HMAC-SHA256 hex over the target device and the command "
+                                        "(command_signature), when keys are configured.")
 
 
 class AckCommand(_CommandBase):
@@ -159,20 +165,49 @@ def canonical_json(obj: dict) -> bytes:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode("ascii")
 
 
-def command_signature(cmd: dict, key: bytes) -> str:
-    """HMAC-SHA256 over the canonical JSON of the command without its ``sig`` field."""
+# Prefix of the signed bytes. It names the format (a signature over the command alone, made by hubs
+# before targets were signed, can never match one of these) and carries the target device.
+_SIG_TAG = b"edgemon-cmd/2"
+
+
+def command_signature(cmd: dict, key: bytes, *, site: str, device: str) -> str:
+    """HMAC-SHA256 binding a command to the one device it is for.
+
+    Signed bytes: ``edgemon-cmd/2 <site>/<device>`` + newline + the canonical JSON of the command without its
+    ``sig`` field (keys sorted, no spaces, ASCII). ``site`` and ``device`` are those of the device's ``cmd``
+    topic (validated tokens without ``/`` or whitespace), so the same command captured on one device's topic
+    and re-published on another's fails the other's check, even when every device shares the key.
+    """
+    validate_id(site, "command target site")
+    validate_id(device, "command target device")
+    body = {k: v for k, v in cmd.items() if k != "sig"}
+    signed = b"%s %s/%s\n%s" % (_SIG_TAG, site.encode("utf-8"), device.encode("utf-8"), canonical_json(body))
+    return hmac.new(key, signed, hashlib.sha256).hexdigest()
+
+
+def unbound_command_signature(cmd: dict, key: bytes) -> str:
+    """The signature hubs made before it covered the target (canonical JSON only). Devices never accept it;
+    they use it to say why a command was refused (its hub is older than they are)."""
     body = {k: v for k, v in cmd.items() if k != "sig"}
     return hmac.new(key, canonical_json(body), hashlib.sha256).hexdigest()
 
 
-def make_command(type_: str, *, key: bytes | None = None, issuer: str = "hub", command_id: str | None = None,
-                 issued_at: float | None = None, **fields: Any) -> dict:
-    """Build (and sign, if ``key``) a command dict ready to be JSON-encoded on a device's cmd topic."""
+def make_command(type_: str, *, key: bytes | None = None, site: str | None = None, device: str | None = None,
+                 issuer: str = "hub", command_id: str | None = None, issued_at: float | None = None,
+                 **fields: Any) -> dict:
+    """Build (and sign, if ``key``) a command dict ready to be JSON-encoded on a device's cmd topic.
+
+    A signed command is valid only on the device it is signed for: ``site`` and ``device`` (those of the cmd
+    topic it will be published on) are required with ``key``; a command for another device needs its own
+    ``make_command`` (and gets its own command_id).
+    """
     import uuid
 
+    if key is not None and (not site or not device):
+        raise ValueError("a signed command is bound to its target device: pass site= and device=")
     cmd = {"v": 1, "type": type_, "command_id": command_id or str(uuid.uuid4()),
            "issued_at": time.time() if issued_at is None else issued_at, "issuer": issuer, **fields}
     COMMAND_ADAPTER.validate_python(cmd)  # refuse to send what a device would refuse
     if key is not None:
-        cmd["sig"] = command_signature(cmd, key)
+        cmd["sig"] = command_signature(cmd, key, site=site, device=device)
     return cmd

@@ -14,8 +14,14 @@ Life of a row::
 the caller handed over survives kill -9 and power loss; state changes after
 that use ``synchronous=NORMAL`` (a lost state change only causes a re-send,
 which the hub deduplicates). The table is bounded: when full, the oldest
-lowest-priority message is evicted; high-priority messages are never evicted
-(the bound is exceeded instead, with a warning).
+lowest-priority message is evicted, and within a priority an episode's repeat
+notifications (``notification == "repeat"``) go before its first notification
+(the one with the strip) and its resolution; high-priority messages are never
+evicted (the bound is exceeded instead, with a warning).
+
+The same file keeps the hub commands already handled (``commands_seen``:
+command_id and reply, until a replay would be stale), so a command replayed
+after a restart is answered again, not applied again.
 
 A disk that can no longer be written (full, I/O errors, an SD card the kernel
 remounted read-only, pages found damaged) does not lose alerts handed over
@@ -79,7 +85,26 @@ CREATE TABLE IF NOT EXISTS counters (
     name   TEXT PRIMARY KEY,
     value  REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS commands_seen (
+    command_id  TEXT PRIMARY KEY,
+    seen_at     REAL NOT NULL,
+    keep_until  REAL NOT NULL,
+    reply       TEXT NOT NULL
+);
 """
+COMMANDS_KEEP = 10000
+
+
+def _prepare(db: sqlite3.Connection) -> None:
+    """Create the tables, and bring a file made by an older version up to date."""
+    db.executescript(_SCHEMA)
+    cols = {r[1] for r in db.execute("PRAGMA table_info(outbox)")}
+    if "notification" not in cols:
+        # "new" / "repeat" / "resolved" (the payload's own field), "" when it has none: repeats go first
+        db.execute("ALTER TABLE outbox ADD COLUMN notification TEXT NOT NULL DEFAULT ''")
+    # in the eviction order (directions included, so SQLite need not sort a full outbox on every enqueue)
+    db.execute("CREATE INDEX IF NOT EXISTS outbox_evict_repeat ON outbox "
+               "(priority_rank DESC, (notification = 'repeat') DESC, seq)")
 
 
 class OutboxError(Exception):
@@ -143,6 +168,7 @@ class OutboxMessage:
     payload: bytes
     topic_suffix: str = "alerts"
     created_at: float | None = None
+    notification: str = ""  # the payload's "new" / "repeat" / "resolved": a full outbox evicts repeats first
 
     def __post_init__(self) -> None:
         if self.priority not in PRIORITY_RANK:
@@ -163,6 +189,7 @@ class OutboxRow:
     state: str
     attempts: int
     next_attempt_at: float
+    notification: str = ""
 
 
 @dataclass
@@ -207,7 +234,7 @@ class Outbox:
         try:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")
-            db.executescript(_SCHEMA)
+            _prepare(db)
             (check,) = db.execute("PRAGMA quick_check").fetchone()
             if check != "ok":
                 raise sqlite3.DatabaseError(f"database disk image is malformed (quick_check: {check})")
@@ -255,12 +282,12 @@ class Outbox:
                     source.backup(mem)
                 finally:
                     source.close()
-            mem.executescript(_SCHEMA)  # a file created just before the disk failed may hold no tables yet
+            _prepare(mem)  # a file created just before the disk failed may hold no tables yet
             carried = f"{mem.execute('SELECT COUNT(*) FROM outbox').fetchone()[0]} pending message(s) carried over"
         except sqlite3.Error as read_err:
             mem.close()
             mem = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
-            mem.executescript(_SCHEMA)
+            _prepare(mem)
             carried = f"messages already in the file could not be read ({read_err})"
         self._db = mem
         self.storage_error = f"{type(err).__name__}: {err}"
@@ -291,6 +318,39 @@ class Outbox:
         log.warning("outbox %s: disk writable again after %s; %d pending message(s) written back from memory",
                     self.path, self.storage_error, n)
         self.storage_error = None
+
+    def write_back_now(self) -> bool:
+        """In memory: try at once (whatever ``storage_retry_s``) to write the outbox back into its file, as
+        before a stop. True when the file is the outbox (again)."""
+        with self._lock:
+            if self.storage_error is not None:
+                self._retry_at = 0.0
+                self._try_file_again()
+            return self.storage_error is None
+
+    def memory_only(self) -> dict[str, int]:
+        """Pending messages, by state, that only memory holds and the file does not: what ending the process
+        now would lose. All zeros while the file is the outbox."""
+        out = {s: 0 for s in STATES}
+        with self._lock:
+            if self.storage_error is None:
+                return out
+            in_file: set[str] = set()
+            try:
+                if self._file_db is not None:
+                    in_file = {r[0] for r in self._file_db.execute("SELECT message_id FROM outbox")}
+                elif self.path.exists():
+                    source = sqlite3.connect(f"{self.path.resolve().as_uri()}?immutable=1", uri=True)
+                    try:
+                        in_file = {r[0] for r in source.execute("SELECT message_id FROM outbox")}
+                    finally:
+                        source.close()
+            except sqlite3.Error:
+                in_file = set()  # unreadable: count everything as held only in memory
+            for message_id, state in self._db.execute("SELECT message_id, state FROM outbox"):
+                if message_id not in in_file:
+                    out[state] += 1
+        return out
 
     def _write(self, work: Callable[[sqlite3.Connection], _T], durable: bool = False) -> _T:
         """Run ``work(db)`` in one write transaction, on the file or, once the disk fails, in memory."""
@@ -350,9 +410,11 @@ class Outbox:
     @staticmethod
     def _row(r: tuple) -> OutboxRow:
         return OutboxRow(seq=r[0], message_id=r[1], alert_id=r[2], priority=r[3], topic_suffix=r[4],
-                         payload=bytes(r[5]), created_at=r[6], state=r[7], attempts=r[8], next_attempt_at=r[9])
+                         payload=bytes(r[5]), created_at=r[6], state=r[7], attempts=r[8], next_attempt_at=r[9],
+                         notification=r[10])
 
-    _COLS = "seq, message_id, alert_id, priority, topic_suffix, payload, created_at, state, attempts, next_attempt_at"
+    _COLS = ("seq, message_id, alert_id, priority, topic_suffix, payload, created_at, state, attempts, "
+             "next_attempt_at, notification")
 
     # ------------------------------------------------------------------ producer side
     def enqueue(self, msg: OutboxMessage) -> EnqueueResult:
@@ -376,29 +438,35 @@ class Outbox:
         if db.execute("SELECT 1 FROM ledger WHERE message_id = ?", (msg.message_id,)).fetchone():
             return EnqueueResult(accepted=True, duplicate=True, already_delivered=True)
         rank = PRIORITY_RANK[msg.priority]
+        repeat = int(msg.notification == "repeat")
         evicted: list[str] = []
         (count,) = db.execute("SELECT COUNT(*) FROM outbox").fetchone()
         if count >= self.max_messages:
+            # Lowest priority first; within a priority, an episode's repeats (reminders of what the hub was
+            # already told) before its first notification (with the strip) or its resolution; then oldest.
             victim = db.execute(
-                "SELECT seq, message_id, priority_rank FROM outbox WHERE priority_rank > 0 "
-                "ORDER BY priority_rank DESC, seq ASC LIMIT 1").fetchone()
-            if victim is not None and victim[2] >= rank:
+                "SELECT seq, message_id, priority_rank, notification = 'repeat' FROM outbox WHERE priority_rank > 0 "
+                "ORDER BY priority_rank DESC, notification = 'repeat' DESC, seq ASC LIMIT 1").fetchone()
+            if victim is not None and (victim[2], victim[3]) >= (rank, repeat):
                 db.execute("DELETE FROM outbox WHERE seq = ?", (victim[0],))
                 self._bump(db, "evicted")
                 evicted.append(victim[1])
             elif rank > 0:
                 self._bump(db, "evicted")
+                what = "higher priority" if victim is None or victim[2] < rank else \
+                    f"higher priority, or {msg.priority} first notifications and resolutions"
                 return EnqueueResult(accepted=False, reason=(
-                    f"full ({count} messages of higher priority): dropped new {msg.priority} message "
-                    f"{msg.message_id} (alert {msg.alert_id})"))
+                    f"full ({count} messages of {what}): dropped new {msg.priority} "
+                    f"{'repeat ' if repeat else ''}message {msg.message_id} (alert {msg.alert_id})"))
             else:
                 log.warning("outbox over its bound (%d >= %d): all pending messages are high priority; "
                             "keeping new high-priority message %s", count, self.max_messages, msg.message_id)
         created = self._clock() if msg.created_at is None else msg.created_at
         db.execute(
-            "INSERT INTO outbox(message_id, alert_id, priority, priority_rank, topic_suffix, payload, created_at, state)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, 'queued')",
-            (msg.message_id, msg.alert_id, msg.priority, rank, msg.topic_suffix, sqlite3.Binary(msg.payload), created))
+            "INSERT INTO outbox(message_id, alert_id, priority, priority_rank, topic_suffix, payload, created_at,"
+            " state, notification) VALUES (?, ?, ?, ?, ?, ?, ?, 'queued', ?)",
+            (msg.message_id, msg.alert_id, msg.priority, rank, msg.topic_suffix, sqlite3.Binary(msg.payload), created,
+             msg.notification or ""))
         self._bump(db, "enqueued")
         return EnqueueResult(accepted=True, evicted=evicted)
 
@@ -549,6 +617,30 @@ class Outbox:
     def delivered(self, message_id: str) -> bool:
         return self._read(lambda db: db.execute("SELECT 1 FROM ledger WHERE message_id = ?",
                                                 (message_id,)).fetchone()) is not None
+
+    # ------------------------------------------------------------------ hub commands already handled
+    def command_reply(self, command_id: str) -> str | None:
+        """The reply (JSON text) given to ``command_id`` if it was handled here before, even before a restart."""
+        row = self._read(lambda db: db.execute("SELECT reply FROM commands_seen WHERE command_id = ?",
+                                               (command_id,)).fetchone())
+        return None if row is None else str(row[0])
+
+    def remember_command(self, command_id: str, reply: str, keep_until: float, now: float | None = None) -> None:
+        """Record that ``command_id`` was handled (and its reply) until ``keep_until``, durably: a command
+        replayed after a restart is then answered again, not applied again. Forgets entries past their
+        ``keep_until`` (a replay of those is refused as stale), and all but the newest ``COMMANDS_KEEP``."""
+        now = self._clock() if now is None else now
+
+        def work(db: sqlite3.Connection) -> None:
+            db.execute("INSERT OR REPLACE INTO commands_seen(command_id, seen_at, keep_until, reply) "
+                       "VALUES (?, ?, ?, ?)", (command_id, now, keep_until, reply))
+            db.execute("DELETE FROM commands_seen WHERE keep_until < ?", (now,))
+            (n,) = db.execute("SELECT COUNT(*) FROM commands_seen").fetchone()
+            if n > COMMANDS_KEEP:
+                db.execute("DELETE FROM commands_seen WHERE command_id IN (SELECT command_id FROM commands_seen "
+                           "ORDER BY seen_at LIMIT ?)", (n - COMMANDS_KEEP,))
+
+        self._write(work, durable=True)
 
     def counters(self) -> dict[str, float]:
         return self._read(lambda db: {k: v for k, v in db.execute("SELECT name, value FROM counters")})
