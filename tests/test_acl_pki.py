@@ -140,13 +140,16 @@ def test_hub_identity_cannot_be_issued_to_a_device_and_ids_are_unique(pki_dir):
     assert "pattern write edgemon/v1/+/%u/alerts" in (d / "acl").read_text()
 
 
-def test_openssl_backend_issues_equivalent_certificates(tmp_path):
+def test_openssl_backend_issues_equivalent_certificates(tmp_path, monkeypatch):
+    """With a relative folder too, as docs/pki.md writes it (`edgemon pki init pki/`): openssl runs in a
+    scratch folder, where `-CA pki/ca.crt` was not found when `cryptography` was not installed."""
     import shutil
     import subprocess
 
     if shutil.which("openssl") is None:
         pytest.skip("openssl CLI not installed")
-    pki = Pki(tmp_path, use="openssl")
+    monkeypatch.chdir(tmp_path)
+    pki = Pki("pki", use="openssl")
     pki.init(["localhost", "127.0.0.1"], days=2)
     out = pki.issue_device("dev-c", days=2)
     res = subprocess.run(["openssl", "verify", "-CAfile", str(pki.ca.cert), str(out.cert), str(pki.broker.cert)],

@@ -180,6 +180,9 @@ def test_fhir_download_one_alert_and_range(console_env, make_transport):
                                       headers["content-disposition"])
     assert [e["resource"]["resourceType"] for e in json.loads(body)["entry"]].count("DetectedIssue") == 2
     assert c.get("/export/fhir?since=yesterday")[0] == 400
+    for bad in ("hours=1e400", "hours=inf", "hours=nan", "hours=1e300", "since=nan"):  # a 400, not a 500
+        status, _, body = c.get(f"/export/fhir?{bad}")
+        assert status == 400 and b"expected a" in body, (bad, status, body[:300])
     assert c.get(f"/export/fhir?alert_id={uuid.uuid4()}")[0] == 404
 
 

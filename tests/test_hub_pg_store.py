@@ -152,7 +152,9 @@ def test_sqlite_store_made_before_versioning_is_migrated(tmp_path):
     db.commit()
     db.close()
     store = SqliteAlertStore(path)
-    assert store.schema_version() == 2
+    from edgemon.hub.store import SQLITE_SCHEMA_VERSION
+
+    assert store.schema_version() == SQLITE_SCHEMA_VERSION
     ep = store.episode("a1")
     assert ep["display"] == "AF" and ep["n_messages"] == 1 and ep["strip_message_id"] == "m1"
     assert ep["last_stored_at"] == 2.0 and ep["summary"]["strip_s"] == pytest.approx(0.01)
@@ -216,3 +218,168 @@ def test_export_cli_on_both_backends(make_store, store_target, tmp_path, capsys)
     assert "2 DetectedIssue(s)" in capsys.readouterr().err
     assert main(["hub", "export", "--fhir", "--store", store_target, "--out", str(out), "--since", "soon"]) == 2
     assert "--since 'soon'" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- a message is unique per device
+
+def from_device(site: str, device: str, alert_id: str, seq: int, message_id: str | None = None,
+                **extra) -> IncomingAlert:
+    a = incoming(alert_id, seq, message_id=message_id, **extra)
+    fields = {**a.fields, "device_id": device, "site": site}
+    return IncomingAlert(message_id=a.message_id, alert_id=alert_id, site=site, device=device,
+                         payload=json.dumps(fields), received_at=time.time(), fields=fields,
+                         topic=f"edgemon/v1/{site}/{device}/alerts")
+
+
+def test_same_message_id_from_two_devices_is_two_messages(make_store):
+    """QA: bed21 and bed20 each send message "qa-future-1" (different alerts): both are stored, each once."""
+    store = make_store()
+    a21, a20 = str(uuid.uuid4()), str(uuid.uuid4())
+    m21 = from_device("ward3", "bed21", a21, 0, "qa-future-1", strip={"samples": [1, 2], "fs_hz": 250.0})
+    m20 = from_device("ward3", "bed20", a20, 0, "qa-future-1", strip={"samples": [3, 4], "fs_hz": 250.0})
+    (r21,) = store.store_alerts([m21])
+    (r20,) = store.store_alerts([m20])
+    assert not r21.duplicate and not r20.duplicate and not r20.rejected
+    assert (r20.site, r20.device, r20.alert_id) == ("ward3", "bed20", a20)  # the receipt goes to the sender
+    msgs = store.messages()
+    assert [(m["device"], m["alert_id"], m["deliveries"]) for m in msgs] == [("bed21", a21, 1), ("bed20", a20, 1)]
+    assert {e["alert_id"]: e["device"] for e in store.episodes()} == {a21: "bed21", a20: "bed20"}
+    assert store.episode(a20)["strip_message_id"] == "qa-future-1"
+    assert store.message("qa-future-1", "ward3", "bed20")["alert_id"] == a20
+    assert store.message("qa-future-1", "ward3", "bed21")["alert_id"] == a21
+    # a re-send is a duplicate for its own device only, also within one batch
+    res = store.store_alerts([m20, m21, m20])
+    assert [(r.device, r.duplicate) for r in res] == [("bed20", True), ("bed21", True), ("bed20", True)]
+    assert {m["device"]: m["deliveries"] for m in store.messages()} == {"bed20": 3, "bed21": 2}
+    # both new in one batch, too
+    b1, b2 = str(uuid.uuid4()), str(uuid.uuid4())
+    res = store.store_alerts([from_device("ward3", "bed21", b1, 0, "qa-future-2"),
+                              from_device("ward3", "bed20", b2, 0, "qa-future-2")])
+    assert [(r.device, r.duplicate, r.rejected) for r in res] == [("bed21", False, ""), ("bed20", False, "")]
+    assert len(store.messages()) == 4 and store.rejected() == []
+    # the FHIR export keeps them apart (one Observation per device's strip)
+    bundle = build_bundle(store.messages())
+    urls = [e["fullUrl"] for e in bundle["entry"]]
+    assert len(urls) == len(set(urls))
+    assert [e["resource"]["resourceType"] for e in bundle["entry"]].count("Observation") == 2
+
+
+def test_another_devices_alert_id_or_a_reused_message_id_is_rejected_not_merged(make_store):
+    store = make_store()
+    a = str(uuid.uuid4())
+    own = from_device("ward3", "bed21", a, 0, "m-1")
+    store.store_alerts([own])
+    # bed20 sends a message for bed21's episode: not stored, bed21's episode untouched, reason recorded
+    (r,) = store.store_alerts([from_device("ward3", "bed20", a, 5, "m-2", status="resolved")])
+    assert r.rejected and "ward3/bed21" in r.rejected and "ward3/bed20" in r.rejected and not r.duplicate
+    assert (r.site, r.device, r.alert_id, r.message_id) == ("ward3", "bed20", a, "m-2")
+    ep = store.episode(a)
+    assert ep["device"] == "bed21" and ep["status"] == "firing" and ep["n_messages"] == 1
+    assert [m["message_id"] for m in store.messages()] == ["m-1"]
+    (rej,) = store.rejected()
+    assert rej["topic"] == "edgemon/v1/ward3/bed20/alerts" and rej["reason"] == r.rejected
+    # two devices open the same new alert_id in one batch: the first one owns it
+    b = str(uuid.uuid4())
+    res = store.store_alerts([from_device("ward3", "bed21", b, 0, "m-3"), from_device("ward3", "bed20", b, 0, "m-3")])
+    assert not res[0].rejected and res[1].rejected
+    assert store.episode(b)["device"] == "bed21" and len(store.messages(alert_id=b)) == 1
+    # a device that re-uses its own message_id for another alert: rejected, the stored message kept
+    (r,) = store.store_alerts([from_device("ward3", "bed21", str(uuid.uuid4()), 0, "m-1")])
+    assert r.rejected and "re-use" in r.rejected
+    assert store.messages(alert_id=a)[0]["deliveries"] == 1 and len(store.rejected()) == 3
+    assert store.counters()["rejected"] == 3.0
+
+
+def test_ack_recorded_from_the_device_reply_whoever_sent_it(make_store):
+    store = make_store()
+    a, other = str(uuid.uuid4()), str(uuid.uuid4())
+    store.store_alerts([from_device("ward3", "bed21", a, 0), from_device("ward3", "bed20", other, 0)])
+    now = time.time()
+    # a command the hub saw on the device's cmd topic (edgemon hub cmd): issuer known
+    assert store.record_command("cli-1", "ward3", "bed21", "ack", a, {"type": "ack"}, "dr-b", now)
+    assert not store.record_command("cli-1", "ward3", "bed21", "ack", a, {"type": "ack"}, "someone", now)
+    # only the device the command went to may answer it
+    assert store.record_reply("cli-1", True, "", {"acknowledged": a}, now + 1, site="ward3", device="bed20",
+                              type_="ack") is None
+    assert store.episode(a)["acked_at"] is None
+    cmd = store.record_reply("cli-1", True, "", {"acknowledged": a}, now + 2, site="ward3", device="bed21",
+                             type_="ack")
+    assert cmd["issued_by"] == "dr-b" and cmd["reply_ok"] is True
+    ep = store.episode(a)
+    assert ep["acked_by"] == "dr-b" and ep["acked_at"] == now + 2
+    # an accepted ack whose command the hub never saw still counts (issuer unknown), for the replying device only
+    from edgemon.hub.store import UNKNOWN_ISSUER
+
+    assert store.record_reply("unseen-1", True, "", {"acknowledged": other}, now + 3, site="ward3",
+                              device="bed21", type_="ack") is None
+    assert store.episode(other)["acked_at"] is None  # bed21 cannot acknowledge bed20's alert
+    cmd = store.record_reply("unseen-2", True, "", {"acknowledged": other}, now + 4, site="ward3",
+                             device="bed20", type_="ack")
+    assert cmd["type"] == "ack" and cmd["issued_by"] == UNKNOWN_ISSUER
+    assert store.episode(other)["acked_by"] == UNKNOWN_ISSUER and store.episode(other)["acked_at"] == now + 4
+    assert [c["command_id"] for c in store.commands(alert_id=other)] == ["unseen-2"]
+    # refusals and other replies to unknown commands are not stored
+    assert store.record_reply("unseen-3", False, "not firing", {}, now, site="ward3", device="bed20",
+                              type_="ack") is None
+    assert store.record_reply("unseen-4", True, "", {"pong": True}, now, site="ward3", device="bed20",
+                              type_="ping") is None
+
+
+def test_sqlite_v2_store_is_migrated_to_per_device_message_ids(tmp_path):
+    from edgemon.hub.store import _SQLITE_V1, _SQLITE_V2, _split_sql
+
+    path = tmp_path / "v2.sqlite"
+    db = sqlite3.connect(path, isolation_level=None)
+    for stmt in _split_sql(_SQLITE_V1) + _split_sql(_SQLITE_V2):
+        db.execute(stmt)
+    db.execute("PRAGMA user_version = 2")
+    for i, mid in enumerate(("m-a", "m-b")):
+        db.execute("INSERT INTO messages(message_id, alert_id, site, device, priority, status, condition, sequence, "
+                   "payload, received_at, stored_at, deliveries, summary) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                   (mid, "a1", "ward3", "bed21", "high", "firing", "af", i, json.dumps({"message_id": mid}), 1.0,
+                    2.0 + i, 2, "{}"))
+    db.execute("DELETE FROM messages WHERE message_id = 'm-a'")  # a gap: rowids must be kept, not renumbered
+    db.execute("INSERT INTO episodes(alert_id, site, device, last_message_id, first_stored_at, updated_at) "
+               "VALUES ('a1','ward3','bed21','m-b',2.0,3.0)")
+    db.close()
+    store = SqliteAlertStore(path)
+    assert store.schema_version() == 3
+    assert store.feed_cursor() == 2
+    (m,) = store.messages()
+    assert m["message_id"] == "m-b" and m["deliveries"] == 2 and m["stored_at"] == 3.0
+    again = incoming("a1", 1, message_id="m-b")
+    again = IncomingAlert("m-b", "a1", "ward3", "bed21", again.payload, time.time(), again.fields)
+    assert store.store_alerts([again])[0].duplicate
+    other = from_device("ward3", "bed20", str(uuid.uuid4()), 0, "m-b")
+    assert not store.store_alerts([other])[0].duplicate
+    assert store.feed_cursor() == 3 and len(store.messages()) == 2
+    store.close()
+    assert SqliteAlertStore(path).schema_version() == 3
+
+
+def test_postgres_v2_database_is_migrated_to_per_device_message_ids(pg_url):
+    psycopg = pytest.importorskip("psycopg")
+    from edgemon.hub.pgstore import PG_MIGRATIONS
+
+    with psycopg.connect(pg_url, autocommit=True) as c:
+        c.execute("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, description TEXT NOT NULL, "
+                  "applied_at DOUBLE PRECISION NOT NULL)")
+        for v, desc, script in PG_MIGRATIONS[:2]:
+            for stmt in (s.strip() for s in script.split(";")):
+                if stmt:
+                    c.execute(stmt)
+            c.execute("INSERT INTO schema_migrations VALUES (%s, %s, %s)", (v, desc, time.time()))
+        c.execute("INSERT INTO messages(message_id, alert_id, site, device, payload, received_at, stored_at) "
+                  "VALUES ('m-b', 'a1', 'ward3', 'bed21', '{}', 1.0, 2.0)")
+        c.execute("INSERT INTO episodes(alert_id, site, device, last_message_id, first_stored_at, updated_at) "
+                  "VALUES ('a1','ward3','bed21','m-b',2.0,2.0)")
+    store = open_store(pg_url)
+    try:
+        assert store.schema_version() == 3
+        assert [m["version"] for m in store.migrations()] == [1, 2, 3]
+        dup = from_device("ward3", "bed21", "a1", 1, "m-b")
+        assert store.store_alerts([dup])[0].duplicate
+        assert not store.store_alerts([from_device("ward3", "bed20", str(uuid.uuid4()), 0, "m-b")])[0].duplicate
+        assert sorted(m["device"] for m in store.messages()) == ["bed20", "bed21"]
+    finally:
+        store.close()

@@ -138,3 +138,47 @@ def test_console_line_is_one_readable_line():
     assert "\n" not in line
     assert line.startswith("2023-11-14T22:13:20Z  HIGH")
     assert "site1/dev-a  Atrial fibrillation  firing(new)  HR 112  p=0.93" in line
+
+
+def test_hub_refuses_a_store_whose_folder_does_not_exist(tmp_path, capsys):
+    missing = tmp_path / "nonexist" / "dir"
+    rc = main(["hub", "--broker", "127.0.0.1:1", "--store", str(missing / "h.sqlite"), "--duration", "0.2"])
+    err = capsys.readouterr().err
+    assert rc == 2 and f"folder {missing} does not exist" in err and "Traceback" not in err
+    assert len([ln for ln in err.splitlines() if ln.startswith("edgemon: error:")]) == 1
+    assert not (tmp_path / "nonexist").exists()  # nothing created
+    pw = tmp_path / "pw"
+    pw.write_text("correct-horse-battery\n")
+    assert main(["hub", "adduser", "dr-a", "--role", "viewer", "--store", str(missing / "h.sqlite"),
+                 "--password-file", str(pw)]) == 2
+    assert "does not exist" in capsys.readouterr().err and not (tmp_path / "nonexist").exists()
+    # a new file in an existing folder is fine
+    assert main(["hub", "adduser", "dr-a", "--role", "viewer", "--store", str(tmp_path / "new.sqlite"),
+                 "--password-file", str(pw)]) == 0
+    assert (tmp_path / "new.sqlite").is_file()
+
+
+def test_store_that_is_a_folder_is_named_a_folder(tmp_path, capsys):
+    out = tmp_path / "bundle.json"
+    assert main(["hub", "export", "--fhir", "--store", str(tmp_path), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert f"hub store {tmp_path}: is a folder" in err and "no such file" not in err
+    assert main(["hub", "--broker", "127.0.0.1:1", "--store", str(tmp_path), "--duration", "0.2"]) == 2
+    assert "is a folder" in capsys.readouterr().err
+
+
+def test_export_cli_refuses_non_finite_times(tmp_path, capsys):
+    store_path = tmp_path / "hub.sqlite"
+    SqliteAlertStore(store_path).close()
+    for bad in ("nan", "inf", "1e400", "-1e300"):
+        assert main(["hub", "export", "--fhir", "--store", str(store_path), "--out", "-", f"--since={bad}"]) == 2
+        assert "between 1970-01-01 and 9999-12-31" in capsys.readouterr().err
+
+
+def test_console_hours_options_are_bounded(tmp_path, capsys):
+    # 1e308 hours is finite, but in seconds it is infinite: the sign-in cookie's Max-Age could not be written
+    for flag in ("--session-hours", "--inbox-hours"):
+        with pytest.raises(SystemExit) as exc:
+            main(["hub", "--broker", "127.0.0.1:1", "--store", str(tmp_path / "h.sqlite"), flag, "1e308",
+                  "--duration", "0.2"])
+        assert exc.value.code == 2 and f"argument {flag}: must be" in capsys.readouterr().err

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 _CONN_HELP = {
     "broker": "broker address HOST:PORT (e.g. 127.0.0.1:1883, broker.example.org:8883)",
@@ -49,14 +50,16 @@ def register(sub) -> None:
     p = sub.add_parser(
         "hub", help="receive, store and acknowledge alerts from devices (MQTT); web console; export FHIR; commands",
         description="Subscribe to all devices' alerts, store each message once (SQLite or PostgreSQL, "
-                    "deduplicated on message_id), publish a delivery receipt after the commit, track presence, "
+                    "deduplicated per device on message_id), publish a delivery receipt to the sender after the "
+                    "commit, track presence, "
                     "print one line per alert; with --http, serve the clinician console (docs/console.md). "
                     "Sub-commands: export (FHIR R4 bundle), adduser (console users), cmd (send a command to a "
                     "device).")
     _add_conn_args(p, suppress=False)
     p.add_argument("--store", default="hub.sqlite", metavar="TARGET",
-                   help="alert store: a SQLite file (default hub.sqlite) or postgresql://USER@HOST:PORT/DB "
-                        "(several hub workers on one database; password via PGPASSWORD or ~/.pgpass)")
+                   help="alert store: a SQLite file (default hub.sqlite; created if missing, but its folder must "
+                        "exist) or postgresql://USER@HOST:PORT/DB (several hub workers on one database; password "
+                        "via PGPASSWORD or ~/.pgpass)")
     p.add_argument("--shared-group", default="", metavar="NAME",
                    help="MQTT 5 shared subscription group, so several hubs split the alert load")
     p.add_argument("--store-threads", type=number(int, 0), default=0, metavar="N",
@@ -67,10 +70,10 @@ def register(sub) -> None:
     p.add_argument("--http-tls-key", default="", metavar="FILE", help="console over HTTPS: private key (PEM)")
     p.add_argument("--secure-cookie", action="store_true",
                    help="mark the session cookie Secure although --http is plain (behind a TLS reverse proxy)")
-    p.add_argument("--session-hours", type=POSITIVE, default=12.0, metavar="H",
-                   help="console sign-in lifetime (default 12)")
-    p.add_argument("--inbox-hours", type=POSITIVE, default=24.0, metavar="H",
-                   help="resolved alerts stay in the inbox this long (default 24)")
+    p.add_argument("--session-hours", type=number(float, 0, 8784, low_open=True), default=12.0, metavar="H",
+                   help="console sign-in lifetime (default 12; at most 8784, a year)")
+    p.add_argument("--inbox-hours", type=number(float, 0, 87840, low_open=True), default=24.0, metavar="H",
+                   help="resolved alerts stay in the inbox this long (default 24; at most 87840, ten years)")
     p.add_argument("--client-id", default="edgemon-hub", help=_CONN_HELP["client_id"])
     p.add_argument("--json", action="store_true", help="print JSON lines instead of text")
     p.add_argument("--duration", type=POSITIVE, default=None, metavar="S", help="exit after S seconds")
@@ -207,7 +210,7 @@ def run(args) -> int:
     from edgemon.cli import UserError
     from edgemon.hub.format import format_event
     from edgemon.hub.service import HubOptions, HubService
-    from edgemon.hub.store import StoreError, open_store
+    from edgemon.hub.store import StoreError, is_postgres_url, open_store
     from edgemon.transport.topics import TopicError, validate_id
 
     _setup_logging(args.verbose)
@@ -230,6 +233,7 @@ def run(args) -> int:
             http_tls = server_tls_context(args.http_tls_cert, args.http_tls_key)
         except ValueError as err:
             raise UserError(str(err)) from None
+    new_file = not is_postgres_url(args.store) and not Path(args.store).exists()
     try:
         store = open_store(args.store)
     except StoreError as err:
@@ -246,8 +250,6 @@ def run(args) -> int:
             print(json.dumps(_printable(kind, data), default=str), flush=True)
         else:
             print(format_event(kind, data), flush=True)
-
-    from edgemon.hub.store import is_postgres_url
 
     if args.store_threads < 0 or args.store_threads > 16:
         raise UserError(f"--store-threads {args.store_threads}: between 1 and 16")
@@ -267,7 +269,8 @@ def run(args) -> int:
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    print(f"edgemon hub: storing to {getattr(store, 'target', args.store)}; broker {kw['host']}:{kw['port']} "
+    print(f"edgemon hub: storing to {getattr(store, 'target', args.store)}{' (new, empty store)' if new_file else ''}; "
+          f"broker {kw['host']}:{kw['port']} "
           f"(MQTT {kw['protocol']}{', TLS' if kw['tls_context'] else ''}); Ctrl-C to stop", file=sys.stderr,
           flush=True)
     if console is not None:
@@ -300,6 +303,7 @@ def _parse_http(value: str) -> tuple[str, int]:
 
 
 def _parse_time_arg(value: str, flag: str) -> float | None:
+    import math
     from datetime import datetime, timezone
 
     from edgemon.cli import UserError
@@ -307,14 +311,16 @@ def _parse_time_arg(value: str, flag: str) -> float | None:
     if not value:
         return None
     try:
-        return float(value)
+        t = float(value)
     except ValueError:
-        pass
-    try:
-        dt = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise UserError(f"{flag} {value!r}: expected ISO 8601 (2025-01-31T08:00:00Z) or epoch seconds") from None
-    return (dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)).timestamp()
+        try:
+            dt = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            raise UserError(f"{flag} {value!r}: expected ISO 8601 (2025-01-31T08:00:00Z) or epoch seconds") from None
+        t = (dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)).timestamp()
+    if not math.isfinite(t) or not 0.0 <= t <= 253402300799.0:
+        raise UserError(f"{flag} {value!r}: expected a time between 1970-01-01 and 9999-12-31")
+    return t
 
 
 def run_export(args) -> int:
@@ -380,7 +386,9 @@ def run_cmd(args) -> int:
             matchers[k] = v
         fields = {"matchers": matchers, "duration_s": args.duration_s, "reason": args.reason, "by": args.by}
     try:
-        cmd = make_command(args.cmd_type, key=kw["command_key"], issuer=args.by, **fields)
+        # a signature names the device it is for (docs/mqtt.md, "Commands")
+        target = {"site": args.site, "device": args.device} if kw["command_key"] is not None else {}
+        cmd = make_command(args.cmd_type, key=kw["command_key"], issuer=args.by, **target, **fields)
     except ValueError as err:
         raise UserError(f"invalid {args.cmd_type} command: {err}") from None
     got: dict = {}

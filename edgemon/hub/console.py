@@ -2,8 +2,9 @@
 
 Takes the hub's store, its ``HubService`` (for commands; may be None) and an
 address; gives a started ``Console`` whose ``on_event(kind, data)`` is to be
-called with the hub's events (presence and command replies go to the open
-browser tabs; alerts reach them through the store's feed, from every worker).
+called with the hub's events (presence, commands another sender gave a device, and
+command replies go to the open browser tabs; alerts reach them through the
+store's feed, from every worker).
 """
 from __future__ import annotations
 
@@ -35,7 +36,7 @@ class Console:
         return self
 
     def on_event(self, kind: str, data: dict) -> None:
-        if kind in ("presence", "reply"):
+        if kind in ("presence", "reply", "command"):
             self.feed.publish(kind, data)
 
     def stop(self) -> None:

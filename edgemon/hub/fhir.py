@@ -107,7 +107,7 @@ def build_bundle(messages: Iterable[dict], *, generated_at: float | None = None)
         obs = _strip_observation(msg, p, devices[dev_key], patient)
         obs_urn = None
         if obs is not None:
-            obs_urn = _urn("observation", msg["message_id"])
+            obs_urn = _urn("observation", f"{dev_key}/{msg['message_id']}")  # message ids are unique per device
             entries.append({"fullUrl": obs_urn, "resource": obs})
         aid = msg["alert_id"]
         ep = episodes.get(aid)

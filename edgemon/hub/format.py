@@ -6,8 +6,11 @@ from typing import Any
 
 
 def _when(ts: Any) -> str:
-    if isinstance(ts, (int, float)):
-        return datetime.fromtimestamp(float(ts), tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    if isinstance(ts, (int, float)) and not isinstance(ts, bool):
+        try:
+            return datetime.fromtimestamp(float(ts), tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        except (OverflowError, ValueError, OSError):  # nan, inf, out of datetime's range
+            pass
     return str(ts)
 
 
@@ -38,6 +41,10 @@ def format_event(kind: str, d: dict) -> str:
         verdict = "ok" if d.get("ok") else f"refused: {d.get('reason')}"
         return (f"{_when(d.get('ts'))}  device {d['site']}/{d['device']} replied to {d.get('type') or 'command'} "
                 f"{d.get('command_id') or ''}: {verdict}")
+    if kind == "command":
+        target = f" for alert {d['alert_id']}" if d.get("alert_id") else ""
+        return (f"{_when(d.get('issued_at'))}  command {d.get('type') or '?'}{target} to device "
+                f"{d['site']}/{d['device']} by {d.get('issued_by') or '?'} ({d.get('command_id') or ''})")
     if kind == "rejected":
         return f"rejected message on {d['topic']}: {d['reason']}"
     if kind == "hub":

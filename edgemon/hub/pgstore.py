@@ -3,13 +3,18 @@
 Takes a ``postgresql://`` URL; gives ``PostgresAlertStore``. At open it applies
 the versioned schema migrations (``PG_MIGRATIONS``, table
 ``schema_migrations``) under an advisory lock, so workers starting together
-migrate once. Alerts are unique by ``message_id`` (primary key) and episodes by
+migrate once. Alert messages are unique by (site, device, message_id) (primary
+key: the same id from two devices is two messages) and episodes by
 ``alert_id``; concurrent workers rely on ``INSERT .. ON CONFLICT`` (which waits
 for the other transaction and then sees its row), so two workers that receive
 the same message store it once, and a worker killed mid-batch leaves nothing
 half-written (its transaction rolls back; the device re-sends for lack of a
-receipt). Locks are taken in key order (messages by message_id, then episodes
-by alert_id) and a deadlock or serialization failure re-runs the batch.
+receipt). An episode belongs to the device that opened it: the episode upsert
+does not touch another device's episode (``WHERE`` on its ``DO UPDATE``), and
+such a message is removed again and written to ``rejected`` in the same
+transaction, as in the SQLite store. Locks are taken in key order (messages
+by (site, device, message_id), then episodes by alert_id) and a deadlock or
+serialization failure re-runs the batch.
 
 Every batch with new messages sends ``NOTIFY edgemon_feed`` with their ids in
 the same transaction (delivered only on commit, in commit order), which is how
@@ -39,6 +44,8 @@ from edgemon.hub.store import (
     _text,
     decode_episode,
     episode_row,
+    foreign_episode_reason,
+    reused_id_reason,
 )
 from edgemon.hub.summary import summary_json
 
@@ -149,10 +156,17 @@ CREATE TABLE commands (
 CREATE INDEX commands_alert ON commands (alert_id);
 """
 
+_PG_V3 = """
+ALTER TABLE messages DROP CONSTRAINT messages_pkey;
+ALTER TABLE messages ADD CONSTRAINT messages_pkey PRIMARY KEY (site, device, message_id);
+CREATE INDEX messages_id ON messages (message_id);
+"""
+
 # version -> (description, SQL). Append only; never edit an applied migration.
 PG_MIGRATIONS: list[tuple[int, str, str]] = [
     (1, "alert messages, episodes, presence, telemetry, rejected", _PG_V1),
     (2, "console: summaries, episode lifecycle columns, users, sessions, commands", _PG_V2),
+    (3, "messages unique per sending device: (site, device, message_id)", _PG_V3),
 ]
 PG_SCHEMA_VERSION = PG_MIGRATIONS[-1][0]
 
@@ -363,69 +377,108 @@ class PostgresAlertStore(_SqlQueries):
     def store_alerts(self, alerts: Sequence[IncomingAlert]) -> list[StoreResult]:
         if not alerts:
             return []
-        first: dict[str, IncomingAlert] = {}
-        counts: dict[str, int] = {}
+        first: dict[tuple[str, str, str], IncomingAlert] = {}
         for a in alerts:
-            first.setdefault(a.message_id, a)
-            counts[a.message_id] = counts.get(a.message_id, 0) + 1
-        ordered = sorted(first.values(), key=lambda a: a.message_id)  # lock order: no deadlock between workers
-        summaries = {a.message_id: summary_json(a.fields) for a in ordered}
+            first.setdefault(a.key, a)
+        ordered = sorted(first.values(), key=lambda a: a.key)  # lock order: no deadlock between workers
+        summaries = {a.key: summary_json(a.fields) for a in ordered}
 
-        def tx(c) -> tuple[float, dict[str, int], dict[str, tuple]]:
+        def tx(c) -> tuple[float, list[StoreResult]]:
             now = self._clock()
             cur = c.cursor()
             cur.executemany(
                 "INSERT INTO messages(message_id, alert_id, site, device, priority, status, condition, sequence, "
                 "payload, received_at, stored_at, summary) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s) "
-                "ON CONFLICT (message_id) DO NOTHING RETURNING id, message_id",
+                "ON CONFLICT (site, device, message_id) DO NOTHING RETURNING id, site, device, message_id",
                 [(a.message_id, a.alert_id, a.site, a.device, a.priority, _text(a.fields.get("status")),
                   _text(a.fields.get("condition")), _seq(a.fields), a.payload, a.received_at, now,
-                  summaries[a.message_id]) for a in ordered], returning=True)
-            new: dict[str, int] = {}
+                  summaries[a.key]) for a in ordered], returning=True)
+            new: dict[tuple[str, str, str], int] = {}
             while True:
-                for row_id, mid in cur.fetchall():
-                    new[mid] = row_id
+                for row_id, site, device, mid in cur.fetchall():
+                    new[(site, device, mid)] = row_id
                 if not cur.nextset():
                     break
-            extra = {mid: n - (1 if mid in new else 0) for mid, n in counts.items()}
-            extra = {mid: n for mid, n in extra.items() if n > 0}
-            stored: dict[str, tuple] = {}
+            # rows this device stored before (committed: ON CONFLICT waited for their transaction)
+            old = sorted(k for k in first if k not in new)
+            stored: dict[tuple[str, str, str], tuple[str, float]] = {}
+            if old:
+                cur.execute("SELECT m.site, m.device, m.message_id, m.alert_id, m.stored_at FROM messages m JOIN "
+                            "unnest(%s::text[], %s::text[], %s::text[]) AS d(site, device, mid) ON "
+                            "m.site = d.site AND m.device = d.device AND m.message_id = d.mid",
+                            ([k[0] for k in old], [k[1] for k in old], [k[2] for k in old]))
+                stored = {(r[0], r[1], r[2]): (r[3], r[4]) for r in cur.fetchall()}
+            # each item: ("new", None) | ("dup", stored_at) | ("rejected", reason); the first of a new key is new
+            outcome: list[tuple[str, Any]] = []
+            extra: dict[tuple[str, str, str], int] = {}
+            seen: set[tuple[str, str, str]] = set()
+            for a in alerts:
+                k = a.key
+                if k in new and k not in seen:
+                    outcome.append(("new", None))
+                else:
+                    aid, at = (first[k].alert_id, now) if k in new else stored.get(k, (a.alert_id, now))
+                    if aid != a.alert_id:
+                        outcome.append(("rejected", reused_id_reason(a, aid)))
+                    else:
+                        outcome.append(("dup", at))
+                        extra[k] = extra.get(k, 0) + 1
+                seen.add(k)
             if extra:
-                mids = sorted(extra)
+                keys = sorted(extra)
                 cur.execute("UPDATE messages SET deliveries = messages.deliveries + d.n FROM "
-                            "unnest(%s::text[], %s::int[]) AS d(mid, n) WHERE messages.message_id = d.mid",
-                            (mids, [extra[m] for m in mids]))
-                cur.execute("SELECT message_id, alert_id, site, device, stored_at FROM messages "
-                            "WHERE message_id = ANY(%s)", (mids,))
-                stored = {r[0]: r[1:] for r in cur.fetchall()}
-            fresh = [a for a in first.values() if a.message_id in new]  # arrival order within each episode
+                            "unnest(%s::text[], %s::text[], %s::text[], %s::int[]) AS d(site, device, mid, n) "
+                            "WHERE messages.site = d.site AND messages.device = d.device AND "
+                            "messages.message_id = d.mid",
+                            ([k[0] for k in keys], [k[1] for k in keys], [k[2] for k in keys],
+                             [extra[k] for k in keys]))
+            fresh = [a for a in first.values() if a.key in new]  # arrival order within each episode
+            foreign: list[IncomingAlert] = []
+            items = []
             if fresh:
                 fresh.sort(key=lambda a: a.alert_id)  # stable: keeps arrival order per alert_id
                 cur.executemany(_q(EPISODE_UPSERT) + f" RETURNING {_FEED_EPISODE_COLS}",
-                                [episode_row(a, now, summaries[a.message_id]) for a in fresh], returning=True)
-                items = []
+                                [episode_row(a, now, summaries[a.key]) for a in fresh], returning=True)
                 names = _FEED_EPISODE_COLS.split(", ")
                 for a in fresh:
-                    row = dict(zip(names, cur.fetchone()))
-                    row.update(message_id=a.message_id, message_stored_at=now, message_received_at=a.received_at,
-                               feed_id=new[a.message_id])
-                    items.append(row)
+                    got = cur.fetchone()
+                    if got is None:  # the alert_id is another device's episode: not updated
+                        foreign.append(a)
+                    else:
+                        row = dict(zip(names, got))
+                        row.update(message_id=a.message_id, message_stored_at=now,
+                                   message_received_at=a.received_at, feed_id=new[a.key])
+                        items.append(row)
                     cur.nextset()
+            reasons: dict[tuple[str, str, str], str] = {}
+            if foreign:
+                cur.execute("SELECT alert_id, site, device FROM episodes WHERE alert_id = ANY(%s)",
+                            ([a.alert_id for a in foreign],))
+                owners = {r[0]: (r[1], r[2]) for r in cur.fetchall()}
+                cur.execute("DELETE FROM messages WHERE id = ANY(%s)", ([new[a.key] for a in foreign],))
+                for a in foreign:
+                    reasons[a.key] = foreign_episode_reason(a, *owners.get(a.alert_id, ("?", "?")))
+            results: list[StoreResult] = []
+            rejected_rows = []
+            for a, (kind, v) in zip(alerts, outcome):
+                if a.key in reasons:
+                    kind, v = "rejected", reasons[a.key]
+                if kind == "new":
+                    results.append(StoreResult(a.message_id, a.alert_id, a.site, a.device, now, False))
+                elif kind == "dup":
+                    results.append(StoreResult(a.message_id, a.alert_id, a.site, a.device, v, True))
+                else:
+                    results.append(StoreResult(a.message_id, a.alert_id, a.site, a.device, now, False, v))
+                    rejected_rows.append((a.received_at, a.source, v, a.payload.encode("utf-8", "replace")[:256]))
+            if rejected_rows:
+                cur.executemany("INSERT INTO rejected(received_at, topic, reason, payload_head) VALUES (%s,%s,%s,%s)",
+                                rejected_rows)
+            if items:
                 items.sort(key=lambda r: r["feed_id"])
                 self._notify(cur, items)
-            return now, new, stored
+            return now, results
 
-        now, new, stored = self._run(tx, transaction=True)
-        out: list[StoreResult] = []
-        seen: set[str] = set()
-        for a in alerts:
-            if a.message_id in new and a.message_id not in seen:
-                out.append(StoreResult(a.message_id, a.alert_id, a.site, a.device, now, False))
-            else:
-                aid, site, device, at = stored.get(a.message_id, (a.alert_id, a.site, a.device, now))
-                out.append(StoreResult(a.message_id, aid, site, device, at, True))
-            seen.add(a.message_id)
-        return out
+        return self._run(tx, transaction=True)[1]
 
     @staticmethod
     def _notify(cur, items: list[dict]) -> None:

@@ -164,7 +164,7 @@ class Pki:
     """One PKI directory: ``ca.crt/.key``, ``broker.crt/.key``, ``hub.crt/.key``, ``devices/<id>.crt/.key``."""
 
     def __init__(self, directory: str | Path, *, use: str | None = None) -> None:
-        self.dir = Path(directory)
+        self.dir = Path(directory).absolute()   # openssl runs in a scratch folder: a relative path would miss
         self.use = use
 
     @property

@@ -1,17 +1,28 @@
 """Hub service: MQTT alerts from all devices -> store -> receipts; presence; commands to devices.
 
 Takes a broker address and an ``AlertStore``; gives, for every alert message
-a device publishes, one stored row (deduplicated on message_id) and a receipt
-on that device's ``receipt`` topic published only after the row is committed.
-Messages are acknowledged to the broker (manual PUBACK) after the commit too,
-so a hub killed mid-batch gets them again from its persistent session.
+a device publishes, one stored row (deduplicated per sending device on
+message_id; the device is the one of the topic) and a receipt on the sender's
+``receipt`` topic published only after the row is committed (also for a
+duplicate, and for a message the store rejected, so the device stops
+re-sending it). Messages are acknowledged to the broker (manual PUBACK) after
+the commit too, so a hub killed mid-batch gets them again from its persistent
+session.
 
 Subscriptions: ``{prefix}/+/+/alerts`` (optionally ``$share/GROUP/...`` so
 several hubs split the load), ``.../status`` (presence, retained),
-``.../telemetry`` and ``.../cmd/reply``. Events (new alert, presence change,
-command reply, rejected message) go to ``on_event(kind, dict)`` for printing
-and for the console's live feed. Replies to commands the console sent are
-stored with the command (``record_reply``).
+``.../telemetry``, ``.../cmd`` (commands to devices, whoever sent them: the
+console, ``edgemon hub cmd``) and ``.../cmd/reply``. Events (new alert,
+presence change, command, command reply, rejected message) go to
+``on_event(kind, dict)`` for printing and for the console's live feed.
+Commands are stored (``record_command``; the console stores its own before
+sending) and replies with them (``record_reply``), which is where an accepted
+``ack`` marks the episode acknowledged.
+
+Presence: a device's last will (offline, "connection lost") carries the time
+the device *connected* (a will is fixed at connect), so for a will the hub
+records the time it received it as the start of the offline state (the
+device's ``ts`` stays in the stored status payload).
 
 Commits run off the MQTT thread: each read burst becomes one batch handed to
 ``store_threads`` committer threads (2 for PostgreSQL, so one batch's fsync
@@ -26,6 +37,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import ssl
 import threading
 import time
@@ -38,6 +50,7 @@ from pydantic import ValidationError
 from edgemon.hub.store import AlertStore, IncomingAlert, StoreError
 from edgemon.transport.ioloop import MqttLoop
 from edgemon.transport.messages import (
+    COMMAND_ADAPTER,
     AlertEnvelope,
     CommandReply,
     Receipt,
@@ -48,7 +61,14 @@ from edgemon.transport.topics import DEFAULT_PREFIX, DeviceTopics, TopicError, h
 
 log = logging.getLogger("edgemon.hub")
 MAX_ALERT_BYTES = 1024 * 1024
+MAX_CMD_BYTES = 64 * 1024
 MAX_BATCH = 500
+WILL_REASON = "connection lost"  # the reason of a device's last will (edgemon.transport.client)
+
+
+def _device_time(ts: float, default: Any) -> Any:
+    """A device's timestamp if it is a usable epoch time (finite, positive), else ``default``."""
+    return ts if isinstance(ts, (int, float)) and math.isfinite(ts) and ts > 0 else default
 
 
 @dataclass
@@ -96,8 +116,8 @@ class HubService:
                                              thread_name_prefix="hub-store")
         self._in_commit: dict[int, tuple[list[_Pending], Future, int]] = {}
         self._batch_no = 0
-        self.stats = {"alerts_new": 0, "alerts_duplicate": 0, "receipts_sent": 0, "rejected": 0,
-                      "status": 0, "telemetry": 0, "replies": 0}
+        self.stats = {"alerts_new": 0, "alerts_duplicate": 0, "alerts_rejected": 0, "receipts_sent": 0,
+                      "rejected": 0, "status": 0, "telemetry": 0, "commands_seen": 0, "replies": 0}
         self._loop = MqttLoop(
             name="hub",
             host=options.host,
@@ -144,13 +164,17 @@ class HubService:
 
     def send_command(self, site: str, device: str, type_: str, **fields: Any) -> str:
         """Publish a (signed, if a key is set) command to one device; returns its command_id."""
-        cmd = self.make_command(type_, issuer=self.opts.hub_name, **fields)
+        cmd = self.make_command(type_, issuer=self.opts.hub_name, site=site, device=device, **fields)
         self.publish_command(site, device, cmd)
         return cmd["command_id"]
 
-    def make_command(self, type_: str, *, issuer: str | None = None, **fields: Any) -> dict:
-        """Build (and sign, if a key is set) a command without sending it (the console stores it first)."""
-        return make_command(type_, key=self.opts.command_key, issuer=issuer or self.opts.hub_name, **fields)
+    def make_command(self, type_: str, *, issuer: str | None = None, site: str | None = None,
+                     device: str | None = None, **fields: Any) -> dict:
+        """Build (and sign, if a key is set) a command for ``site``/``device`` without sending it (the console
+        stores it first). A signature is valid only on the device it names (docs/mqtt.md, "Commands")."""
+        key = self.opts.command_key
+        target = {"site": site, "device": device} if key is not None else {}
+        return make_command(type_, key=key, issuer=issuer or self.opts.hub_name, **target, **fields)
 
     def publish_command(self, site: str, device: str, cmd: dict) -> None:
         """Queue ``cmd`` for the device's cmd topic (QoS 1; thread-safe, returns at once)."""
@@ -174,6 +198,7 @@ class HubService:
             (hub_filter("alerts", p, self.opts.shared_group), 1),
             (hub_filter("status", p), 1),
             (hub_filter("telemetry", p, self.opts.shared_group), 0),
+            (hub_filter("cmd", p), 1),
             (hub_filter("cmd/reply", p), 1),
         ])
         self._emit("hub", {"state": "connected", "broker": f"{self.opts.host}:{self.opts.port}",
@@ -213,6 +238,8 @@ class HubService:
             with self._state_lock:
                 self._telemetry_rows[(site, device)] = (site, device, time.time(),
                                                         raw.decode("utf-8", "replace")[:65536])
+        elif kind == "cmd":
+            self._handle_command(site, device, raw)
         elif kind == "cmd/reply":
             try:
                 reply = CommandReply.model_validate_json(raw)
@@ -224,7 +251,9 @@ class HubService:
             record = getattr(self.store, "record_reply", None)
             if record is not None and reply.command_id:
                 try:
-                    cmd = record(reply.command_id, reply.ok, reply.reason, reply.result, reply.ts or time.time())
+                    cmd = record(reply.command_id, reply.ok, reply.reason, reply.result,
+                                 _device_time(reply.ts, time.time()),
+                                 site=site, device=device, type_=reply.type)
                 except StoreError as err:
                     log.error("hub: %s", err)
                     cmd = None
@@ -232,6 +261,34 @@ class HubService:
                     data["alert_id"] = cmd.get("alert_id")
                     data["issued_by"] = cmd.get("issued_by")
             self._emit("reply", data)
+
+    def _handle_command(self, site: str, device: str, raw: bytes) -> None:
+        """A command on a device's cmd topic (ours or another sender's with the hub identity): remember it.
+
+        So the reply finds it (who sent it; an accepted ack then marks the episode acknowledged), whoever sent
+        it. An invalid command is not recorded (the device refuses it too). The signature is the device's to
+        check: a command it refuses is listed with its refusal, and acknowledges nothing.
+        """
+        record = getattr(self.store, "record_command", None)
+        if record is None or not raw or len(raw) > MAX_CMD_BYTES:
+            return
+        try:
+            data = json.loads(raw)
+            cmd = COMMAND_ADAPTER.validate_python(data)
+        except (ValueError, UnicodeDecodeError) as err:  # pydantic's ValidationError is a ValueError
+            log.debug("hub: ignored an invalid command on %s/%s/cmd: %s", site, device, err)
+            return
+        self.stats["commands_seen"] += 1
+        issued_by = getattr(cmd, "by", "") or cmd.issuer
+        alert_id = getattr(cmd, "alert_id", None)
+        try:
+            new = record(cmd.command_id, site, device, cmd.type, alert_id, data, issued_by, cmd.issued_at)
+        except StoreError as err:
+            log.error("hub: %s", err)
+            return
+        if new:
+            self._emit("command", {"site": site, "device": device, "command_id": cmd.command_id, "type": cmd.type,
+                                   "alert_id": alert_id, "issued_by": issued_by, "issued_at": cmd.issued_at})
 
     def _handle_status(self, site: str, device: str, raw: bytes) -> None:
         if not raw:  # retained status cleared
@@ -242,10 +299,14 @@ class HubService:
             self._reject(f"{site}/{device}/status", f"malformed status: {err.errors()[0]['msg']}", raw)
             return
         self.stats["status"] += 1
+        received_at = time.time()
+        # A last will carries the device's connect time: the device went offline when the broker published it.
+        will = st.state == "offline" and st.reason == WILL_REASON
+        since = received_at if will else _device_time(st.ts, received_at)
         with self._state_lock:
-            self._status_rows.append((site, device, st.state, st.reason, st.ts, raw.decode()))
+            self._status_rows.append((site, device, st.state, st.reason, since, raw.decode()))
         self._emit("presence", {"site": site, "device": device, "state": st.state, "reason": st.reason,
-                                "ts": st.ts})
+                                "ts": since, "device_ts": _device_time(st.ts, None), "received_at": received_at})
 
     def _handle_alert(self, msg, site: str, device: str, raw: bytes) -> None:
         if len(raw) > MAX_ALERT_BYTES:
@@ -273,7 +334,7 @@ class HubService:
                         env.message_id, site, device, claimed)
         self._pending.append(_Pending(msg.mid, msg.qos, IncomingAlert(
             message_id=env.message_id, alert_id=env.alert_id, site=site, device=device,
-            payload=raw.decode("utf-8"), received_at=time.time(), fields=fields)))
+            payload=raw.decode("utf-8"), received_at=time.time(), fields=fields, topic=msg.topic)))
         if len(self._pending) >= MAX_BATCH:
             self._flush()
 
@@ -343,13 +404,23 @@ class HubService:
         for p, res in zip(batch, results):
             if same_link and p.qos > 0:
                 client.ack(p.mid, p.qos)
-            receipt = Receipt(message_id=res.message_id, alert_id=res.alert_id, device=res.device,
-                              site=res.site, stored_at=res.stored_at, duplicate=res.duplicate,
-                              hub=self.opts.hub_name)
-            rtopic = DeviceTopics(res.site, res.device, self.opts.prefix).receipt
-            client.publish(rtopic, receipt.model_dump_json().encode(), qos=1)
+            a = p.alert  # the receipt always goes to the sender (the device of the topic it came on)
+            receipt = Receipt(message_id=a.message_id, alert_id=a.alert_id, device=a.device, site=a.site,
+                              stored_at=res.stored_at, duplicate=res.duplicate, hub=self.opts.hub_name)
+            body = receipt.model_dump()
+            if res.rejected:
+                body["rejected"] = res.rejected  # devices ignore fields they do not know; logs and tools see it
+            rtopic = DeviceTopics(a.site, a.device, self.opts.prefix).receipt
+            client.publish(rtopic, json.dumps(body).encode(), qos=1)
             self.stats["receipts_sent"] += 1
-            if res.duplicate:
+            if res.rejected:
+                self.stats["alerts_rejected"] += 1
+                self.stats["rejected"] += 1
+                log.warning("hub: rejected message on %s: %s (receipt sent, so the device stops re-sending it)",
+                            a.source, res.rejected)
+                self._emit("rejected", {"topic": a.source, "reason": res.rejected, "site": a.site,
+                                        "device": a.device, "message_id": a.message_id})
+            elif res.duplicate:
                 self.stats["alerts_duplicate"] += 1
                 log.debug("hub: duplicate message %s from %s/%s (receipt re-sent)", res.message_id,
                           res.site, res.device)

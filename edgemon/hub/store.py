@@ -4,14 +4,23 @@ Takes ``IncomingAlert`` batches from the hub service; gives ``StoreResult``
 per message once the batch is committed (the service publishes receipts only
 after that). Deduplication rule (the contract the device transport relies on):
 
-- one row per ``message_id`` in ``messages``: a message that arrives again
-  (device re-send, broker redelivery, another hub worker) is not stored again;
-  its ``deliveries`` count goes up and the result says ``duplicate=True`` (a
-  receipt is still sent, because the device is waiting for one);
+- one row per (``site``, ``device``, ``message_id``) in ``messages``, the
+  sender being the device of the topic the message came on: a message that
+  arrives again from the same device (re-send, broker redelivery, another hub
+  worker) is not stored again; its ``deliveries`` count goes up and the result
+  says ``duplicate=True`` (a receipt is still sent, because the device is
+  waiting for one). The same ``message_id`` from another device is another
+  message, stored on its own;
 - one row per ``alert_id`` in ``episodes``: the latest state of the episode.
   A message updates it only when its ``sequence`` is higher than the stored one
   (messages without a sequence: arrival order); ``resolved`` is final. Every
   new message counts in ``n_messages`` (first firing + repeats + resolution).
+  An episode belongs to the device that opened it;
+- a message that cannot be stored without mixing two devices' data (its
+  ``alert_id`` is another device's episode, or its device re-used a
+  ``message_id`` for another alert) is written to ``rejected`` with the reason,
+  in the same transaction, and its result says ``rejected=<reason>``: the
+  service still sends the sender a receipt, so it stops re-sending it.
 
 ``AlertStore`` is the interface. ``SqliteAlertStore`` (one file, WAL, fsync at
 commit; the embedded default) is here, ``PostgresAlertStore`` (several hub
@@ -48,6 +57,16 @@ class IncomingAlert:
     payload: str  # the JSON text as received
     received_at: float
     fields: dict[str, Any] = field(default_factory=dict, compare=False)
+    topic: str = field(default="", compare=False)  # where it came from (for the ``rejected`` table)
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        """What makes a message unique: the sending device (from the topic) and its message_id."""
+        return (self.site, self.device, self.message_id)
+
+    @property
+    def source(self) -> str:
+        return self.topic or f"{self.site}/{self.device}/alerts"
 
     @property
     def priority(self) -> str | None:
@@ -63,6 +82,17 @@ class StoreResult:
     device: str
     stored_at: float
     duplicate: bool
+    rejected: str = ""  # why the message was not stored (written to ``rejected``); "" = stored or duplicate
+
+
+def foreign_episode_reason(a: IncomingAlert, owner_site: str, owner_device: str) -> str:
+    return (f"alert_id {a.alert_id} is an episode of {owner_site}/{owner_device}: message {a.message_id} from "
+            f"{a.site}/{a.device} not stored (alert ids must be unique across devices)")
+
+
+def reused_id_reason(a: IncomingAlert, stored_alert_id: str) -> str:
+    return (f"message_id {a.message_id} from {a.site}/{a.device} was stored before for alert {stored_alert_id}; "
+            f"this message (alert {a.alert_id}) not stored (a device must not re-use a message_id)")
 
 
 class AlertStore(Protocol):
@@ -102,7 +132,9 @@ EPISODE_UPSERT = (
     "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,1,?) ON CONFLICT (alert_id) DO UPDATE SET "
     "n_messages = episodes.n_messages + 1, last_stored_at = excluded.last_stored_at, "
     "strip_message_id = COALESCE(episodes.strip_message_id, excluded.strip_message_id), "
-    + ", ".join(f"{c} = CASE WHEN {_APPLIES} THEN excluded.{c} ELSE episodes.{c} END" for c in _EP_STATE_COLS))
+    + ", ".join(f"{c} = CASE WHEN {_APPLIES} THEN excluded.{c} ELSE episodes.{c} END" for c in _EP_STATE_COLS)
+    # an episode belongs to the device that opened it: another device's message never changes it
+    + " WHERE episodes.site = excluded.site AND episodes.device = excluded.device")
 
 
 def episode_row(a: IncomingAlert, now: float, summary: str | None = None) -> tuple:
@@ -134,6 +166,9 @@ _INBOX_ORDER = ("CASE WHEN status = 'resolved' THEN 1 ELSE 0 END, "
                 "last_stored_at DESC")
 _COMMAND_COLS = ("command_id, site, device, type, alert_id, body, issued_by, issued_at, reply_ok, reply_reason, "
                  "reply_result, replied_at")
+
+
+UNKNOWN_ISSUER = "unknown (command not seen by the hub)"
 
 
 def decode_episode(row: dict) -> dict:
@@ -221,10 +256,15 @@ class _SqlQueries:
 
     _message_order = "stored_at, rowid"
 
-    def message(self, message_id: str) -> dict | None:
-        rows = self._read("SELECT message_id, alert_id, site, device, priority, status, condition, sequence, "
-                          "payload, received_at, stored_at, deliveries FROM messages WHERE message_id = ?",
-                          (message_id,))
+    def message(self, message_id: str, site: str | None = None, device: str | None = None) -> dict | None:
+        """One stored message; give its device too (two devices may use the same message_id)."""
+        sql = ("SELECT message_id, alert_id, site, device, priority, status, condition, sequence, payload, "
+               "received_at, stored_at, deliveries FROM messages WHERE message_id = ?")
+        args: list[Any] = [message_id]
+        if site is not None and device is not None:
+            sql += " AND site = ? AND device = ?"
+            args += [site, device]
+        rows = self._read(sql + " ORDER BY " + self._message_order + " LIMIT 1", args)
         return rows[0] if rows else None
 
     def episode_messages(self, alert_id: str) -> list[dict]:
@@ -270,9 +310,12 @@ class _SqlQueries:
                                              "telemetry_at": None, "open_alerts": 0}
             try:
                 st = json.loads(p.get("payload") or "{}")
-                out[(p["site"], p["device"])]["agent_version"] = st.get("agent_version", "")
             except ValueError:
-                pass
+                st = None
+            if isinstance(st, dict):
+                out[(p["site"], p["device"])]["agent_version"] = st.get("agent_version", "")
+                # the device's own time in its status: for a last will, when it connected (see docs/console.md)
+                out[(p["site"], p["device"])]["device_ts"] = st.get("ts")
         for t in self.telemetry():
             d = out.setdefault((t["site"], t["device"]), {"site": t["site"], "device": t["device"], "state": None,
                                                           "reason": None, "since": None, "last_seen": None,
@@ -291,28 +334,51 @@ class _SqlQueries:
 
     # ------------------------------------------------------------------ commands (console -> device)
     def record_command(self, command_id: str, site: str, device: str, type_: str, alert_id: str | None,
-                       body: dict, issued_by: str, issued_at: float) -> None:
-        self._tx(lambda ex: ex(
+                       body: dict, issued_by: str, issued_at: float) -> bool:
+        """Remember a command sent to a device (the first record of a command_id wins); True if new."""
+        return bool(self._tx(lambda ex: ex(
             "INSERT INTO commands(command_id, site, device, type, alert_id, body, issued_by, issued_at) "
             "VALUES (?,?,?,?,?,?,?,?) ON CONFLICT (command_id) DO NOTHING",
-            (command_id, site, device, type_, alert_id, json.dumps(body), issued_by, issued_at)))
+            (command_id, site, device, type_, alert_id, json.dumps(body), issued_by, issued_at)).rowcount == 1))
 
-    def record_reply(self, command_id: str, ok: bool, reason: str, result: dict, ts: float) -> dict | None:
-        """Store a device's reply to a command we sent (first reply wins); returns the command, None if not ours.
+    def record_reply(self, command_id: str, ok: bool, reason: str, result: dict, ts: float, *,
+                     site: str | None = None, device: str | None = None,
+                     type_: str | None = None) -> dict | None:
+        """Store a device's reply to a command (first reply wins); returns the command, None if unknown.
 
-        An accepted ``ack`` marks its episode acknowledged (by the command's issuer).
+        The command is known when the console stored it before sending, or when the hub saw it on the
+        device's ``cmd`` topic (``edgemon hub cmd``, another tool with the hub's identity). An accepted ``ack``
+        marks its episode acknowledged, by the command's issuer; this is the one place acknowledgements are
+        recorded. An accepted ack whose command the hub never saw (``type_`` "ack", the device's result
+        ``{"acknowledged": alert_id}``) is recorded as a command of issuer ``UNKNOWN_ISSUER``, so it counts
+        too. With ``site``/``device`` (the reply's topic), only the device the command went to may answer it.
         """
         def tx(ex) -> dict | None:
+            own = " AND site = ? AND device = ?" if site is not None and device is not None else ""
+            dev_args: tuple = (site, device) if own else ()
+            row = ex(f"SELECT {_COMMAND_COLS} FROM commands WHERE command_id = ?{own}",
+                     (command_id, *dev_args)).fetchone()
+            if row is None:
+                acked = result.get("acknowledged") if isinstance(result, dict) else None
+                if not (own and ok and type_ == "ack" and isinstance(acked, str) and acked):
+                    return None
+                if ex("SELECT 1 FROM episodes WHERE alert_id = ? AND site = ? AND device = ?",
+                      (acked, site, device)).fetchone() is None:
+                    return None  # not an episode of the replying device
+                cur = ex("INSERT INTO commands(command_id, site, device, type, alert_id, body, issued_by, "
+                         "issued_at) VALUES (?,?,?,?,?,?,?,?) ON CONFLICT (command_id) DO NOTHING",
+                         (command_id, site, device, "ack", acked, "{}", UNKNOWN_ISSUER, ts))
+                if cur.rowcount != 1:  # the id is another device's command
+                    return None
             ex("UPDATE commands SET reply_ok = ?, reply_reason = ?, reply_result = ?, replied_at = ? "
                "WHERE command_id = ? AND replied_at IS NULL",
                (bool(ok), reason, json.dumps(result, default=str), ts, command_id))
-            row = ex(f"SELECT {_COMMAND_COLS} FROM commands WHERE command_id = ?", (command_id,)).fetchone()
-            if row is None:
-                return None
-            row = dict(row)
+            row = dict(ex(f"SELECT {_COMMAND_COLS} FROM commands WHERE command_id = ?", (command_id,)).fetchone())
             if row["type"] == "ack" and row["reply_ok"] and row["alert_id"]:
-                ex("UPDATE episodes SET acked_at = ?, acked_by = ? WHERE alert_id = ? AND acked_at IS NULL",
-                   (row["replied_at"], row["issued_by"], row["alert_id"]))
+                # only the episode of the device the command went to
+                ex("UPDATE episodes SET acked_at = ?, acked_by = ? WHERE alert_id = ? AND site = ? AND device = ? "
+                   "AND acked_at IS NULL",
+                   (row["replied_at"], row["issued_by"], row["alert_id"], row["site"], row["device"]))
             return row
 
         row = self._tx(tx)
@@ -494,6 +560,36 @@ CREATE TABLE commands (
 CREATE INDEX commands_alert ON commands (alert_id);
 """
 
+# A message is unique per sending device: (site, device, message_id). The table is rebuilt (SQLite cannot change
+# a primary key) keeping every rowid, so the live feed's cursor (rowid order = commit order) stays valid.
+_SQLITE_V3 = """
+CREATE TABLE messages_v3 (
+    message_id   TEXT NOT NULL,
+    alert_id     TEXT NOT NULL,
+    site         TEXT NOT NULL,
+    device       TEXT NOT NULL,
+    priority     TEXT,
+    status       TEXT,
+    condition    TEXT,
+    sequence     INTEGER,
+    payload      TEXT NOT NULL,
+    received_at  REAL NOT NULL,
+    stored_at    REAL NOT NULL,
+    deliveries   INTEGER NOT NULL DEFAULT 1,
+    summary      TEXT,
+    PRIMARY KEY (site, device, message_id)
+);
+INSERT INTO messages_v3(rowid, message_id, alert_id, site, device, priority, status, condition, sequence, payload,
+                        received_at, stored_at, deliveries, summary)
+    SELECT rowid, message_id, alert_id, site, device, priority, status, condition, sequence, payload, received_at,
+           stored_at, deliveries, summary FROM messages;
+DROP TABLE messages;
+ALTER TABLE messages_v3 RENAME TO messages;
+CREATE INDEX messages_alert ON messages (alert_id);
+CREATE INDEX messages_device ON messages (site, device, stored_at);
+CREATE INDEX messages_id ON messages (message_id);
+"""
+
 
 def _sqlite_backfill_v2(db: sqlite3.Connection) -> None:
     """Summaries and counts for episodes stored before the console existed."""
@@ -520,6 +616,7 @@ def _sqlite_backfill_v2(db: sqlite3.Connection) -> None:
 SQLITE_MIGRATIONS: list[tuple[int, str, str, Callable[[sqlite3.Connection], None] | None]] = [
     (1, "alert messages, episodes, presence, telemetry, rejected, counters", _SQLITE_V1, None),
     (2, "console: summaries, episode lifecycle columns, users, sessions, commands", _SQLITE_V2, _sqlite_backfill_v2),
+    (3, "messages unique per sending device: (site, device, message_id)", _SQLITE_V3, None),
 ]
 SQLITE_SCHEMA_VERSION = SQLITE_MIGRATIONS[-1][0]
 
@@ -537,15 +634,21 @@ class SqliteAlertStore(_SqlQueries):
         self._clock = clock
         self._lock = threading.RLock()
         self._feed_event = threading.Event()
+        if self.path.is_dir():
+            raise StoreError(f"hub store {self.path}: is a folder; give a store file, e.g. {self.path / 'hub.sqlite'}")
+        if read_only and not self.path.exists():
+            raise StoreError(f"hub store {self.path}: no such file")
+        parent = self.path.parent
+        if not read_only and not parent.is_dir():
+            # Never create folders: a typo in the path would silently start a new, empty store.
+            what = "is not a folder" if parent.exists() else "does not exist"
+            raise StoreError(f"hub store {self.path}: folder {parent} {what} (create it first, or fix the path)")
         try:
             if read_only:
-                if not self.path.is_file():
-                    raise StoreError(f"hub store {self.path}: no such file")
                 self._db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, isolation_level=None,
                                            check_same_thread=False)
                 self._db.execute("SELECT COUNT(*) FROM messages").fetchone()
             else:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
                 self._db = sqlite3.connect(str(self.path), timeout=30.0, isolation_level=None,
                                            check_same_thread=False)
                 self._db.execute("PRAGMA journal_mode=WAL")
@@ -619,24 +722,37 @@ class SqliteAlertStore(_SqlQueries):
             return []
         now = self._clock()
 
+        def reject(a: IncomingAlert, reason: str) -> StoreResult:
+            self._db.execute("INSERT INTO rejected(received_at, topic, reason, payload_head) VALUES (?,?,?,?)",
+                             (a.received_at, a.source, reason, a.payload.encode("utf-8", "replace")[:256]))
+            self._bump("rejected")
+            return StoreResult(a.message_id, a.alert_id, a.site, a.device, now, False, reason)
+
         def tx() -> list[StoreResult]:
             out: list[StoreResult] = []
             for a in alerts:
                 f = a.fields
+                owner = self._db.execute("SELECT site, device FROM episodes WHERE alert_id = ?",
+                                         (a.alert_id,)).fetchone()
+                if owner is not None and (owner["site"], owner["device"]) != (a.site, a.device):
+                    out.append(reject(a, foreign_episode_reason(a, owner["site"], owner["device"])))
+                    continue
                 summary = summary_json(f)
                 cur = self._db.execute(
                     "INSERT OR IGNORE INTO messages(message_id, alert_id, site, device, priority, status, condition,"
                     " sequence, payload, received_at, stored_at, summary) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
                     (a.message_id, a.alert_id, a.site, a.device, a.priority, _text(f.get("status")),
                      _text(f.get("condition")), _seq(f), a.payload, a.received_at, now, summary))
-                if cur.rowcount == 0:
-                    self._db.execute("UPDATE messages SET deliveries = deliveries + 1 WHERE message_id = ?",
-                                     (a.message_id,))
+                if cur.rowcount == 0:  # this device sent this message_id before
+                    row = self._db.execute("SELECT alert_id, stored_at FROM messages WHERE site = ? AND device = ? "
+                                           "AND message_id = ?", a.key).fetchone()
+                    if row["alert_id"] != a.alert_id:
+                        out.append(reject(a, reused_id_reason(a, row["alert_id"])))
+                        continue
+                    self._db.execute("UPDATE messages SET deliveries = deliveries + 1 WHERE site = ? AND device = ? "
+                                     "AND message_id = ?", a.key)
                     self._bump("duplicate_deliveries")
-                    row = self._db.execute("SELECT alert_id, site, device, stored_at FROM messages "
-                                           "WHERE message_id = ?", (a.message_id,)).fetchone()
-                    out.append(StoreResult(a.message_id, row["alert_id"], row["site"], row["device"],
-                                           row["stored_at"], True))
+                    out.append(StoreResult(a.message_id, a.alert_id, a.site, a.device, row["stored_at"], True))
                     continue
                 self._bump("messages_stored")
                 self._db.execute(EPISODE_UPSERT, episode_row(a, now, summary))
@@ -644,7 +760,7 @@ class SqliteAlertStore(_SqlQueries):
             return out
 
         out = self._write(tx)
-        if any(not r.duplicate for r in out):
+        if any(not r.duplicate and not r.rejected for r in out):
             self._feed_event.set()
         return out
 

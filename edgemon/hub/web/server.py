@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import re
 import socket
 import ssl
@@ -46,7 +47,11 @@ log = logging.getLogger("edgemon.hub.console")
 
 MAX_BODY = 64 * 1024
 MAX_EXPORT_MESSAGES = 20000
-SILENCE_MAX_S = 7 * 24 * 3600
+# Devices refuse a silence longer than their alerts.max_silence_s (default 24 h), so the console offers no more.
+SILENCE_MIN_S = 60
+SILENCE_MAX_S = 24 * 3600
+EXPORT_MAX_HOURS = 10 * 366 * 24  # ten years; older ranges: since=<time>
+TIME_MAX = 253402300799.0  # 9999-12-31T23:59:59Z, the last second a datetime can hold
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
        "form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
 STATIC = {"console.css": "text/css; charset=utf-8", "console.js": "text/javascript; charset=utf-8"}
@@ -78,18 +83,33 @@ def redirect(location: str, headers: list[tuple[str, str]] | None = None) -> Res
 
 
 def _parse_time(value: str, name: str) -> float:
+    """Epoch seconds or ISO 8601 -> epoch seconds in [1970, 9999] (400 otherwise, never a traceback)."""
     v = value.strip()
     try:
-        return float(v)
+        t = float(v)
     except ValueError:
-        pass
+        try:
+            dt = datetime.fromisoformat(v.replace("Z", "+00:00"))
+        except ValueError:
+            raise HttpError(400, f"{name}={value!r}: expected epoch seconds or an ISO 8601 time") from None
+        if dt.tzinfo is None:
+            dt = dt.replace(tzinfo=timezone.utc)
+        t = dt.timestamp()
+    if not math.isfinite(t) or not 0.0 <= t <= TIME_MAX:
+        raise HttpError(400, f"{name}={value[:40]!r}: expected a time between 1970-01-01 and 9999-12-31 "
+                             f"(epoch seconds 0 to {TIME_MAX:.0f}, or ISO 8601)")
+    return t
+
+
+def _parse_number(value: Any, name: str, low: float, high: float, unit: str) -> float:
+    """A finite number in [low, high] from a query or form field (400 with the range otherwise)."""
     try:
-        dt = datetime.fromisoformat(v.replace("Z", "+00:00"))
-    except ValueError:
-        raise HttpError(400, f"{name}={value!r}: expected epoch seconds or an ISO 8601 time") from None
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=timezone.utc)
-    return dt.timestamp()
+        x = float(value)
+    except (TypeError, ValueError, OverflowError):
+        x = math.nan
+    if isinstance(value, bool) or not math.isfinite(x) or not low <= x <= high:
+        raise HttpError(400, f"{name}={str(value)[:40]!r}: expected a number of {unit} from {low:g} to {high:g}")
+    return x
 
 
 class ConsoleApp:
@@ -271,7 +291,7 @@ class ConsoleApp:
         cmds = self.store.commands(alert_id=alert_id)
         strip = None
         if ep.get("strip_message_id"):
-            m = self.store.message(ep["strip_message_id"])
+            m = self.store.message(ep["strip_message_id"], ep["site"], ep["device"])
             try:
                 p = json.loads(m["payload"]) if m else {}
             except ValueError:
@@ -299,19 +319,20 @@ class ConsoleApp:
             note = str(data.get("note") or "")[:256]
             fields: dict[str, Any] = {"alert_id": alert_id, "by": user["username"], "note": note}
         else:
+            duration = data.get("duration_s")
             try:
-                duration = float(data.get("duration_s", 0))
-            except (TypeError, ValueError):
-                raise HttpError(400, "duration_s: expected seconds") from None
-            if not 60 <= duration <= SILENCE_MAX_S:
-                raise HttpError(400, f"duration_s: between 60 and {SILENCE_MAX_S} seconds")
+                duration = _parse_number(duration, "duration_s", SILENCE_MIN_S, SILENCE_MAX_S, "seconds")
+            except HttpError as err:
+                raise HttpError(400, f"{err.message} (24 h at most: devices refuse a silence longer than their "
+                                     f"alerts.max_silence_s, 86400 s by default)") from None
             condition = ep.get("condition") or (ep.get("summary") or {}).get("condition")
             if not condition:
                 raise HttpError(409, "the alert has no condition to silence")
             fields = {"matchers": {"condition": condition}, "duration_s": duration,
                       "reason": str(data.get("reason") or "")[:256], "by": user["username"]}
         try:
-            cmd = self.hub.make_command(action, issuer=user["username"], **fields)
+            cmd = self.hub.make_command(action, issuer=user["username"], site=ep["site"], device=ep["device"],
+                                        **fields)
         except ValueError as err:
             raise HttpError(400, f"invalid {action} command: {err}") from None
         self.store.record_command(cmd["command_id"], ep["site"], ep["device"], action, alert_id, cmd,
@@ -336,11 +357,8 @@ class ConsoleApp:
             name = f"edgemon-alert-{re.sub(r'[^A-Za-z0-9_-]', '', aid)[:36]}.fhir.json"
         else:
             if query.get("hours"):
-                try:
-                    hours = float(query["hours"])
-                except ValueError:
-                    raise HttpError(400, "hours: expected a number") from None
-                since, until = now - hours * 3600.0, now + 1.0
+                hours = _parse_number(query["hours"], "hours", 0.0, EXPORT_MAX_HOURS, "hours")
+                since, until = max(0.0, now - hours * 3600.0), now + 1.0
             elif query.get("since"):
                 since = _parse_time(query["since"], "since")
                 until = _parse_time(query["until"], "until") if query.get("until") else now + 1.0
