@@ -75,6 +75,28 @@ def mosquitto(broker_factory) -> MosquittoProcess:
     return broker_factory()
 
 
+def make_pki(d: Path, *device_ids: str) -> tuple[Path, int, Path]:
+    """`edgemon pki init` (broker on a free loopback port, state in d/broker-state) and `pki device` into d;
+    gives (folder, port, broker state folder) for ``pki_broker``."""
+    import getpass
+
+    from edgemon.cli import main
+    from edgemon.transport.mosquitto import free_port
+
+    port, state = free_port(), d / "broker-state"
+    assert main(["pki", "init", str(d), "--broker-host", "localhost", "--broker-host", "127.0.0.1", "--port",
+                 str(port), "--bind", "127.0.0.1", "--state-dir", str(state), "--run-user", getpass.getuser()]) == 0
+    assert main(["pki", "device", str(d), *device_ids]) == 0
+    return d, port, state
+
+
+def pki_broker(pki: tuple[Path, int, Path], mosquitto_bin: str) -> MosquittoProcess:
+    """mosquitto started on the very mosquitto.conf + ACL that `edgemon pki init` wrote (mutual TLS,
+    identity = certificate CN); the caller kills it."""
+    d, port, state = pki
+    return MosquittoProcess(d / "mosquitto.conf", state, port=port, binary=mosquitto_bin).start()
+
+
 def _openssl(*args: str, cwd: Path) -> None:
     res = subprocess.run(["openssl", *args], cwd=cwd, capture_output=True, text=True, timeout=60)
     if res.returncode != 0:

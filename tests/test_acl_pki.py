@@ -3,7 +3,6 @@ publish as device B nor read B's commands, only the hub may command a device; an
 refuses a command that the broker let through but that the hub did not sign."""
 from __future__ import annotations
 
-import getpass
 import json
 import time
 
@@ -11,34 +10,24 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from edgemon.cli import main
 from edgemon.hub.pki import Pki, PkiError
 from edgemon.transport.ioloop import build_tls_context
-from edgemon.transport.mosquitto import MosquittoProcess, free_port
 from edgemon.transport.settings import TlsSettings
 
 from mqtt_fixtures import *  # noqa: F401,F403
-from mqtt_fixtures import alert_json, wait_for
+from mqtt_fixtures import alert_json, make_pki, pki_broker, wait_for
 
 pytestmark = pytest.mark.broker
 
 
 @pytest.fixture(scope="module")
 def pki_dir(tmp_path_factory):
-    d = tmp_path_factory.mktemp("pki")
-    port = free_port()
-    state = d / "broker-state"
-    assert main(["pki", "init", str(d), "--broker-host", "localhost", "--broker-host", "127.0.0.1", "--port",
-                 str(port), "--bind", "127.0.0.1", "--state-dir", str(state), "--run-user", getpass.getuser()]) == 0
-    assert main(["pki", "device", str(d), "dev-a", "dev-b"]) == 0
-    return d, port, state
+    return make_pki(tmp_path_factory.mktemp("pki"), "dev-a", "dev-b")
 
 
-@pytest.fixture
-def pki_broker(pki_dir, mosquitto_bin):
-    """mosquitto run on the very mosquitto.conf that `edgemon pki init` wrote."""
-    d, port, state = pki_dir
-    b = MosquittoProcess(d / "mosquitto.conf", state, port=port, binary=mosquitto_bin).start()
+@pytest.fixture(name="pki_broker")
+def pki_broker_fixture(pki_dir, mosquitto_bin):
+    b = pki_broker(pki_dir, mosquitto_bin)
     yield b
     b.kill()
 

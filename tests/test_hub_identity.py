@@ -3,7 +3,6 @@ shipped ACL, two devices that use the same message_id each get their alert store
 sent with `edgemon hub cmd` shows in the console like a console ack; a last will is dated when the hub got it."""
 from __future__ import annotations
 
-import getpass
 import json
 import os
 import subprocess
@@ -15,15 +14,13 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from edgemon.cli import main
 from edgemon.hub.web.pages import lifecycle_items
 from edgemon.transport.ioloop import build_tls_context
 from edgemon.transport.messages import StatusMessage
-from edgemon.transport.mosquitto import MosquittoProcess, free_port
 from edgemon.transport.settings import TlsSettings
 
 from mqtt_fixtures import *  # noqa: F401,F403
-from mqtt_fixtures import alert_json, wait_for
+from mqtt_fixtures import alert_json, make_pki, pki_broker, wait_for
 
 pytestmark = pytest.mark.broker
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -32,20 +29,12 @@ ENV = {**os.environ, "PYTHONPATH": str(REPO_ROOT) + os.pathsep + os.environ.get(
 
 @pytest.fixture(scope="module")
 def ward_pki(tmp_path_factory):
-    d = tmp_path_factory.mktemp("pki")
-    port = free_port()
-    state = d / "broker-state"
-    assert main(["pki", "init", str(d), "--broker-host", "localhost", "--broker-host", "127.0.0.1", "--port",
-                 str(port), "--bind", "127.0.0.1", "--state-dir", str(state), "--run-user", getpass.getuser()]) == 0
-    assert main(["pki", "device", str(d), "bed20", "bed21"]) == 0
-    return d, port, state
+    return make_pki(tmp_path_factory.mktemp("pki"), "bed20", "bed21")
 
 
 @pytest.fixture
 def ward_broker(ward_pki, mosquitto_bin):
-    """mosquitto on the mosquitto.conf + ACL that `edgemon pki init` wrote (mutual TLS, identity = CN)."""
-    d, port, state = ward_pki
-    b = MosquittoProcess(d / "mosquitto.conf", state, port=port, binary=mosquitto_bin).start()
+    b = pki_broker(ward_pki, mosquitto_bin)
     yield b
     b.kill()
 
