@@ -41,12 +41,14 @@ class DeviceSection(_Strict):
 
     @model_validator(mode="after")
     def _no_patient_in_topics(self) -> "DeviceSection":
-        # the rule the transport applies to its topics (edgemon.transport.topics.validate_id), checked
-        # here so check-config refuses it; the message must not repeat the reference it found
-        ref = self.patient_ref.lower()
+        # the transport's rule for its topics, checked here so check-config refuses what run would
+        from edgemon.transport.topics import TopicError, validate_id
+
         for what, value in (("device.id", self.id), ("device.site", self.site)):
-            if len(ref) >= 3 and ref in value.lower():
-                raise ValueError(f"{what} contains device.patient_ref: MQTT topics must not identify patients")
+            try:
+                validate_id(value, what, self.patient_ref)
+            except TopicError as err:
+                raise ValueError(str(err)) from None
         return self
 
 

@@ -115,5 +115,5 @@ def test_a_patient_reference_in_a_topic_id_is_refused_without_repeating_it(tmp_p
         (tmp_path / "c.toml").write_text(f'[device]\n{field} = "bed-PAT-999888"\npatient_ref = "PAT-999888"\n')
         with pytest.raises(ConfigError) as err:
             load_config(tmp_path / "c.toml")
-        assert f"device.{field} contains device.patient_ref" in str(err.value)
+        assert f"device.{field} contains the patient reference" in str(err.value)
         assert "999888" not in str(err.value)

@@ -36,7 +36,9 @@ def validate_id(value: str, what: str, patient_ref: str = "") -> str:
     if not isinstance(value, str) or not _ID_RE.match(value):
         raise TopicError(f"{what} {value!r} is not a valid topic id: use 1-64 of [A-Za-z0-9_-]")
     if patient_ref and len(patient_ref) >= 3 and patient_ref.lower() in value.lower():
-        raise TopicError(f"{what} {value!r} contains the patient reference; topics must not identify patients")
+        # not repeating the value: it holds the reference, which is never logged
+        raise TopicError(f"{what} contains the patient reference (device.patient_ref); MQTT topics must not "
+                         "identify patients")
     return value
 
 
