@@ -282,3 +282,19 @@ def test_vt_episodes_meeting_rule_definition(tmp_path):
     r = score([run], ["vt"])["per_condition"]["vt"]
     assert (r["episodes"], r["episodes_missed"]) == (3, 3)
     assert (r["episodes_meeting_rule_definition"], r["missed_meeting_rule_definition"]) == (1, 1)
+
+
+def test_bigeminy_is_scored_against_the_reference_b_episodes(samples_dir):
+    """Since the bigeminy rule exists, MITDB's "(B" rhythm episodes score its alerts like VT's."""
+    from edgemon.config import DeviceConfig
+    from edgemon.daemon.pipeline import load_models
+    from edgemon.evaluate.alerts import reference_episodes, run_signal_record
+
+    eps = reference_episodes(samples_dir / "pvc", 0.0, 1e9)
+    assert eps["bigeminy"] and all(b > a for a, b in eps["bigeminy"])
+    models = load_models(DeviceConfig())
+    if models.errors:
+        pytest.skip(f"models not available: {models.errors}")
+    res = score([run_signal_record(samples_dir / "pvc", DeviceConfig(), models)], conditions=["bigeminy"])
+    big = res["per_condition"]["bigeminy"]
+    assert big["alerts"] >= 1 and big["false_alerts"] == 0 and big["episodes_found"] >= 1

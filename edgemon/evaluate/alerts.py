@@ -1,7 +1,8 @@
 """`edgemon evaluate alerts`: whole recordings through the pipeline and the alert engine, scored per episode.
 
 Takes the data root (ltafdb/, mitdb/, nstdb/) and gives, per condition,
-false_alerts_per_day, alert_ppv, episodes_missed (AF >= 60 s, any VT),
+false_alerts_per_day, alert_ppv, episodes_missed (AF >= 60 s, any VT, any
+ventricular bigeminy),
 median_onset_delay_s and alerts_per_episode, through the daemon's own
 ``edgemon.daemon.pipeline.Pipeline`` (so what is scored is what runs):
 
@@ -11,7 +12,7 @@ median_onset_delay_s and alerts_per_episode, through the daemon's own
 * ``mitdb_af``: the same path on the mitdb AF records (cross-database check).
 * ``mitdb_signal``: signal path on mitdb (MLII, 1-s chunks at 360 Hz):
   QRS, quality, rhythm CNN, tachogram, beat model (if its card is present),
-  rules -> AlertEngine. AF and VT are scored.
+  rules -> AlertEngine. AF, VT and ventricular bigeminy (MITDB's "(B") are scored.
 * ``noise_stress``: signal path on nstdb 118e24..118e_6 (held out from the
   quality thresholds, which were set on 119e*) and on mitdb records without
   arrhythmia with nstdb ``bw`` and ``ma`` added at 6 and 0 dB the way nstdb
@@ -31,7 +32,7 @@ reference episode of its condition (any length; from ONSET_TOLERANCE_S before
 the episode's start to its end), the issue's definition behind alert_ppv,
 true_alerts, false_alerts and false_alerts_per_day (alert_ppv_overlap: true
 when the span overlaps an episode anywhere, a laxer reading); a reference episode (AF >=
-60 s, any VT) is found when a notified alert's span overlaps it; onset delay =
+60 s, any VT, any bigeminy) is found when a notified alert's span overlaps it; onset delay =
 first notification time - episode start, for episodes whose first overlapping
 alert starts at or after the episode (an episode that begins inside an alert
 still open from an earlier one is counted in episodes_inside_open_alert);
@@ -59,8 +60,10 @@ from edgemon.alerts.policy import QUALITY_CONDITIONS
 TECHNICAL = tuple(sorted(QUALITY_CONDITIONS))
 
 AF_MIN_EPISODE_S = 60.0
-REF_RHYTHMS = {"af": ("AFIB",), "vt": ("VT",)}  # reference rhythm labels scored per condition
-MIN_EPISODE_S = {"af": AF_MIN_EPISODE_S, "vt": 0.0}
+# reference rhythm labels scored per condition: MITDB's "(B" is ventricular bigeminy (the bigeminy rule asks
+# for 4 couplets; shorter "(B" runs count as missed, so its PPV says more than its misses)
+REF_RHYTHMS = {"af": ("AFIB",), "vt": ("VT",), "bigeminy": ("B",)}
+MIN_EPISODE_S = {"af": AF_MIN_EPISODE_S, "vt": 0.0, "bigeminy": 0.0}
 # The detector windows reach a little before the onset they detect: an alert whose onset lies up to
 # this much before an episode's start is an alert of that episode (true, and timed against it); one
 # that starts earlier belongs to an earlier episode or to none.
@@ -560,7 +563,7 @@ def run(args) -> int:
             folder = root / ("mitdb" if name == "mitdb_signal" else "nstdb")
             recs = args.records or (list_records(folder) if name == "mitdb_signal" else NSTDB_DEV)
             runner = lambda p: run_signal_record(p, cfg, models, keep_detections=collected is not None)  # noqa: E731
-            scored = ["af", "vt"]
+            scored = ["af", "vt", "bigeminy"]
         else:
             noise_runs: list | None = None if collected is None else collected.setdefault(name, [])
             out[name] = run_noise_stress(root, cfg, models, log, args.noise_records, collect=noise_runs)
@@ -800,7 +803,7 @@ def write_report(args, root: Path, out: dict, collected: dict[str, list]):
         cols = ["record", "set", "hours", "lead", "alerts"] + [
             f"{c}_{k}" for c in scored_all for k in ("alerts", "true", "false", "episodes", "missed", "delay_s")]
         rep.section("Per record", "Alerts fired (notified episodes, all conditions) and, per scored condition, "
-                                  "true and false alerts, reference episodes (AF >= 60 s, any VT), those missed "
+                                  "true and false alerts, reference episodes (AF >= 60 s, any VT, any bigeminy), those missed "
                                   "and the median onset delay of those found. '–': not scored on that set.")
         rep.add_table(record_rows, key="per_record", labels=labels,
                       columns=[k for k in cols + ["other_alerts"] if any(k in r for r in record_rows)])
@@ -842,7 +845,7 @@ def register(sub) -> None:
     p = sub.add_parser("alerts", help="alert burden and episode detection over whole recordings",
                        description="Run whole recordings through the pipeline and the alert engine and score "
                                    "alerts per episode: false alerts/day, alert PPV, missed episodes (AF >= 60 s, "
-                                   "any VT), median onset delay, alerts per episode; and a noise-stress run.")
+                                   "any VT, any bigeminy on the signal path), median onset delay, alerts per episode; and a noise-stress run.")
     p.add_argument("--data-dir", default=None, help="data root holding ltafdb/, mitdb/, nstdb/ "
                                                     "(default: EDGEMON_DATA or ../shared/data)")
     p.add_argument("--sets", nargs="+", default=ALL_SETS[:4], choices=ALL_SETS,
