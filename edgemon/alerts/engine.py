@@ -29,9 +29,10 @@ import hashlib
 import json
 import logging
 import math
+import numbers
 import uuid
 from collections import Counter, deque
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Callable, Iterable
 
 from edgemon import __version__
@@ -51,6 +52,13 @@ LEAD_OFF_REASONS = frozenset({"lead_off", "flatline", "nan"})
 _EVIDENCE_FLOATS = ("hr_bpm", "rr_mean_ms", "rr_median_ms", "rr_sd_ms", "rmssd_ms")
 _EPS = 1e-6
 HOUR_S = 3600.0
+
+# Version of snapshot()'s layout; restore() refuses another.
+STATE_VERSION = 1
+# A technical alert raised by a call (model_load_failed, delivery_delayed, ...) that was firing when the
+# daemon stopped is restored firing: the part that raised it checks again at start or every few seconds
+# and raises it again if it still holds. One not raised again within this time has ended.
+RESTORED_TECHNICAL_GRACE_S = 60.0
 
 # (start_s, end_s) in stream seconds -> a Strip built with Strip.from_signal (stream seconds), or None.
 StripProvider = Callable[[float, float], "Strip | None"]
@@ -137,6 +145,15 @@ class _Episode:
     detail: str | None = None
     sqi: float | None = None
     strip: Strip | None = None
+    restored_until_s: float | None = None  # a restored technical alert not raised again ends then
+
+
+# What snapshot() keeps of a firing episode besides its condition, latest detection, held reasons and strip.
+_SAVED_FIELDS = ("labels", "fingerprint", "manual", "last_seen_s", "last_end_s", "count_end_s", "alert_id",
+                 "pending_s", "onset_s", "fired_s", "condition_seconds", "n_sent", "last_sent_s", "acked",
+                 "detail", "sqi", "restored_until_s")
+_SAVED_TIMES = ("last_seen_s", "last_end_s", "count_end_s", "pending_s", "onset_s", "fired_s", "last_sent_s",
+                "restored_until_s")
 
 
 class AlertEngine:
@@ -145,7 +162,9 @@ class AlertEngine:
     ``push(detections, quality, now_s, strip_provider=None)`` and ``tick(now_s)``
     return the messages to publish now; ``add_silence``/``expire_silence``/``ack``
     apply hub commands; ``technical``/``clear_technical`` raise alarm-system
-    failures; ``source_heartbeat`` tells the engine the source is alive.
+    failures; ``source_heartbeat`` tells the engine the source is alive;
+    ``snapshot``/``restore`` carry firing alerts, acknowledgements and silences
+    across a restart of the daemon.
     ``clock_offset_s`` is added to stream seconds to form message timestamps
     (0 for live sources, whose stream seconds are epoch seconds).
     """
@@ -255,10 +274,6 @@ class AlertEngine:
         self.stats["silences_added"] += 1
         return sid
 
-    def restore_silence(self, silence: Silence) -> None:
-        """Put back a silence this device's engine set before (a restart); it expires as before."""
-        self._silences[silence.silence_id] = silence
-
     def expire_silence(self, silence_id: str) -> bool:
         """End a silence early; False if unknown or already expired."""
         return self._silences.pop(silence_id, None) is not None
@@ -271,6 +286,87 @@ class AlertEngine:
                 self.stats["acked"] += 1
                 return True
         return False
+
+    # ---- restart ------------------------------------------------------------------------------
+
+    def snapshot(self) -> dict:
+        """What a restarted daemon needs to carry on, as plain JSON values: the firing episodes, the
+        silences and the hourly budget. Pending episodes are left out: fresh evidence confirms them again."""
+        return {"version": STATE_VERSION,
+                "episodes": [_episode_state(ep) for ep in self._episodes.values() if ep.state == "firing"],
+                "silences": [asdict(s) for s in self._silences.values()],
+                "sent_times_s": list(self._sent_times)}
+
+    def restore(self, state: dict, now_s: float, shift_s: float = 0.0) -> list[AlertPayload]:
+        """Carry on, at engine time ``now_s``, from the ``snapshot()`` of this device's engine before a
+        restart; ``shift_s`` is added to its times (a clock step the old process had corrected). Call it
+        before any data. Returns the messages to send now. Raises ValueError for anything else than a
+        snapshot of this version.
+
+        A firing episode goes on under its alert_id, acknowledgement and message sequence, so the hub
+        keeps one alert rather than a second one beside a first that never resolves. The time the daemon
+        was down is unknown, not absence: each episode's resolve hysteresis starts again at now_s. An
+        episode whose labels no longer match this engine's (patient_ref or priority changed) is resolved
+        now; one of another device or site is dropped (its messages would go to another topic). A
+        technical alert raised by a call ends after RESTORED_TECHNICAL_GRACE_S unless raised again.
+        """
+        if not isinstance(state, dict) or state.get("version") != STATE_VERSION:
+            raise ValueError(f"not an alert engine snapshot of version {STATE_VERSION}")
+        now = self._advance(now_s)
+        try:
+            silences = [Silence(**s) for s in state.get("silences", [])]
+            episodes = [self._episode_from_state(e, shift_s) for e in state.get("episodes", [])]
+            sent = sorted(float(t) + shift_s for t in state.get("sent_times_s", []))
+        except (TypeError, ValueError, KeyError) as err:
+            raise ValueError(f"alert engine snapshot unreadable: {err!r}") from None
+        for s in silences:
+            s.starts_s, s.until_s = s.starts_s + shift_s, s.until_s + shift_s
+            if s.until_s > now:  # an expired one would only be dropped at the next evaluation
+                self._silences[s.silence_id] = s
+        self._sent_times.extend(t for t in sent if t > now - HOUR_S)
+        for ep in episodes:
+            code = ep.info.code
+            if code in self._episodes:
+                continue
+            here = self.labels_for(code, ep.manual)
+            if ep.labels != here:
+                moved = ep.labels.get("device") != here["device"] or ep.labels.get("site") != here["site"]
+                log.warning("alert of another configuration at restart: %s", "dropped (device or site changed)"
+                            if moved else "resolved (its labels changed)",
+                            extra={"fields": {"alert_id": ep.alert_id, "condition": code}})
+                if not moved:
+                    self._episodes[code] = ep
+                    self._resolve(ep, now)
+                self.stats["restored_other_labels"] += 1
+                continue
+            ep.last_seen_s = max(ep.last_seen_s, now)
+            if ep.manual and code != "source_silent":  # source_silent: the next data resolves it
+                ep.restored_until_s = now + RESTORED_TECHNICAL_GRACE_S
+            self._episodes[code] = ep
+            self.stats["restored"] += 1
+        return self._flush()
+
+    def _episode_from_state(self, e: dict, shift_s: float) -> _Episode:
+        code, manual = str(e["condition"]), bool(e["manual"])
+        ep = _Episode(condition_info(code, manual), {str(k): str(v) for k, v in e["labels"].items()},
+                      str(e["fingerprint"]), (0.0, 0.0) if manual else self.policy.onset_rule(code),
+                      state="firing", manual=manual, alert_id=str(e["alert_id"]), n_sent=int(e["n_sent"]),
+                      acked=bool(e["acked"]), held=set(e.get("held") or ()), detail=e.get("detail"),
+                      sqi=e.get("sqi"), condition_seconds=e.get("condition_seconds"))
+        for k in _SAVED_TIMES:
+            v = e.get(k)
+            if v is not None:
+                setattr(ep, k, float(v) + shift_s)
+            elif k != "restored_until_s":
+                setattr(ep, k, -math.inf)
+        latest = e.get("latest")
+        if latest is not None:
+            d = Detection(**latest)
+            ep.latest = replace(d, start_s=d.start_s + shift_s, end_s=d.end_s + shift_s)
+        if e.get("strip") is not None:
+            strip = Strip.model_validate(e["strip"])
+            ep.strip = strip.model_copy(update={"start": to_datetime(strip.start.timestamp() + shift_s)})
+        return ep
 
     # ---- views --------------------------------------------------------------------------------
 
@@ -453,6 +549,7 @@ class AlertEngine:
     def _raise(self, code: str, detail: str, now: float) -> None:
         ep = self._episode(code, technical=True)
         ep.detail = detail
+        ep.restored_until_s = None
         ep.last_seen_s = ep.last_end_s = now
         if ep.state == "pending":
             self._fire(ep, now, None, None, None)
@@ -487,6 +584,10 @@ class AlertEngine:
         p = self.policy
         for cond, ep in list(self._episodes.items()):
             if ep.manual:
+                if ep.restored_until_s is not None and now >= ep.restored_until_s - _EPS:
+                    # not raised again since the restart: it ended while the daemon was down
+                    ep.last_end_s = ep.restored_until_s - RESTORED_TECHNICAL_GRACE_S
+                    self._resolve(ep, now)
                 continue
             absent = self._absent_s(ep, self._evidence_until(ep, now))
             if ep.state == "pending":
@@ -607,7 +708,7 @@ class AlertEngine:
             resolved=to_datetime(ep.last_end_s + off) if kind == "resolved" else None,
             sent_at=to_datetime(now + off), acknowledged=ep.acked,
             evidence=self._evidence(ep), strip=ep.strip if kind == "new" else None,
-            device_id=self.device_id, site=self.site, patient_ref=self.patient_ref,
+            device_id=ep.labels["device"], site=ep.labels["site"], patient_ref=ep.labels["patient_ref"],
             software_version=self.software_version)
         ep.n_sent += 1
         ep.last_sent_s = now
@@ -634,6 +735,34 @@ class AlertEngine:
         out, self._out = self._out, []
         # Highest priority first within one batch; order within an episode is kept (stable sort).
         return sorted(out, key=lambda m: -PRIORITY_RANK[m.priority])
+
+
+def _episode_state(ep: _Episode) -> dict:
+    """A firing episode as plain JSON values (snapshot()); non-finite times become None."""
+    e = {k: getattr(ep, k) for k in _SAVED_FIELDS}
+    for k in _SAVED_TIMES:
+        if not _finite(e[k]):
+            e[k] = None
+    e.update(condition=ep.info.code, labels=dict(ep.labels), held=sorted(ep.held), latest=None, strip=None)
+    if ep.latest is not None:
+        d = ep.latest
+        e["latest"] = {**asdict(d), "evidence": _scalars(d.evidence or {})}
+    if ep.strip is not None and ep.n_sent == 0:  # only a first notification carries it
+        e["strip"] = ep.strip.model_dump(mode="json")
+    return e
+
+
+def _scalars(evidence: dict) -> dict:
+    """The scalar entries of a detection's evidence, as JSON values: all an alert's evidence uses."""
+    out: dict = {}
+    for k, v in evidence.items():
+        if isinstance(v, (str, bool)):
+            out[k] = v
+        elif isinstance(v, numbers.Integral):
+            out[k] = int(v)
+        elif isinstance(v, numbers.Real) and math.isfinite(v):
+            out[k] = float(v)
+    return out
 
 
 def passes_entropy_gate(d: Detection, p: AlertPolicy) -> bool:

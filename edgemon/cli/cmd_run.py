@@ -77,10 +77,11 @@ def run(args) -> int:
 
     transport = None
     broker = None
+    alert_state = None
     if not args.no_mqtt:
         from edgemon.transport.commands import engine_command_handler
         from edgemon.transport.client import MqttTransport
-        from edgemon.daemon.silences import keep_silences
+        from edgemon.daemon.alertstate import AlertState
         from edgemon.transport.outbox import OutboxError
         from edgemon.transport.settings import TransportConfigError
 
@@ -96,8 +97,9 @@ def run(args) -> int:
         try:
             Path(config.daemon.state_dir).mkdir(parents=True, exist_ok=True)
             handler = engine_command_handler(pipeline.engine, lock)
-            if is_live(config):   # a clinician's silence outlives a crash or a watchdog restart
-                handler = keep_silences(pipeline.engine, config.daemon.state_dir, handler)
+            if is_live(config):   # alerts, acks and silences outlive a crash, a watchdog restart, an upgrade
+                alert_state = AlertState(pipeline.engine, config.daemon.state_dir, lock)
+                handler = alert_state.keep_after_commands(handler)
             transport = MqttTransport.from_config(config, command_handler=handler)
         except (TransportConfigError, OutboxError, OSError) as err:   # e.g. daemon.state_dir's outbox is a folder
             if broker is not None:
@@ -113,7 +115,7 @@ def run(args) -> int:
             return alert_only(ev) or event_type(ev) in wanted
 
     runner = Runner(config, source=source, pipeline=pipeline, transport=transport, notifier=notifier,
-                    recorder=recorder, event_filter=event_filter, lock=lock)
+                    recorder=recorder, event_filter=event_filter, lock=lock, alert_state=alert_state)
     log.info("starting", extra={"fields": {"config": str(args.config), "device_id": config.device.id,
                                            "source": config.source.type, "startup_s": round(time.monotonic() - _T0, 3),
                                            "models": models.loaded(), "record_to": record_to}})

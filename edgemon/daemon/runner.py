@@ -28,7 +28,9 @@ output queue always blocks: an alert is never dropped to make room; if the
 transport stalls, the pipeline stalls, the input queue absorbs (or drops)
 data and the watchdog notices a hang. A ``SensorStatus`` (disconnect) becomes
 a technical alert through ``pipeline.push_status`` or, failing that, the
-pipeline's alert engine (``technical("sensor_disconnected", ...)``).
+pipeline's alert engine (``technical("sensor_disconnected", ...)``). With an
+``AlertState`` (live sources) the engine's state is restored before any data
+and saved through the output queue, behind the messages it came with.
 """
 from __future__ import annotations
 
@@ -37,11 +39,13 @@ import os
 import signal
 import threading
 import time
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import numpy as np
 
 from edgemon.alerts.payload import AlertPayload, shift_times
+from edgemon.daemon.alertstate import AlertState
 from edgemon.daemon.queues import BoundedQueue, Closed, Empty
 from edgemon.daemon.sdnotify import SdNotifier
 from edgemon.events import Beat, Chunk
@@ -54,6 +58,9 @@ SENSOR_ALERT_CODE = "sensor_disconnected"
 DELIVERY_ALERT_CODE = "delivery_delayed"
 STORAGE_ALERT_CODE = "outbox_storage_failed"
 _DELIVERY_CHECK_S = 5.0
+# how often the alert state is saved when no message has saved it (bounds how stale a restart's resolve
+# times can be; one small fsync a minute)
+_STATE_SAVE_S = 60.0
 # a wall-clock step smaller than this is not corrected: alert times are not that exact (the engine
 # ticks once a second and the rhythm windows step by 5 s), and NTP slews small offsets anyway
 _CLOCK_STEP_MIN_S = 2.0
@@ -80,7 +87,8 @@ class Runner:
                  recorder=None, alerts=None, clock: Callable[[], float] = time.monotonic,
                  status_interval_s: float = 5.0, out_queue_size: int = 256,
                  join_timeout_s: float = 10.0, event_filter: Callable[[Any], bool] | None = None,
-                 lock: threading.RLock | None = None, wall_clock: SteadyWallClock = STEADY_CLOCK) -> None:
+                 lock: threading.RLock | None = None, wall_clock: SteadyWallClock = STEADY_CLOCK,
+                 alert_state: AlertState | None = None) -> None:
         d = config.daemon
         self.config = config
         self.source = source
@@ -104,6 +112,10 @@ class Runner:
         self.event_filter = event_filter
         # held while the pipeline (and its alert engine) runs: hub commands arrive on the transport's thread
         self.lock = lock if lock is not None else threading.RLock()
+        # a live device's alerts, acknowledgements and silences, kept across restarts (saved behind the
+        # messages they came with, on the transport's thread)
+        self.alert_state = alert_state if transport is not None else None
+        self._next_state_save = 0.0
         # only a sensor cannot wait; a file or simulation can, so it never loses data to a slow pipeline
         self.q_in = BoundedQueue(d.queue_chunks, d.backpressure if self.live else "block", "source->pipeline",
                                  on_drop=self._on_input_drop)
@@ -168,6 +180,9 @@ class Runner:
         preflight = getattr(self.source, "preflight", None)
         if preflight is not None:
             preflight()  # SourceError (missing device) goes to the caller before READY
+        if self.alert_state is not None:  # before any data or hub command reaches the engine
+            with self.lock:
+                self._forward(self.alert_state.restore(self.wall_clock()))
         self._call(self.transport, "start")
         self._spawn("edgemon-source", self._source_main)
         if self.transport is not None:
@@ -218,6 +233,7 @@ class Runner:
                     self._forward(self.pipeline.flush())
             except Exception as err:  # flush must not prevent the transport from closing
                 log.exception("pipeline flush failed", **_f(error=str(err)))
+        self._save_alert_state()
         self.q_out.close()
         for t in self._threads[1:]:
             t.join(self.join_timeout_s)
@@ -284,7 +300,10 @@ class Runner:
             except Closed:
                 return
             try:
-                self.transport.send(ev)
+                if isinstance(ev, _SaveAlertState):
+                    self.alert_state.save(ev.numbered)  # the messages before it are in the outbox
+                else:
+                    self.transport.send(ev)
             except Exception as err:
                 self.counters["send_errors"] += 1
                 log.exception("transport send failed", **_f(error=str(err), event=type(ev).__name__))
@@ -348,14 +367,25 @@ class Runner:
     def _forward(self, events) -> None:
         if not events:
             return
+        alerts = False
         for ev in events:
             if self.event_filter is not None and not self.event_filter(ev):
                 continue
             self.counters["events_out"] += 1
             if self.transport is not None:
-                if self.clock_step_s and isinstance(ev, AlertPayload):
-                    ev = shift_times(ev, self.clock_step_s)
+                if isinstance(ev, AlertPayload):
+                    alerts = True
+                    if self.clock_step_s:
+                        ev = shift_times(ev, self.clock_step_s)
                 self.q_out.put(ev)
+        if alerts:
+            self._save_alert_state()
+
+    def _save_alert_state(self) -> None:
+        """Queue a save of the alert state behind what is in the output queue (call under the lock)."""
+        if self.alert_state is not None:
+            self.q_out.put(_SaveAlertState(self.alert_state.snapshot(self.clock_step_s)))
+            self._next_state_save = self.clock() + _STATE_SAVE_S
 
     def _data_seen(self) -> None:
         self._last_data = self.clock()
@@ -400,6 +430,10 @@ class Runner:
                     self._forward(tick(self.wall_clock()))
             except Exception as err:
                 log.exception("pipeline tick failed", **_f(error=str(err)))
+        if self.alert_state is not None and now >= self._next_state_save:
+            # where the alerts stand (last_seen, resolve times) moves without messages
+            with self.lock:
+                self._save_alert_state()
         if now >= self._next_delivery_check:
             self._next_delivery_check = now + _DELIVERY_CHECK_S
             self._check_delivery()
@@ -521,3 +555,9 @@ class Runner:
 
 class _PipelineFailed(Exception):
     pass
+
+
+@dataclass(frozen=True)
+class _SaveAlertState:
+    """In the output queue: write this numbered snapshot once the messages queued before it are sent."""
+    numbered: tuple[int, dict]

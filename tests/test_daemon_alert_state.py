@@ -1,0 +1,190 @@
+"""A live device's alert state survives a daemon restart (state_dir/alert-state.json): a firing alert
+goes on under its alert_id and acknowledgement or resolves with a message, silences hold, a technical
+alert nobody raises again ends, and a save never runs ahead of the outbox."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from edgemon.alerts.engine import RESTORED_TECHNICAL_GRACE_S, AlertEngine
+from edgemon.config import DeviceConfig
+from edgemon.daemon.alertstate import FILE_NAME, LEGACY_SILENCES, AlertState
+from edgemon.daemon.runner import Runner
+from edgemon.daemon.sdnotify import SdNotifier
+from test_alerts_engine import af_script, policy30, run
+from test_daemon_runner import StandInPipeline, StandInSource, StandInTransport
+
+T0 = 1_800_000_000.0  # live engines run on epoch seconds
+
+
+def engine(**labels) -> AlertEngine:
+    return AlertEngine(policy30(repeat_interval_s={"high": 300, "medium": 600, "low": 3600}),
+                       **{"device_id": "dev-1", "site": "ward-a", "patient_ref": "pt-9", **labels})
+
+
+def restarted(old: AlertEngine, now_s: float, **labels):
+    """A new engine given the old one's snapshot through JSON, as the file carries it."""
+    new = engine(**labels)
+    msgs = new.restore(json.loads(json.dumps(old.snapshot())), now_s)
+    return new, msgs
+
+
+def af_firing(eng: AlertEngine, until_s: float) -> list:
+    return [m for _, m in run(eng, af_script(T0 + 20, T0 + 10_000), until_s, t0=T0)]
+
+
+def test_a_firing_acknowledged_alert_goes_on_under_its_id_after_a_restart():
+    first = engine()
+    (new,) = af_firing(first, T0 + 100)
+    assert new.notification == "new" and first.ack(new.alert_id)
+    second, msgs = restarted(first, T0 + 160)            # down for a minute, the AF goes on
+    assert msgs == [] and second.active()[0]["alert_id"] == new.alert_id
+    assert second.active()[0]["acknowledged"] is True
+    later = [m for _, m in run(second, af_script(T0 + 20, T0 + 2000), T0 + 2100, t0=T0 + 165)]
+    # no second alert for the same AF, no repeat of an acknowledged one; then one resolution
+    assert [(m.notification, m.sequence, m.alert_id) for m in later] == [("resolved", 1, new.alert_id)]
+    assert later[0].acknowledged is True and later[0].resolved.timestamp() == T0 + 2000
+
+
+def test_an_alert_whose_condition_ended_while_down_resolves_after_the_hysteresis_from_the_restart():
+    first = engine()
+    (new,) = af_firing(first, T0 + 100)
+    second, _ = restarted(first, T0 + 500)
+    lag = second.policy.evidence_lag_s
+    assert second.tick(T0 + 500 + lag + 29) == []         # the downtime is unknown, not absence
+    (res,) = second.tick(T0 + 500 + lag + 31)
+    assert (res.alert_id, res.notification, res.sequence) == (new.alert_id, "resolved", 1)
+    assert res.resolved.timestamp() <= T0 + 100          # the last evidence it had
+
+
+def test_repeats_continue_the_message_sequence():
+    first = engine()
+    (new,) = af_firing(first, T0 + 100)
+    second, _ = restarted(first, T0 + 110)
+    msgs = [m for _, m in run(second, af_script(T0 + 20, T0 + 10_000), T0 + 700, t0=T0 + 115)]
+    assert [(m.notification, m.sequence) for m in msgs] == [("repeat", 1)]
+    assert msgs[0].message_id != new.message_id and msgs[0].alert_id == new.alert_id
+
+
+def test_an_alert_of_another_patient_resolves_at_once_one_of_another_device_is_dropped():
+    first = engine()
+    (new,) = af_firing(first, T0 + 100)
+    _, msgs = restarted(first, T0 + 110, patient_ref="pt-10")
+    assert [(m.notification, m.alert_id, m.patient_ref, m.labels["patient_ref"]) for m in msgs] == [
+        ("resolved", new.alert_id, "pt-9", "pt-9")]
+    moved, msgs = restarted(first, T0 + 110, device_id="dev-2")
+    assert msgs == [] and moved.active() == []
+
+
+def test_a_restored_technical_alert_ends_unless_raised_again():
+    first = engine()
+    first.technical("model_load_failed", "rhythm: sha256 mismatch", now_s=T0)
+    first.tick(T0 + 20)                                    # group_wait of a medium alert
+    ids = {a["condition"]: a["alert_id"] for a in first.active()}
+    second, _ = restarted(first, T0 + 100)
+    assert second.technical("model_load_failed", "rhythm: sha256 mismatch", now_s=T0 + 101) == []  # same one
+    out = second.tick(T0 + 100 + RESTORED_TECHNICAL_GRACE_S)
+    assert [(m.condition, m.notification) for m in out] == []
+    assert {a["condition"]: a["alert_id"] for a in second.active()} == ids
+    third, _ = restarted(second, T0 + 300)                # this time the model loads
+    (res,) = third.tick(T0 + 300 + RESTORED_TECHNICAL_GRACE_S)
+    assert (res.condition, res.notification, res.alert_id) == ("model_load_failed", "resolved",
+                                                               ids["model_load_failed"])
+    assert res.resolved.timestamp() == T0 + 300
+
+
+def test_silences_and_the_hourly_budget_carry_over_and_silences_still_expire():
+    first = engine()
+    sid = first.add_silence({"condition": "af"}, T0 + 900, created_by="dr x", now_s=T0)
+    second, _ = restarted(first, T0 + 60)
+    assert [(s.silence_id, s.until_s) for s in second.silences()] == [(sid, T0 + 900)]
+    second.tick(T0 + 901)
+    assert second.silences() == []
+
+
+def test_a_clock_step_the_old_process_corrected_shifts_the_restored_times():
+    first = engine()
+    (new,) = af_firing(first, T0 + 100)
+    second = engine()
+    second.restore(first.snapshot(), T0 + 86_400 + 200, shift_s=86_400.0)
+    msgs = [m for _, m in run(second, af_script(T0 + 86_400, T0 + 90_000), T0 + 86_400 + 300,
+                              t0=T0 + 86_400 + 205)]
+    assert msgs == [] and second.active()[0]["alert_id"] == new.alert_id
+
+
+def test_snapshot_refused_when_not_one():
+    with pytest.raises(ValueError, match="snapshot"):
+        engine().restore({"version": 99}, T0)
+    with pytest.raises(ValueError, match="unreadable"):
+        engine().restore({"version": 1, "episodes": [{"condition": "af"}]}, T0)
+
+
+# ----------------------------------------------------------------------------- the file
+
+
+def test_state_saved_after_each_command_and_restored_at_start(tmp_path):
+    first = engine()
+    state = AlertState(first, tmp_path)
+    handle = state.keep_after_commands(
+        lambda cmd: first.add_silence({"condition": "af"}, T0 + 900, created_by="dr x", now_s=T0))
+    sid = handle(object())
+    saved = json.loads((tmp_path / FILE_NAME).read_text())
+    assert [s["silence_id"] for s in saved["silences"]] == [sid]
+    second = engine()
+    assert AlertState(second, tmp_path).restore(T0 + 10) == []
+    assert [s.silence_id for s in second.silences()] == [sid]
+
+
+def test_an_older_snapshot_never_overwrites_a_newer_one(tmp_path):
+    eng = engine()
+    state = AlertState(eng, tmp_path)
+    older = state.snapshot()
+    eng.add_silence({"condition": "af"}, T0 + 900, created_by="dr x", now_s=T0)
+    state.save(state.snapshot())
+    state.save(older)
+    assert len(json.loads((tmp_path / FILE_NAME).read_text())["silences"]) == 1
+
+
+def test_an_unreadable_state_file_is_set_aside(tmp_path):
+    (tmp_path / FILE_NAME).write_text("{not json")
+    eng = engine()
+    assert AlertState(eng, tmp_path).restore(T0) == []
+    assert eng.active() == [] and (tmp_path / f"{FILE_NAME}.unreadable").is_file()
+    (tmp_path / FILE_NAME).write_text(json.dumps({"version": 1, "episodes": [{"condition": "af"}]}))
+    assert AlertState(eng, tmp_path).restore(T0) == []
+    assert not (tmp_path / FILE_NAME).exists()
+
+
+def test_the_silences_file_of_an_older_version_is_read_once(tmp_path):
+    (tmp_path / LEGACY_SILENCES).write_text(json.dumps([{
+        "silence_id": "s1", "matchers": {"condition": "af"}, "starts_s": T0, "until_s": T0 + 900,
+        "created_by": "dr x", "comment": ""}]))
+    eng = engine()
+    state = AlertState(eng, tmp_path)
+    state.restore(T0 + 10)
+    assert [s.silence_id for s in eng.silences()] == ["s1"]
+    state.save(state.snapshot())
+    assert not (tmp_path / LEGACY_SILENCES).exists() and (tmp_path / FILE_NAME).is_file()
+
+
+def test_the_runner_restores_before_data_and_saves_behind_the_outbox(tmp_path):
+    """Run 1 fires an alert and stops; the file written at its end holds it. Run 2 restores it before any
+    data: the alert is still firing under the same id, and nothing new is sent for it."""
+    cfg = DeviceConfig.model_validate({"daemon": {"source_silent_s": 3600.0}})
+    first, transport = engine(), StandInTransport()
+    runner = Runner(cfg, source=StandInSource([]), pipeline=StandInPipeline(), transport=transport,
+                    notifier=SdNotifier({}), alerts=first, alert_state=AlertState(first, tmp_path))
+    first.technical("model_load_failed", "rhythm: missing", now_s=T0)
+    runner._forward(first.tick(T0 + 20))
+    assert runner.run() == 0
+    (sent,) = [m for m in transport.sent if getattr(m, "condition", "") == "model_load_failed"]
+    saved = json.loads((tmp_path / FILE_NAME).read_text())
+    assert [e["alert_id"] for e in saved["episodes"]] == [sent.alert_id]
+
+    second, transport2 = engine(), StandInTransport()
+    runner2 = Runner(cfg, source=StandInSource([]), pipeline=StandInPipeline(), transport=transport2,
+                     notifier=SdNotifier({}), alerts=second, alert_state=AlertState(second, tmp_path))
+    assert runner2.run() == 0
+    assert [a["alert_id"] for a in second.active()] == [sent.alert_id]
+    assert not any(getattr(m, "condition", "") == "model_load_failed" for m in transport2.sent)
