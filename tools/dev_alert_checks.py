@@ -5,6 +5,7 @@ Takes a device config (``--config F``, else the defaults) and the shared data ro
     python tools/dev_alert_checks.py cinc  [--config F]   # CinC 2017 validation recordings
     python tools/dev_alert_checks.py noise [--config F]   # MITDB DS1 records + nstdb noise (channel 2)
     python tools/dev_alert_checks.py hf                   # quality windows' HF ratio, clean vs noisy DS1
+    python tools/dev_alert_checks.py ppg-motion [--config F]  # sinus PPG (ltafdb/train) + em/ma artefact
 
 ``cinc`` streams each of the 1023 CinC 2017 inner-validation recordings (tools/splits/cinc2017.json;
 9-61 s, AF from the first beat or not at all) through the pipeline as recorded and counts, per reference
@@ -119,9 +120,71 @@ def hf(root: Path, cfg, models) -> dict:
                   "noise_pct": round(100.0 * sum(f for _, f in v) / len(v), 1)} for run, v in found.items()}
 
 
+def ppg_motion(root: Path, cfg, models) -> dict:
+    """Sinus-rhythm PPG with real motion-like artefact: how many AF and technical alerts does it make?
+
+    Per ltafdb/train record (development data), the first 30-min stretch whose reference beats hold no AF
+    becomes PPG through ``evaluate.ppg_af.synth_ppg`` (100 Hz, seed = record index), streamed through the
+    PPG pipeline in 1-s chunks: clean, and with nstdb ``em`` (electrode motion) or ``ma`` (muscle)
+    channel 2, resampled to 100 Hz, added on nstdb's schedule (clean first 5 min, then alternate 2-min
+    segments) at 6 and 0 dB SNR against the PPG's p1-p99 range (S = range^2 / 8, as nstdb takes the QRS).
+    Every AF alert is false here; those of the noisy runs whose onset lies in a noisy segment and that no AF
+    alert of the clean run overlaps are the ones the artefact made.
+    """
+    from scipy.signal import resample_poly
+
+    from edgemon.evaluate.af import load_beat_record
+    from edgemon.evaluate.common import list_records
+    from edgemon.evaluate.ppg_af import synth_ppg
+
+    fs, stretch_s = 100.0, 1800.0
+    noises = {k: resample_poly(read_lead(root / "nstdb" / k, "noise2")[0], 5, 18) for k in ("em", "ma")}
+    rec_dir = root / "ltafdb" / "train"
+    hours = 0.0
+    counts: dict[str, Counter] = {}
+    made: list[str] = []
+    for ri, name in enumerate(list_records(rec_dir)):
+        rec = load_beat_record(rec_dir / name)
+        t0 = next((float(t) for t in np.arange(rec.time_s[0], rec.time_s[-1] - stretch_s, stretch_s)
+                   if not rec.is_af[(rec.time_s >= t) & (rec.time_s < t + stretch_s)].any()), None)
+        if t0 is None:
+            continue
+        x, _ = synth_ppg(rec.time_s[(rec.time_s >= t0 - 2) & (rec.time_s < t0 + stretch_s + 2)], t0,
+                         t0 + stretch_s, fs, np.random.default_rng(ri))
+        hours += stretch_s / 3600
+        s_power = float(np.subtract(*np.percentile(x, (99, 1)))) ** 2 / 8.0
+        mask = np.zeros(x.size, bool)
+        segments = noisy_segments(x.size, fs)
+        for a, b in segments:
+            mask[int(a * fs):int(b * fs)] = True
+        clean = alert_spans(run_signal(x, fs, cfg, models, kind="ppg", channel="PPG"))
+        runs = {"clean": clean}
+        for kind, noise in noises.items():
+            n = np.resize(noise, x.size)
+            n = n - n.mean()
+            for snr_db in (6.0, 0.0):
+                gain = np.sqrt(s_power / (float(np.var(n)) * 10.0 ** (snr_db / 10.0)))
+                runs[f"{kind}/{int(snr_db)}dB"] = alert_spans(
+                    run_signal(x + gain * n * mask, fs, cfg, models, kind="ppg", channel="PPG"))
+        for run, spans in runs.items():
+            c = counts.setdefault(run, Counter())
+            for cond, items in spans.items():
+                c[cond] += len(items)
+                if run == "clean" or cond in TECHNICAL:
+                    continue
+                for a in items:
+                    if (any(s <= a["onset"] <= e for s, e in segments) and not any(
+                            _overlaps(a["onset"], a["end"], o["onset"], o["end"]) for o in clean.get(cond, []))):
+                        c[f"{cond}_made_by_noise"] += 1
+                        made.append(f"{name}+{run} {cond} at {a['onset']:.0f} s")
+    return {"set": "ltafdb/train, first 30-min stretch without AF per record, synthetic PPG",
+            "hours_per_run": round(hours, 1), "alerts": {run: dict(c) for run, c in counts.items()},
+            "noise_made_rhythm_alerts": made}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("check", choices=("cinc", "noise", "hf"))
+    ap.add_argument("check", choices=("cinc", "noise", "hf", "ppg-motion"))
     ap.add_argument("--config", help="device config TOML (default: the built-in defaults)")
     ap.add_argument("--data-dir", help="shared data root (default: ../shared/data or EDGEMON_DATA)")
     a = ap.parse_args()
@@ -134,7 +197,7 @@ def main() -> int:
     if errors:
         print(f"models not loaded: {errors}", file=sys.stderr)
         return 1
-    out = {"cinc": cinc, "noise": noise, "hf": hf}[a.check](root, cfg, models)
+    out = {"cinc": cinc, "noise": noise, "hf": hf, "ppg-motion": ppg_motion}[a.check](root, cfg, models)
     print(json.dumps({"check": a.check, "config": a.config, **out}))
     return 0
 

@@ -193,19 +193,20 @@ def run_beat_record(path: Path, cfg, models, step_s: float, keep_detections: boo
 
 
 def run_signal(x: np.ndarray, fs_hz: float, cfg, models, chunk_s: float = 1.0,
-               detected: dict | None = None) -> list:
-    """One ECG lead (mV) -> Pipeline.push_chunk per chunk -> alert messages (drained at the end).
+               detected: dict | None = None, kind: str = "ecg", channel: str = LEAD) -> list:
+    """One ECG lead (mV) or PPG channel -> Pipeline.push_chunk per chunk -> alert messages (drained at
+    the end).
 
     With a ``detected`` dict, the positive detection spans are added to it per condition.
     """
     from edgemon.daemon.pipeline import Pipeline
     from edgemon.events import Chunk
 
-    pipe = Pipeline(cfg, fs_hz, "ecg", LEAD, models=models)
+    pipe = Pipeline(cfg, fs_hz, kind, channel, models=models)
     n = max(1, int(round(chunk_s * fs_hz)))
     msgs = []
     for k in range(0, len(x), n):
-        chunk = Chunk(np.ascontiguousarray(x[k:k + n, None]), fs_hz, (LEAD,), ("ecg",), start_sample=k)
+        chunk = Chunk(np.ascontiguousarray(x[k:k + n, None]), fs_hz, (channel,), (kind,), start_sample=k)
         events = pipe.push_chunk(chunk)
         _keep_detections(events, cfg.alerts, detected)
         msgs += _alerts(events)
