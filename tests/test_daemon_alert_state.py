@@ -15,7 +15,7 @@ from edgemon.daemon.sdnotify import SdNotifier
 from test_alerts_engine import af_script, policy30, run
 from test_daemon_runner import StandInPipeline, StandInSource, StandInTransport
 
-T0 = 1_800_000_000.0  # live engines run on epoch seconds
+T0 = 1_800_000_000  # live engines run on epoch seconds
 
 
 def engine(**labels) -> AlertEngine:
@@ -188,3 +188,25 @@ def test_the_runner_restores_before_data_and_saves_behind_the_outbox(tmp_path):
     assert runner2.run() == 0
     assert [a["alert_id"] for a in second.active()] == [sent.alert_id]
     assert not any(getattr(m, "condition", "") == "model_load_failed" for m in transport2.sent)
+
+
+def test_numpy_values_in_a_detection_are_saved_as_json_numbers(tmp_path):
+    """A model's output is often a numpy scalar; the state file must still be written."""
+    import numpy as np
+    from edgemon.events import Detection
+
+    eng = engine()
+    for t in range(T0 + 10, T0 + 80, 5):
+        eng.push([Detection("af", np.float32(0.97), t - 10.0, float(t), np.float64(0.9), "model:test",
+                            evidence={"hr_bpm": np.float32(110.0), "n_beats": np.int64(12),
+                                      "probabilities": {"af": 0.97}, "rr_sd_ms": np.float32("nan")})],
+                 [], t)
+    state = AlertState(eng, tmp_path)
+    state.save(state.snapshot())
+    saved = json.loads((tmp_path / FILE_NAME).read_text())
+    (ep,) = saved["episodes"]
+    assert ep["latest"]["probability"] == pytest.approx(0.97) and ep["latest"]["evidence"] == {
+        "hr_bpm": 110.0, "n_beats": 12}
+    second = engine()
+    AlertState(second, tmp_path).restore(T0 + 90)
+    assert [a["alert_id"] for a in second.active()] == [ep["alert_id"]]

@@ -32,7 +32,7 @@ import math
 import numbers
 import uuid
 from collections import Counter, deque
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Callable, Iterable
 
 from edgemon import __version__
@@ -740,29 +740,35 @@ class AlertEngine:
 def _episode_state(ep: _Episode) -> dict:
     """A firing episode as plain JSON values (snapshot()); non-finite times become None."""
     e = {k: getattr(ep, k) for k in _SAVED_FIELDS}
-    for k in _SAVED_TIMES:
-        if not _finite(e[k]):
-            e[k] = None
+    for k in (*_SAVED_TIMES, "sqi", "condition_seconds"):
+        e[k] = _json_number(e[k])
     e.update(condition=ep.info.code, labels=dict(ep.labels), held=sorted(ep.held), latest=None, strip=None)
     if ep.latest is not None:
         d = ep.latest
-        e["latest"] = {**asdict(d), "evidence": _scalars(d.evidence or {})}
+        e["latest"] = {**_scalars({f.name: getattr(d, f.name) for f in fields(d) if f.name != "evidence"}),
+                       "evidence": _scalars(d.evidence or {})}
     if ep.strip is not None and ep.n_sent == 0:  # only a first notification carries it
         e["strip"] = ep.strip.model_dump(mode="json")
     return e
 
 
-def _scalars(evidence: dict) -> dict:
-    """The scalar entries of a detection's evidence, as JSON values: all an alert's evidence uses."""
+def _scalars(values: dict) -> dict:
+    """The scalar entries of a dict (a detection's fields or evidence) as JSON values: all an alert's
+    evidence uses. Numpy scalars become Python numbers; non-finite numbers and containers are left out."""
     out: dict = {}
-    for k, v in evidence.items():
+    for k, v in values.items():
         if isinstance(v, (str, bool)):
             out[k] = v
         elif isinstance(v, numbers.Integral):
             out[k] = int(v)
-        elif isinstance(v, numbers.Real) and math.isfinite(v):
+        elif _json_number(v) is not None:
             out[k] = float(v)
     return out
+
+
+def _json_number(v) -> float | None:
+    """A finite real number (numpy scalars too) as a float, else None."""
+    return float(v) if isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v) else None
 
 
 def passes_entropy_gate(d: Detection, p: AlertPolicy) -> bool:

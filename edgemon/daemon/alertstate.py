@@ -81,7 +81,7 @@ class AlertState:
                 legacy = self.path.with_name(LEGACY_SILENCES)
                 if legacy.exists():
                     legacy.unlink()
-            except OSError as err:
+            except (OSError, TypeError, ValueError) as err:  # a disk error, or a value JSON cannot hold
                 log.error("alert state not saved: a restart would forget the alerts, acknowledgements and "
                           "silences since the last save", extra={"fields": {"path": str(self.path),
                                                                              "error": str(err)}})
