@@ -23,6 +23,22 @@ def test_defaults_are_documented_in_docs():
         assert f"`{name}`" in doc, f"docs/alerts.md does not describe alerts.{name}"
 
 
+def test_the_documented_alerts_section_is_the_default_policy():
+    """docs/alerts.md's `[alerts]` example is copied into configs: it must keep every default, and a
+    `[alerts.inhibit]` table replaces the default rules as a whole (it once listed only `vt`)."""
+    import re
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "alerts.md").read_text(encoding="utf-8")
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib
+    snippet = re.search(r"```toml\n(\[alerts\]\n.*?)```", doc, re.S).group(1)
+    assert parse_config(tomllib.loads(snippet)).alerts == AlertPolicy()
+    assert parse_config(tomllib.loads('[alerts.inhibit]\nvt = ["pvc"]\n')).alerts.inhibit == {"vt": ["pvc"]}
+
+
 @pytest.mark.parametrize("values, message", [
     ({"af_onset_s": -5}, "greater than 0"),
     ({"resolve_after_s": -1}, "greater than or equal to 0"),

@@ -151,3 +151,18 @@ def test_qrs_chunk_invariant_on_mitdb(data_root, record):
     a = detect_qrs(x, rec.fs_hz, chunk_s=1.0)
     assert np.array_equal(a, detect_qrs(x, rec.fs_hz, chunk_s=0.1))
     assert np.array_equal(a, detect_qrs(x, rec.fs_hz, chunk_s=0.37))
+
+
+def test_evaluate_qrs_json_has_the_per_record_table_its_help_names(samples_dir, capsys):
+    """`edgemon evaluate qrs --json`: the help names the key that holds the per-record table."""
+    import json
+
+    from edgemon.cli import build_parser, main
+
+    assert main(["evaluate", "qrs", "--data-dir", str(samples_dir), "--records", "nsr", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert [r["record"] for r in out["per_record"]] == ["nsr"] and out["records"] == 1
+    evaluate = next(a for a in build_parser()._actions if getattr(a, "choices", None) and "evaluate" in a.choices)
+    qrs = next(a for a in evaluate.choices["evaluate"]._actions if getattr(a, "choices", None) and "qrs" in a.choices)
+    help_json = next(a.help for a in qrs.choices["qrs"]._actions if "--json" in a.option_strings)
+    assert "'per_record'" in help_json

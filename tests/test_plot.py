@@ -115,6 +115,29 @@ def test_alert_lifecycle_pending_firing_resolved(pvc_trace):
     assert len(_marker_x(svg, "alert-notification-0")) == 2
 
 
+def test_a_window_shows_what_the_full_replay_shows_there(samples_dir, models):
+    """The pipeline runs on past the window: the last beats' labels, the detections and an alert first
+    sent after the window (pvc: bigeminy from 40 s, sent at 79 s) are those of a full replay."""
+    full = run_trace(samples_dir / "pvc", models=models)
+    win = run_trace(samples_dir / "pvc", start_s=30, duration_s=40, models=models)
+
+    def beats(tr):
+        return [(b.time_s, b.label) for b in tr.beats if 30 <= b.time_s < 70]
+
+    def dets(tr):
+        return [(d.condition, d.start_s, d.end_s, d.probability) for d in tr.detections
+                if d.end_s > 30 and d.start_s < 70]
+
+    def alerts(tr):
+        return [(a.condition, a.onset_s, a.fired_s, a.resolved_s) for a in tr.alerts
+                if a.end_s > 30 and a.onset_s < 70]
+
+    assert beats(win) == beats(full) and dets(win) == dets(full)
+    assert alerts(win) == alerts(full) and [a[0] for a in alerts(win)] == ["bigeminy"]
+    svg = figure_svg(replay_figure(win))
+    assert "alert-firing-0" in svg and "alert-resolved-0" not in svg and "firing at window end" in svg
+
+
 def test_noise_record_shows_quality_reasons_and_gaps(samples_dir):
     tr = run_trace(samples_dir / "noise", start_s=140, duration_s=30, models=Models())
     reasons = {w.reason for w in tr.windows}

@@ -50,7 +50,7 @@ def register(sub) -> None:
     p.add_argument("--detector", choices=["edgemon", "neurokit2"], default="edgemon",
                    help="edgemon's streaming detector (default) or neurokit2.ecg_peaks as a peer")
     p.add_argument("--chunk-s", type=POSITIVE, default=1.0, help="chunk length fed to the streaming detector")
-    p.add_argument("--json", action="store_true", help="print one JSON object (per-record table under 'records')")
+    p.add_argument("--json", action="store_true", help="print one JSON object (per-record table under 'per_record')")
     p.add_argument("--report", metavar="DIR",
                    help="also write DIR/qrs-report.html and .json: per-record table, location error histogram, "
                         "worst records, Se/+P by sex and age band")

@@ -257,7 +257,7 @@ def replay_figure(trace: Trace, width_in: float = 15.0, title: str | None = None
                          edgecolor=colour, hatch="////", lw=0.8, gid=f"alert-pending-{k}")
         ax_e.broken_barh([(a.fired_s, max(a.end_s - a.fired_s, span / 1500))], (y - 0.3, 0.6),
                          color=colour, alpha=0.85, gid=f"alert-firing-{k}")
-        if a.resolved_s is not None:
+        if a.resolved_s is not None and a.resolved_s <= trace.end_s:
             ax_e.plot([a.resolved_s, a.resolved_s], [y - 0.42, y + 0.42], color="#2b8a3e", lw=2.2,
                       gid=f"alert-resolved-{k}")
         else:

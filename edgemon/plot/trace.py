@@ -6,9 +6,10 @@ capture folder written by ``edgemon run --record-to``), drives the same
 keeps what a figure needs: the raw samples, the pipeline's own filtered signal
 (tapped from its filter, not recomputed), every event (beats, quality windows,
 detections, alert messages) and, when the record has one, the reference
-annotation. The pipeline is causal, so by default it runs from the record's
-start and the window's events are exactly those of a full replay; ``warmup_s``
-starts it that long before the window instead, for long records.
+annotation. By default the pipeline runs from the record's start to past the
+window (the longest resolve hysteresis and 2 min more), so the window's events
+are those of a full replay; ``warmup_s`` starts it that long before the window
+instead, for long records.
 """
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ class AlertSpan:
     """One alert episode (all messages sharing an alert_id), in stream seconds.
 
     pending: onset_s .. fired_s; firing: fired_s .. resolved_s (or end_s, the
-    last time it was seen, when it had not resolved by the end of the window).
+    last time it was seen, when it had not resolved by the end of the run).
     notifications: (sent_s, "new" | "repeat" | "resolved").
     """
 
@@ -78,16 +79,24 @@ class Trace:
         return self.start_s + np.arange(len(self.raw)) / self.fs_hz
 
 
-class _FilterTap:
-    """Stands in for the pipeline's filter and keeps a copy of what it produced."""
+# past the window and the longest resolve hysteresis: group_wait (30 s) and the detectors' lags (<= 10 s)
+_RUN_ON_MARGIN_S = 120.0
 
-    def __init__(self, inner):
+
+class _FilterTap:
+    """Stands in for the pipeline's filter and keeps a copy of its first ``keep`` output samples."""
+
+    def __init__(self, inner, keep: int | None = None):
         self.inner = inner
+        self.keep = keep
+        self.kept = 0
         self.parts: list[np.ndarray] = []
 
     def process(self, x):
         y = self.inner.process(x)
-        self.parts.append(np.array(y, dtype=np.float64, copy=True))
+        if self.keep is None or self.kept < self.keep:
+            self.parts.append(np.array(y, dtype=np.float64, copy=True))
+            self.kept += len(self.parts[-1])
         return y
 
     def __getattr__(self, name):
@@ -181,9 +190,17 @@ def run_trace(record: str | Path, config=None, *, start_s: float = 0.0, duration
                     start_time_s=t_first)
     tap = None
     if getattr(pipe, "filter", None) is not None:
-        tap = pipe.filter = _FilterTap(pipe.filter)
+        tap = pipe.filter = _FilterTap(pipe.filter, keep=b - first)
     events: list = []
-    for chunk in iter_chunks(_cut(rec, first, b), chunk_s, start_time_s=t_first):
+    # The pipeline runs on past the window: stopped (and flushed) at the window's end it would label the
+    # last beats and end the last detections as a stream ending there does, and miss an alert first sent,
+    # or resolved, after the window. As far as the longest resolve hysteresis plus a margin, not to the
+    # end of an hours-long capture: what the window shows is settled by then.
+    pol = config.alerts
+    run_on_s = max(pol.resolve_after_s, pol.quality_resolve_after_s, *pol.resolve_after_s_by_condition.values(),
+                   0.0) + _RUN_ON_MARGIN_S
+    stop = min(rec.n_samples, b + int(math.ceil(run_on_s * rec.fs_hz)))
+    for chunk in iter_chunks(_cut(rec, first, stop), chunk_s, start_time_s=t_first):
         events += pipe.push_chunk(chunk, idx)
     events += pipe.flush()
 
@@ -224,7 +241,7 @@ def run_trace(record: str | Path, config=None, *, start_s: float = 0.0, duration
 
 
 def _cut(rec, first: int, stop: int):
-    """``rec`` restricted to samples [first, stop): the pipeline need not see past the window."""
+    """``rec`` restricted to samples [first, stop) (``first`` > 0 with a warm-up)."""
     if first == 0 and stop >= rec.n_samples:
         return rec
     from dataclasses import replace
