@@ -163,7 +163,7 @@ def test_sd_notify_lifecycle_and_sigterm(notify_socket):
     msgs = drain()
     assert msgs[0].startswith("READY=1") and f"MAINPID={os.getpid()}" in msgs[0]
     assert sum(m == "WATCHDOG=1" for m in msgs) >= 4
-    assert any(m.startswith("STATUS=running; source waiting; in ") for m in msgs)
+    assert any(m.startswith("STATUS=running; source streaming; in ") for m in msgs)  # a source without a link
     stopping = [i for i, m in enumerate(msgs) if m.startswith("STOPPING=1")]
     assert len(stopping) == 1 and "SIGTERM" in msgs[stopping[0]]
     assert not any(m == "WATCHDOG=1" for m in msgs[stopping[0]:])

@@ -546,8 +546,10 @@ class Runner:
         q = self.q_in
         if self._silent:
             src = "silent"
+        elif self.source_connected is None:  # a file or simulation reports no link, only data
+            src = "streaming" if c["chunks"] or c["beats"] else "waiting"
         else:
-            src = {True: "connected", False: "disconnected", None: "waiting"}[self.source_connected]
+            src = "connected" if self.source_connected else "disconnected"
         return (f"{self.state}; source {src}; in {c['chunks']} chunks/{c['beats']} beats; "
                 f"events {c['events_out']}; dropped {q.dropped_items} items ({q.dropped_samples} samples); "
                 f"queue {len(q)}/{q.maxsize}")
