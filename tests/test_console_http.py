@@ -47,7 +47,7 @@ def test_no_page_or_api_without_login(console_env):
     for path in APIS:
         status, _, body = c.get(path)
         assert status == 401 and json.loads(body)["error"] == "login required", path
-    for path in ("/api/alerts/a1/ack", "/api/alerts/a1/silence", "/logout"):
+    for path in ("/api/alerts/a1/ack", "/api/alerts/a1/silence", "/api/alerts/a1/close", "/logout"):
         assert c.post_json(path, {})[0] == 401
     assert c.request("PUT", "/")[0] == 405
     status, headers, body = c.get("/static/console.js")  # code, no data
@@ -160,6 +160,42 @@ def test_live_feed_ack_and_device_reply(console_env, make_transport):
         assert b"presence online" in doc.get("/devices")[2]
     finally:
         sse.close()
+
+
+def test_a_clinician_closes_an_orphaned_alert_at_the_hub(console_env, make_transport):
+    """An alert whose device will never resolve it can be closed from the console: clinicians only, with a
+    reason; it shows as closed, with who and why, and its tab gets the change live. The device is not asked."""
+    dev = make_transport(console_env.broker, handler=lambda cmd: {"acknowledged": cmd.alert_id})
+    assert dev.wait_connected(5)
+    _, aid = send_alert(dev)
+    assert dev.wait_idle(10)
+    nurse = HttpClient(console_env.url)
+    nurse.login("nurse-v")
+    assert nurse.post_json(f"/api/alerts/{aid}/close", {"reason": "x"}, csrf=nurse.csrf())[0] == 403
+    doc = HttpClient(console_env.url)
+    doc.login("dr-a")
+    csrf = doc.csrf()
+    assert b'id="close-form"' in doc.get(f"/alerts/{aid}")[2]
+    status, _, body = doc.post_json(f"/api/alerts/{aid}/close", {"reason": "  "}, csrf=csrf)
+    assert status == 400 and b"needs a reason" in body
+    assert doc.post_json("/api/alerts/no-such-alert/close", {"reason": "x"}, csrf=csrf)[0] == 404
+    sse = SseReader(console_env.url, doc.cookies)
+    try:
+        assert sse.wait(lambda e: e[0] == "hello")
+        status, _, body = doc.post_json(f"/api/alerts/{aid}/close", {"reason": "device decommissioned"}, csrf=csrf)
+        assert status == 200, body
+        assert json.loads(body)["status"] == "closed" and json.loads(body)["closed_by"] == "dr-a"
+        assert sse.wait(lambda e: e[0] == "alert" and e[1]["alert_id"] == aid and e[1]["status"] == "closed")
+    finally:
+        sse.close()
+    assert doc.post_json(f"/api/alerts/{aid}/close", {"reason": "again"}, csrf=csrf)[0] == 409
+    page = doc.get(f"/alerts/{aid}")[2]
+    for needle in (b"closed at the hub", b"life-closed", b"by dr-a: device decommissioned",
+                   b"not sent: closed at the hub"):
+        assert needle in page, needle
+    assert b'id="close-form"' not in page
+    assert dev.stats["commands"] == 0  # the device was not asked
+    assert b'class="prio-high resolved"' in doc.get("/")[2]
 
 
 def test_fhir_download_one_alert_and_range(console_env, make_transport):

@@ -383,3 +383,32 @@ def test_postgres_v2_database_is_migrated_to_per_device_message_ids(pg_url):
         assert sorted(m["device"] for m in store.messages()) == ["bed20", "bed21"]
     finally:
         store.close()
+
+
+def test_a_clinician_closes_an_orphaned_alert_and_a_newer_device_message_opens_it_again(make_store):
+    """An alert its device will never resolve (decommissioned, re-installed without its state) can be
+    closed at the hub, with who and why; it leaves the open list. If the device does still hold it, its
+    next message opens it again; a re-sent older message does not."""
+    store = make_store()
+    aid, other = str(uuid.uuid4()), str(uuid.uuid4())
+    store.store_alerts([incoming(aid, 0), incoming(other, 0, priority="low")])
+    now = time.time()
+    ep = store.close_episode(aid, "dr-a", "device decommissioned", now)
+    assert ep["status"] == "closed" and ep["updated_at"] == now
+    assert store.close_episode(aid, "dr-b", "again", now + 1)["status"] == "closed"   # nothing changes twice
+    assert store.close_episode("no-such-alert", "dr-a", "x", now) is None
+    (cmd,) = store.commands(alert_id=aid)
+    assert (cmd["type"], cmd["issued_by"], cmd["body"], cmd["reply_ok"]) == ("close", "dr-a",
+                                                                           {"reason": "device decommissioned"}, True)
+    assert [e["alert_id"] for e in store.inbox(now=now)] == [other, aid]                # closed sorts as done
+    assert [e["alert_id"] for e in store.inbox(now=now + 2 * 86400)] == [other]
+    store.record_status("site1", "dev-a", "online", "", now, "{}")
+    assert [d["open_alerts"] for d in store.devices()] == [1]
+
+    store.store_alerts([incoming(aid, 0)])                                             # a re-send: no change
+    assert store.episode(aid)["status"] == "closed"
+    store.store_alerts([incoming(aid, 1, notification="repeat")])                      # the device still has it
+    assert store.episode(aid)["status"] == "firing"
+    store.store_alerts([incoming(aid, 2, "resolved")])
+    assert store.episode(aid)["status"] == "resolved"
+    assert store.close_episode(aid, "dr-a", "late", now)["status"] == "resolved"

@@ -15,7 +15,11 @@ after that). Deduplication rule (the contract the device transport relies on):
   A message updates it only when its ``sequence`` is higher than the stored one
   (messages without a sequence: arrival order); ``resolved`` is final. Every
   new message counts in ``n_messages`` (first firing + repeats + resolution).
-  An episode belongs to the device that opened it;
+  An episode belongs to the device that opened it. A clinician may close an
+  open episode at the hub (``close_episode``: status ``closed``, for an alert
+  its device will never resolve, e.g. one decommissioned or re-installed
+  without its state); a newer message from the device still applies, so an
+  alert the device still holds opens again;
 - a message that cannot be stored without mixing two devices' data (its
   ``alert_id`` is another device's episode, or its device re-used a
   ``message_id`` for another alert) is written to ``rejected`` with the reason,
@@ -161,7 +165,11 @@ _FEED_COLS = ("e.alert_id, e.site, e.device, e.condition, e.priority, e.status, 
               "message_received_at")
 _EPISODE_COLS = ("alert_id, site, device, condition, priority, status, sequence, last_message_id, display, summary, "
                  "n_messages, first_stored_at, last_stored_at, updated_at, acked_at, acked_by, strip_message_id")
-_INBOX_ORDER = ("CASE WHEN status = 'resolved' THEN 1 ELSE 0 END, "
+# an episode no longer open: resolved by its device, or closed at the hub by a clinician
+CLOSED = "closed"
+_DONE = "('resolved', 'closed')"
+_OPEN = f"(status IS NULL OR status NOT IN {_DONE})"
+_INBOX_ORDER = (f"CASE WHEN status IN {_DONE} THEN 1 ELSE 0 END, "
                 "CASE priority WHEN 'high' THEN 0 WHEN 'medium' THEN 1 WHEN 'low' THEN 2 ELSE 3 END, "
                 "last_stored_at DESC")
 _COMMAND_COLS = ("command_id, site, device, type, alert_id, body, issued_by, issued_at, reply_ok, reply_reason, "
@@ -284,8 +292,8 @@ class _SqlQueries:
     def inbox(self, limit: int = 200, recent_s: float = 24 * 3600.0, now: float | None = None) -> list[dict]:
         """Open episodes and those resolved within ``recent_s``: firing first, then priority, newest first."""
         since = (self._clock() if now is None else now) - recent_s
-        rows = self._read(f"SELECT {_EPISODE_COLS} FROM episodes WHERE status IS NULL OR status <> 'resolved' "
-                          f"OR last_stored_at >= ? ORDER BY {_INBOX_ORDER} LIMIT ?", (since, int(limit)))
+        rows = self._read(f"SELECT {_EPISODE_COLS} FROM episodes WHERE {_OPEN} OR last_stored_at >= ? "
+                          f"OR updated_at >= ? ORDER BY {_INBOX_ORDER} LIMIT ?", (since, since, int(limit)))
         return [decode_episode(r) for r in rows]
 
     def presence(self) -> list[dict]:
@@ -322,8 +330,7 @@ class _SqlQueries:
                                                           "open_alerts": 0})
             d["telemetry"] = t["payload"] if isinstance(t["payload"], dict) else None
             d["telemetry_at"] = t["received_at"]
-        for r in self._read("SELECT site, device, COUNT(*) AS n FROM episodes WHERE status IS NULL OR "
-                            "status <> 'resolved' GROUP BY site, device"):
+        for r in self._read(f"SELECT site, device, COUNT(*) AS n FROM episodes WHERE {_OPEN} GROUP BY site, device"):
             d = out.get((r["site"], r["device"]))
             if d is not None:
                 d["open_alerts"] = int(r["n"])
@@ -383,6 +390,29 @@ class _SqlQueries:
 
         row = self._tx(tx)
         return _decode_command(row) if row is not None else None
+
+    def close_episode(self, alert_id: str, by: str, reason: str, ts: float) -> dict | None:
+        """Close an open episode at the hub (status ``closed``), recorded as a ``close`` command by ``by``
+        with its reason, answered at once (the device is not asked). Returns the episode as it now is (still
+        ``resolved`` or ``closed`` when it already was: nothing changed), None for an unknown alert."""
+        import uuid
+
+        def tx(ex) -> dict | None:
+            row = ex(f"SELECT {_EPISODE_COLS} FROM episodes WHERE alert_id = ?", (alert_id,)).fetchone()
+            if row is None:
+                return None
+            row = dict(row)
+            if row["status"] in ("resolved", CLOSED):
+                return row
+            ex("UPDATE episodes SET status = ?, updated_at = ? WHERE alert_id = ?", (CLOSED, ts, alert_id))
+            ex("INSERT INTO commands(command_id, site, device, type, alert_id, body, issued_by, issued_at, reply_ok, "
+               "reply_reason, reply_result, replied_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+               (str(uuid.uuid4()), row["site"], row["device"], "close", alert_id, json.dumps({"reason": reason}),
+                by, ts, True, "closed at the hub; the device was not asked", "{}", ts))
+            return {**row, "status": CLOSED, "updated_at": ts}
+
+        row = self._tx(tx)
+        return decode_episode(row) if row is not None else None
 
     def command(self, command_id: str) -> dict | None:
         rows = self._read(f"SELECT {_COMMAND_COLS} FROM commands WHERE command_id = ?", (command_id,))

@@ -86,14 +86,21 @@ def state_text(ep: dict) -> str:
     st = ep.get("status") or "?"
     if st == "resolved":
         return "resolved"
+    if st == "closed":
+        return "closed at the hub"
     return f"{st}, acknowledged" if ep.get("acked_at") else st
+
+
+def is_done(ep: dict) -> bool:
+    """No longer open: resolved by its device, or closed at the hub."""
+    return ep.get("status") in ("resolved", "closed")
 
 
 def inbox_row(ep: dict) -> str:
     s = ep.get("summary") or {}
     ev = s.get("evidence") or {}
     pr = ep.get("priority") or ""
-    resolved = ep.get("status") == "resolved"
+    resolved = is_done(ep)
     cls = f"prio-{h(pr)}" + (" resolved" if resolved else "") + (" acked" if ep.get("acked_at") else "")
     display = ep.get("display") or s.get("display") or ep.get("condition") or "alert"
     return (f'<tr class="{cls}" data-alert-id="{h(ep["alert_id"])}" data-priority="{h(pr)}" '
@@ -179,6 +186,10 @@ def lifecycle_items(ep: dict, msgs: Sequence[dict], commands: Sequence[dict]) ->
             until = (c.get("reply_result") or {}).get("until")
             items.append(("silenced", "Silenced", c.get("replied_at"), f"by {c.get('issued_by')} until",
                           until))
+        elif c.get("type") == "close":
+            reason = (c.get("body") or {}).get("reason") if isinstance(c.get("body"), dict) else None
+            items.append(("closed", "Closed at the hub", c.get("issued_at"),
+                          f"by {c.get('issued_by')}: {reason or '?'}"))
     last = (msgs[-1].get("summary") or {}) if msgs else {}
     if ep.get("status") == "resolved":
         res = next((m.get("summary") or {} for m in msgs if (m.get("summary") or {}).get("status") == "resolved"),
@@ -198,7 +209,9 @@ def lifecycle_items(ep: dict, msgs: Sequence[dict], commands: Sequence[dict]) ->
 
 
 def command_row(c: dict) -> str:
-    if c.get("replied_at") is None:
+    if c.get("type") == "close":
+        status, cls = "not sent: closed at the hub", "ok"
+    elif c.get("replied_at") is None:
         status, cls = "waiting for the device", "pending"
     elif c.get("reply_ok"):
         status, cls = "device: ok", "ok"
@@ -264,7 +277,12 @@ def alert_page(ep: dict, msgs: Sequence[dict], strip: dict | None, commands: Seq
                    f'<option value="14400">4 h</option><option value="86400">24 h</option></select></label> '
                    f'<input name="reason" id="silence-reason" placeholder="reason" maxlength="200">'
                    f'<button type="submit" id="silence-btn"{dis}>Silence</button></form></div>'
-                   + ('<p class="meta">Resolved: nothing to acknowledge.</p>' if resolved else ""))
+                   + ('<p class="meta">Resolved: nothing to acknowledge.</p>' if resolved else "")
+                   + ("" if is_done(ep) else
+                      '<form id="close-form" class="inline"><label>Close at the hub (the device will never '
+                      'resolve it: decommissioned, or re-installed without its state) </label>'
+                      '<input name="reason" id="close-reason" placeholder="reason (required)" maxlength="200" '
+                      'required><button type="submit" id="close-btn">Close</button></form>'))
     else:
         actions = '<p class="meta" id="read-only">Read-only (viewer): acknowledging and silencing need a clinician.</p>'
     cmds = "".join(command_row(c) for c in commands)

@@ -12,6 +12,7 @@ Takes the hub's store, its ``LiveFeed`` and (optionally) the running
     GET  /api/inbox, /api/alerts/<id>, /api/devices, /api/commands/<id>, /api/me   JSON
     GET  /api/events                                server-sent events: alert, presence, reply, resync
     POST /api/alerts/<id>/ack, /api/alerts/<id>/silence   clinician only: command to the device over MQTT
+    POST /api/alerts/<id>/close                     clinician only: close an open alert at the hub, with a reason
 
 Every other request without a valid session gets 303 to /login (pages) or 401
 (API). Sessions: a random token in an HttpOnly, SameSite=Strict cookie
@@ -40,7 +41,7 @@ from urllib.parse import parse_qs, quote, urlsplit
 
 from edgemon.hub import auth
 from edgemon.hub.live import LiveFeed, alert_event
-from edgemon.hub.store import StoreError
+from edgemon.hub.store import CLOSED, StoreError
 from edgemon.hub.web import pages
 
 log = logging.getLogger("edgemon.hub.console")
@@ -55,7 +56,7 @@ TIME_MAX = 253402300799.0  # 9999-12-31T23:59:59Z, the last second a datetime ca
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
        "form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
 STATIC = {"console.css": "text/css; charset=utf-8", "console.js": "text/javascript; charset=utf-8"}
-_ALERT_RE = re.compile(r"^/(api/)?alerts/([A-Za-z0-9][A-Za-z0-9._:-]{0,127})(/ack|/silence)?$")
+_ALERT_RE = re.compile(r"^/(api/)?alerts/([A-Za-z0-9][A-Za-z0-9._:-]{0,127})(/ack|/silence|/close)?$")
 _CMD_RE = re.compile(r"^/api/commands/([A-Za-z0-9][A-Za-z0-9._:-]{0,127})$")
 
 
@@ -251,6 +252,8 @@ class ConsoleApp:
                 self.store.delete_session(sess["token_hash"])
                 return redirect("/login", [self._cookie(self.session_cookie, "", 0)])
             m = _ALERT_RE.match(path)
+            if m and m.group(1) and m.group(3) == "/close":
+                return self._close(m.group(2), headers, body, user)
             if m and m.group(1) and m.group(3):
                 return self._command(m.group(2), m.group(3)[1:], headers, body, user)
             raise HttpError(404, "no such action")
@@ -303,6 +306,29 @@ class ConsoleApp:
         connected = self.hub.connected if self.hub is not None else None
         return Response(200, pages.alert_page(ep, msgs, strip, cmds, user=user, csrf=csrf, can_command=can,
                                               broker_connected=connected))
+
+    def _close(self, alert_id: str, headers: Any, body: bytes, user: dict) -> Response:
+        """A clinician closes an alert its device will never resolve (decommissioned, or re-installed without
+        its state). Needs a reason; the device is not asked, and a newer message from it opens the alert again."""
+        if not auth.ROLE_CAN_COMMAND.get(user["role"], False):
+            raise HttpError(403, f"role {user['role']} may not close alerts (clinicians only)")
+        reason = str(_json_or_form(headers, body).get("reason") or "").strip()[:256]
+        if not reason:
+            raise HttpError(400, "closing an alert needs a reason (e.g. 'device decommissioned')")
+        ep = self.store.episode(alert_id)
+        if ep is None:
+            raise HttpError(404, f"no alert {alert_id}")
+        if ep.get("status") in ("resolved", CLOSED):
+            raise HttpError(409, f"the alert is already {ep['status']}")
+        ep = self.store.close_episode(alert_id, user["username"], reason, self.clock())
+        if ep is None or ep.get("status") != CLOSED:  # resolved meanwhile, or deleted
+            raise HttpError(409, "the alert changed meanwhile; reload")
+        log.info("console: %s closed alert %s of %s/%s at the hub: %s", user["username"], alert_id, ep["site"],
+                 ep["device"], reason)
+        # this worker's tabs at once; the other workers' show it at their next reload
+        self.feed.publish("alert", alert_event(ep))
+        return json_response({"alert_id": alert_id, "status": CLOSED, "closed_by": user["username"],
+                              "closed_at": ep["updated_at"], "reason": reason})
 
     def _command(self, alert_id: str, action: str, headers: Any, body: bytes, user: dict) -> Response:
         if not auth.ROLE_CAN_COMMAND.get(user["role"], False):

@@ -64,11 +64,12 @@
   // ------------------------------------------------------------------ inbox
   function stateText(a) {
     if (a.status === "resolved") return "resolved";
+    if (a.status === "closed") return "closed at the hub";
     return a.acked_at ? (a.status + ", acknowledged") : (a.status || "?");
   }
 
   function rankOf(tr) {
-    const resolved = tr.dataset.status === "resolved" ? 1 : 0;
+    const resolved = tr.dataset.status === "resolved" || tr.dataset.status === "closed" ? 1 : 0;
     const pr = PRIORITY_RANK[tr.dataset.priority];
     return [resolved, pr === undefined ? 3 : pr, -parseFloat(tr.dataset.last || "0")];
   }
@@ -85,7 +86,7 @@
     const ev = s.evidence || {};
     const pr = a.priority || "";
     const tr = el("tr", {
-      class: "prio-" + pr + (a.status === "resolved" ? " resolved" : "") + (a.acked_at ? " acked" : "") + " fresh",
+      class: "prio-" + pr + (a.status === "resolved" || a.status === "closed" ? " resolved" : "") + (a.acked_at ? " acked" : "") + " fresh",
       "data-alert-id": a.alert_id, "data-priority": pr, "data-status": a.status || "",
       "data-last": String(a.last_stored_at || 0),
     });
@@ -187,6 +188,22 @@
           alert("Acknowledge failed: " + e.message);
         } finally {
           ack.disabled = false;
+        }
+      });
+    }
+    const close = document.getElementById("close-form");
+    if (close) {
+      close.addEventListener("submit", async function (ev) {
+        ev.preventDefault();
+        const reason = document.getElementById("close-reason").value.trim();
+        if (!reason) { alert("Closing an alert needs a reason."); return; }
+        if (!confirm("Close this alert at the hub? The device is not asked; if it still holds the alert, " +
+                     "its next message opens it again.")) return;
+        try {
+          await post("/api/alerts/" + encodeURIComponent(alertId) + "/close", { reason: reason });
+          location.reload();
+        } catch (e) {
+          alert("Close failed: " + e.message);
         }
       });
     }
