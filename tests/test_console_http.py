@@ -163,8 +163,9 @@ def test_live_feed_ack_and_device_reply(console_env, make_transport):
 
 
 def test_a_clinician_closes_an_orphaned_alert_at_the_hub(console_env, make_transport):
-    """An alert whose device will never resolve it can be closed from the console: clinicians only, with a
-    reason; it shows as closed, with who and why, and its tab gets the change live. The device is not asked."""
+    """An alert whose device will never resolve it is pointed out (the device's heartbeat no longer lists it)
+    and can be closed from the console: clinicians only, with a reason; it shows as closed, with who and why,
+    and its tab gets the change live. The device is not asked."""
     dev = make_transport(console_env.broker, handler=lambda cmd: {"acknowledged": cmd.alert_id})
     assert dev.wait_connected(5)
     _, aid = send_alert(dev)
@@ -175,7 +176,18 @@ def test_a_clinician_closes_an_orphaned_alert_at_the_hub(console_env, make_trans
     doc = HttpClient(console_env.url)
     doc.login("dr-a")
     csrf = doc.csrf()
-    assert b'id="close-form"' in doc.get(f"/alerts/{aid}")[2]
+    page = doc.get(f"/alerts/{aid}")[2]
+    assert b'id="close-form"' in page and b'id="lost-by-device"' not in page
+
+    def holds():
+        return json.loads(doc.get(f"/api/alerts/{aid}")[2])["device_holds_it"]
+
+    assert holds() is None                                   # no heartbeat yet
+    dev.publish_heartbeat(open_alerts=[aid])
+    assert wait_for(lambda: holds() is True, 5)
+    dev.publish_heartbeat(open_alerts=[])                    # restarted without its state: it lost the alert
+    assert wait_for(lambda: holds() is False, 5)
+    assert b'id="lost-by-device"' in doc.get(f"/alerts/{aid}")[2]
     status, _, body = doc.post_json(f"/api/alerts/{aid}/close", {"reason": "  "}, csrf=csrf)
     assert status == 400 and b"needs a reason" in body
     assert doc.post_json("/api/alerts/no-such-alert/close", {"reason": "x"}, csrf=csrf)[0] == 404

@@ -415,7 +415,7 @@ def test_heartbeat_carries_the_pipelines_vitals(samples_dir):
     from edgemon.sources.replay import iter_chunks, open_record
 
     lp = LivePipeline(DeviceConfig(), Models())
-    assert lp.vitals() == {"heart_rate_bpm": None, "sqi": None, "model_versions": {}}
+    assert lp.vitals() == {"heart_rate_bpm": None, "sqi": None, "model_versions": {}, "open_alerts": []}
     for c in iter_chunks(open_record(samples_dir / "nsr"), 1.0):
         lp.push_chunk(c)
     v = lp.vitals()
@@ -430,3 +430,10 @@ def test_heartbeat_carries_the_pipelines_vitals(samples_dir):
     runner._telemetry()
     hb = transport.sent[-1]
     assert hb["heart_rate_bpm"] == v["heart_rate_bpm"] and hb["sqi"] == v["sqi"] and "daemon" in hb["extra"]
+    # the alerts the engine holds open (notified), by which the hub can tell one the device lost
+    assert hb["open_alerts"] == []
+    lp.engine.technical("model_load_failed", "rhythm: missing", now_s=lp.engine.now_s)
+    lp.engine.tick(lp.engine.now_s + 20)                     # past the medium group_wait: notified
+    (aid,) = [a["alert_id"] for a in lp.engine.active() if a["condition"] == "model_load_failed"]
+    assert aid in lp.vitals()["open_alerts"]
+    assert all(a["alert_id"] in lp.vitals()["open_alerts"] for a in lp.engine.active() if a["messages_sent"])

@@ -209,7 +209,8 @@ class LivePipeline:
     def vitals(self) -> dict:
         """What the heartbeat reports: heart rate from the median of the last VITALS_BEATS intervals (None
         when the latest beat is more than VITALS_MAX_AGE_S older than the latest quality window: a pause,
-        or no signal), the latest quality window's sqi, and the models' names and versions."""
+        or no signal), the latest quality window's sqi, the models' names and versions, and the alert_ids
+        the engine holds open (firing and notified), by which the hub can tell an alert the device lost."""
         times = list(self._beat_times)
         latest = max(times[-1:] + ([self._sqi[0]] if self._sqi else []), default=None)
         hr = None
@@ -219,7 +220,9 @@ class LivePipeline:
             median = rr[mid] if len(rr) % 2 else (rr[mid - 1] + rr[mid]) / 2
             hr = round(60.0 / median, 1) if median > 0 else None
         return {"heart_rate_bpm": hr, "sqi": None if self._sqi is None else round(self._sqi[1], 3),
-                "model_versions": self.models.loaded()}
+                "model_versions": self.models.loaded(),
+                "open_alerts": [a["alert_id"] for a in self.engine.active()
+                                if a["state"] == "firing" and a["messages_sent"] > 0]}
 
     def stats(self) -> dict:
         out = {"kind": None if self.pipe is None else self.pipe.kind, "models": self.models.loaded()}

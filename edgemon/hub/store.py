@@ -308,6 +308,18 @@ class _SqlQueries:
                 pass
         return rows
 
+    def device_telemetry(self, site: str, device: str) -> dict | None:
+        """The device's latest heartbeat (payload parsed) and when the hub received it; None if none."""
+        rows = self._read("SELECT * FROM telemetry WHERE site = ? AND device = ?", (site, device))
+        if not rows:
+            return None
+        r = rows[0]
+        try:
+            r["payload"] = json.loads(r["payload"])
+        except ValueError:
+            pass
+        return r
+
     def devices(self) -> list[dict]:
         """One row per device seen (presence, latest telemetry, open alerts), by site and device."""
         out: dict[tuple[str, str], dict] = {}

@@ -276,9 +276,11 @@ class MqttTransport:
         return res
 
     def publish_heartbeat(self, *, heart_rate_bpm: float | None = None, sqi: float | None = None,
-                          model_versions: dict[str, str] | None = None, extra: dict[str, Any] | None = None) -> Heartbeat:
+                          model_versions: dict[str, str] | None = None, open_alerts: list[str] | None = None,
+                          extra: dict[str, Any] | None = None) -> Heartbeat:
         """Publish a telemetry heartbeat (QoS 0, dropped while offline); returns what was built."""
-        hb = self.heartbeat(heart_rate_bpm=heart_rate_bpm, sqi=sqi, model_versions=model_versions, extra=extra)
+        hb = self.heartbeat(heart_rate_bpm=heart_rate_bpm, sqi=sqi, model_versions=model_versions,
+                            open_alerts=open_alerts, extra=extra)
         body = hb.model_dump_json(exclude_none=False).encode()
 
         def pub() -> None:
@@ -295,7 +297,8 @@ class MqttTransport:
                          outbox=OutboxDepth(**depth), oldest_alert_age_s=self.outbox.oldest_age_s(),
                          broker_connected=self._loop.connected,
                          heart_rate_bpm=kw.get("heart_rate_bpm"), sqi=kw.get("sqi"),
-                         model_versions=kw.get("model_versions") or {}, extra=kw.get("extra") or {})
+                         model_versions=kw.get("model_versions") or {}, open_alerts=kw.get("open_alerts"),
+                         extra=kw.get("extra") or {})
 
     def status(self) -> dict[str, Any]:
         return {"connected": self._loop.connected, "broker": f"{self.host}:{self.port}",

@@ -83,6 +83,10 @@ class Heartbeat(_Wire):
     outbox: OutboxDepth = Field(default_factory=OutboxDepth)
     oldest_alert_age_s: float | None = None
     broker_connected: bool = True
+    open_alerts: list[str] | None = Field(
+        None, description="alert_ids the device's alert engine holds open (firing and notified); None from a "
+                          "device that does not report them. With an empty outbox, an alert the hub holds open "
+                          "that is not in this list has been lost by the device (docs/console.md).")
     extra: dict[str, Any] = Field(default_factory=dict)
 
 

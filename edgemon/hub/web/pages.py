@@ -96,6 +96,25 @@ def is_done(ep: dict) -> bool:
     return ep.get("status") in ("resolved", "closed")
 
 
+def device_holds(ep: dict, telemetry: dict | None) -> bool | None:
+    """Does the device still hold this open alert? False when its latest heartbeat, received after the
+    alert's last message and with nothing left in the device's outbox (so no message of it is on its way),
+    does not list it among its open alerts: the device lost it (restarted without its alert state, or
+    re-installed) and will never resolve it. None when that cannot be told (no heartbeat, an older
+    device that does not list them, messages still in its outbox, or the alert is not open)."""
+    if is_done(ep) or not telemetry or not isinstance(telemetry.get("payload"), dict):
+        return None
+    hb = telemetry["payload"]
+    ob = hb.get("outbox") if isinstance(hb.get("outbox"), dict) else {}
+    if not isinstance(hb.get("open_alerts"), list) or any(ob.get(k) for k in ("queued", "in_flight",
+                                                                                 "awaiting_receipt")):
+        return None
+    if not isinstance(telemetry.get("received_at"), (int, float)) or \
+            telemetry["received_at"] <= float(ep.get("last_stored_at") or 0.0):
+        return None
+    return ep["alert_id"] in hb["open_alerts"]
+
+
 def inbox_row(ep: dict) -> str:
     s = ep.get("summary") or {}
     ev = s.get("evidence") or {}
@@ -228,7 +247,8 @@ def command_row(c: dict) -> str:
 
 
 def alert_page(ep: dict, msgs: Sequence[dict], strip: dict | None, commands: Sequence[dict], *, user: dict,
-               csrf: str, can_command: bool, broker_connected: bool | None) -> str:
+               csrf: str, can_command: bool, broker_connected: bool | None,
+               telemetry: dict | None = None) -> str:
     s = ep.get("summary") or {}
     first = (msgs[0].get("summary") or {}) if msgs else {}
     ev = s.get("evidence") or first.get("evidence") or {}
@@ -285,6 +305,13 @@ def alert_page(ep: dict, msgs: Sequence[dict], strip: dict | None, commands: Seq
                       'required><button type="submit" id="close-btn">Close</button></form>'))
     else:
         actions = '<p class="meta" id="read-only">Read-only (viewer): acknowledging and silencing need a clinician.</p>'
+    if device_holds(ep, telemetry) is False:
+        actions = (f'<p class="error" id="lost-by-device">The device no longer holds this alert: its heartbeat of '
+                   f'{when(telemetry["received_at"])} lists the alerts it holds open, without this one, and '
+                   f'nothing is left in its outbox. It was restarted without its alert state or re-installed, '
+                   f'and will never resolve it.'
+                   + (' Close it here once you have checked the patient.' if can_command else '') + '</p>'
+                   + actions)
     cmds = "".join(command_row(c) for c in commands)
     body = (f'{title}<section><h2>ECG strip</h2>{strip_html}</section><div class="cols">'
             f'<section><h2>Evidence</h2>{_evidence(ev, strip)}</section>'

@@ -300,12 +300,14 @@ class ConsoleApp:
             except ValueError:
                 p = {}
             strip = p.get("strip") if isinstance(p, dict) and isinstance(p.get("strip"), dict) else None
+        telemetry = self.store.device_telemetry(ep["site"], ep["device"])
         if api:
-            return json_response({"alert": ep, "messages": msgs, "commands": cmds, "strip": strip})
+            return json_response({"alert": ep, "messages": msgs, "commands": cmds, "strip": strip,
+                                  "device_holds_it": pages.device_holds(ep, telemetry)})
         can = auth.ROLE_CAN_COMMAND.get(user["role"], False)
         connected = self.hub.connected if self.hub is not None else None
         return Response(200, pages.alert_page(ep, msgs, strip, cmds, user=user, csrf=csrf, can_command=can,
-                                              broker_connected=connected))
+                                              broker_connected=connected, telemetry=telemetry))
 
     def _close(self, alert_id: str, headers: Any, body: bytes, user: dict) -> Response:
         """A clinician closes an alert its device will never resolve (decommissioned, or re-installed without
