@@ -210,3 +210,153 @@ def test_numpy_values_in_a_detection_are_saved_as_json_numbers(tmp_path):
     second = engine()
     AlertState(second, tmp_path).restore(T0 + 90)
     assert [a["alert_id"] for a in second.active()] == [ep["alert_id"]]
+
+
+# ----------------------------------------------------------------------------- QA pass 4: real faults
+
+
+@pytest.mark.parametrize("text", [
+    "", "[1, 2]", "null", '"text"', "7", "[" * 100_000 + "]" * 100_000,
+    '{"version": 1, "wall_minus_engine_s": [1]}',
+    '{"version": 1, "wall_minus_engine_s": NaN}',
+    '{"version": 1, "episodes": [{"condition": "af", "manual": false, "labels": [1], "fingerprint": "f", '
+    '"alert_id": "a", "n_sent": 1, "acked": false}]}',
+    '{"version": 1, "silences": [{"silence_id": "s", "matchers": ["af"], "starts_s": 0, "until_s": 9e12, '
+    '"created_by": "x"}]}',
+    '{"version": 1, "silences": [{"silence_id": "s", "matchers": {"condition": "af"}, "starts_s": 0, '
+    '"until_s": NaN, "created_by": "x"}]}',
+])
+def test_a_foreign_or_broken_state_file_is_set_aside_and_the_engine_runs(tmp_path, text):
+    """Found crashing the start (an AttributeError or RecursionError out of the runner: systemd restarts it,
+    it crashes again, for ever) or failing every tick after it (matchers not an object)."""
+    (tmp_path / FILE_NAME).write_text(text)
+    eng = engine()
+    assert AlertState(eng, tmp_path).restore(T0) == []
+    assert (tmp_path / f"{FILE_NAME}.unreadable").is_file() and eng.silences() == []
+    for t in range(0, 200, 10):
+        eng.tick(T0 + t)
+
+
+def test_saved_values_that_would_break_the_engine_later_are_refused():
+    """An alert_id that is not a UUID failed every later tick (the resolution's message_id is derived from
+    it); a NaN time kept the alert open for ever."""
+    first = engine()
+    (new,) = af_firing(first, T0 + 100)
+    good = json.loads(json.dumps(first.snapshot()))
+    for key, value in (("alert_id", "a"), ("last_seen_s", float("nan")), ("n_sent", "1"), ("acked", "yes"),
+                       ("labels", {"device": "dev-1"}), ("latest", {"condition": "af"})):
+        bad = json.loads(json.dumps(good))
+        bad["episodes"][0][key] = value
+        with pytest.raises(ValueError, match="unreadable"):
+            engine().restore(bad, T0 + 110)
+    second = engine()
+    second.restore(good, T0 + 110)
+    assert second.active()[0]["alert_id"] == new.alert_id
+
+
+def test_a_clock_behind_the_saved_state_does_not_stretch_silences_or_hold_alerts_open():
+    """A Raspberry Pi has no real-time clock: after a power cut it boots at its fake-hwclock time (or 1970)
+    until NTP steps it. The saved times then lie ahead of the new clock: an hour-behind clock kept a 15-min
+    silence for 75 min, filled the hourly budget and held the alert open an hour longer."""
+    first = engine()
+    (new,) = af_firing(first, T0 + 100)
+    first.add_silence({"condition": "pvc"}, T0 + 100 + 900, created_by="dr x", now_s=T0 + 100)
+    behind = T0 + 100 - 3600                          # the new clock: an hour behind the one that saved
+    second, msgs = restarted(first, behind)
+    assert msgs == [] and second.active()[0]["alert_id"] == new.alert_id
+    (s,) = second.silences()
+    assert s.until_s == pytest.approx(behind + 900)   # what was left of it, not an hour more
+    lag = second.policy.evidence_lag_s
+    (res,) = second.tick(behind + lag + 31)           # the AF's hysteresis from the restart, as usual
+    assert (res.alert_id, res.notification) == (new.alert_id, "resolved")
+    assert second.tick(behind + 901) == [] and second.silences() == []
+
+
+def test_a_state_dir_that_cannot_be_written_is_reported_once_and_retried(tmp_path, caplog):
+    eng = engine()
+    state = AlertState(eng, tmp_path / "gone")       # a folder that is not there: every write fails
+    eng.add_silence({"condition": "af"}, T0 + 900, created_by="dr x", now_s=T0)
+    with caplog.at_level("INFO", logger="edgemon.daemon.alertstate"):
+        state.save(state.snapshot())
+        eng.add_silence({"condition": "pvc"}, T0 + 900, created_by="dr x", now_s=T0 + 1)
+        state.save(state.snapshot())
+        assert state.error and [r.levelname for r in caplog.records] == ["ERROR"]
+        (tmp_path / "gone").mkdir()
+        state.save(state.snapshot())                  # the same state: written now that it can be
+    assert state.error is None and caplog.records[-1].message == "alert state saved again"
+    assert len(json.loads((tmp_path / "gone" / FILE_NAME).read_text())["silences"]) == 2
+
+
+def test_a_command_save_never_runs_ahead_of_the_outbox(tmp_path):
+    """An acknowledgement arrived while the engine's new alert was still on its way to the outbox: the
+    command's save wrote the alert as sent. Killed then, the next start believed it sent; the hub never got
+    it. The save now goes behind the queued messages, and the command waits for it."""
+    import threading
+
+    class SlowTransport(StandInTransport):
+        def __init__(self):
+            super().__init__()
+            self.gate = threading.Event()
+
+        def send(self, ev):
+            self.gate.wait(10)
+            super().send(ev)
+
+    cfg = DeviceConfig.model_validate({"daemon": {"source_silent_s": 3600.0}})
+    eng, transport = engine(), SlowTransport()
+    state = AlertState(eng, tmp_path, lock=threading.RLock())
+    runner = Runner(cfg, source=StandInSource([]), pipeline=StandInPipeline(), transport=transport,
+                    notifier=SdNotifier({}), alerts=eng, alert_state=state, lock=state.lock)
+    runner._spawn("transport", runner._transport_main)
+    sid = {}
+    handle = state.keep_after_commands(lambda cmd: sid.setdefault("id", eng.add_silence(
+        {"condition": "pvc"}, T0 + 900, created_by="dr x", now_s=T0 + 21)))
+    eng.technical("model_load_failed", "rhythm: missing", now_s=T0)
+    with state.lock:
+        runner._forward(eng.tick(T0 + 20))           # the alert: queued, not yet in the outbox
+    cmd = threading.Thread(target=handle, args=(object(),))
+    cmd.start()
+    cmd.join(0.5)
+    assert cmd.is_alive() and not (tmp_path / FILE_NAME).exists()  # nothing claims the alert yet
+    transport.gate.set()
+    cmd.join(5)
+    assert not cmd.is_alive() and len(transport.sent) == 1
+    saved = json.loads((tmp_path / FILE_NAME).read_text())
+    assert [s["silence_id"] for s in saved["silences"]] == [sid["id"]]
+    assert [e["n_sent"] for e in saved["episodes"]] == [1]
+    runner.q_out.close()
+
+
+def test_a_state_file_one_batch_behind_the_outbox_catches_up(tmp_path):
+    """Power cut between the outbox's write and the state file's: the file still holds the alert as it was
+    before its last message. Restored as saved, an alert whose resolution the hub has would go on under that
+    resolved alert_id, its next message re-using the resolution's message_id (a duplicate the hub drops),
+    so a condition that came back was never shown."""
+    from edgemon.transport.outbox import Outbox, OutboxMessage
+
+    def outbox_with(*msgs, name):
+        box = Outbox(tmp_path / name)
+        box.enqueue_many([OutboxMessage(m.message_id, m.alert_id, m.priority, m.model_dump_json().encode(),
+                                        notification=m.notification) for m in msgs])
+        return box
+
+    first = engine()
+    (new,) = af_firing(first, T0 + 100)
+    stale = json.loads(json.dumps(first.snapshot()))     # the file: saved after "new"
+    (tmp_path / FILE_NAME).write_text(json.dumps(stale))
+    (res,) = [m for _, m in run(first, af_script(T0 + 20, T0 + 120), T0 + 300, t0=T0 + 105)]
+    assert res.notification == "resolved"                # in the outbox; the power went before the file
+    second = engine()
+    assert AlertState(second, tmp_path).restore(T0 + 400, outbox=outbox_with(new, res, name="a.sqlite")) == []
+    assert second.active() == []                          # it is over: a new AF is a new alert
+    msgs = [m for _, m in run(second, af_script(T0 + 420, T0 + 10_000), T0 + 600, t0=T0 + 405)]
+    assert [(m.notification, m.alert_id != new.alert_id) for m in msgs] == [("new", True)]
+
+    third = engine()                                      # after a repeat it goes on from there
+    (tmp_path / FILE_NAME).write_text(json.dumps(stale))
+    (rep,) = [m for _, m in run(engine(), af_script(T0 + 20, T0 + 10_000), T0 + 750, t0=T0)][1:]
+    assert (rep.notification, rep.alert_id) == ("repeat", new.alert_id)
+    AlertState(third, tmp_path).restore(T0 + 760, outbox=outbox_with(new, rep, name="b.sqlite"))
+    assert [(a["alert_id"], a["messages_sent"]) for a in third.active()] == [(new.alert_id, 2)]
+    later = [m for _, m in run(third, af_script(T0 + 20, T0 + 10_000), T0 + 1300, t0=T0 + 765)]
+    assert [(m.notification, m.sequence) for m in later] == [("repeat", 2)]  # 600 s after the last one

@@ -59,6 +59,9 @@ STATE_VERSION = 1
 # daemon stopped is restored firing: the part that raised it checks again at start or every few seconds
 # and raises it again if it still holds. One not raised again within this time has ended.
 RESTORED_TECHNICAL_GRACE_S = 60.0
+# A snapshot saved later than this past the restoring engine's now means the clock is behind (a device
+# without a real-time clock before NTP has set it): restore() then takes its times back to now.
+CLOCK_BEHIND_TOLERANCE_S = 5.0
 
 # (start_s, end_s) in stream seconds -> a Strip built with Strip.from_signal (stream seconds), or None.
 StripProvider = Callable[[float, float], "Strip | None"]
@@ -292,7 +295,7 @@ class AlertEngine:
     def snapshot(self) -> dict:
         """What a restarted daemon needs to carry on, as plain JSON values: the firing episodes, the
         silences and the hourly budget. Pending episodes are left out: fresh evidence confirms them again."""
-        return {"version": STATE_VERSION,
+        return {"version": STATE_VERSION, "saved_at_s": _json_number(self._now),
                 "episodes": [_episode_state(ep) for ep in self._episodes.values() if ep.state == "firing"],
                 "silences": [asdict(s) for s in self._silences.values()],
                 "sent_times_s": list(self._sent_times)}
@@ -308,19 +311,35 @@ class AlertEngine:
         was down is unknown, not absence: each episode's resolve hysteresis starts again at now_s. An
         episode whose labels no longer match this engine's (patient_ref or priority changed) is resolved
         now; one of another device or site is dropped (its messages would go to another topic). A
-        technical alert raised by a call ends after RESTORED_TECHNICAL_GRACE_S unless raised again.
+        technical alert raised by a call ends after RESTORED_TECHNICAL_GRACE_S unless raised again. A
+        snapshot saved later than ``now_s`` (a clock behind the one that saved it) is taken as saved now.
+        Every value is checked before any is used: a ValueError leaves its alerts and silences as they were.
         """
         if not isinstance(state, dict) or state.get("version") != STATE_VERSION:
             raise ValueError(f"not an alert engine snapshot of version {STATE_VERSION}")
+        if not _finite(shift_s):
+            raise ValueError(f"alert engine snapshot unreadable: clock shift {shift_s!r} is not a number")
         now = self._advance(now_s)
+        saved_at = state.get("saved_at_s")
+        if saved_at is not None and not _finite(saved_at):
+            raise ValueError(f"alert engine snapshot unreadable: saved_at_s {saved_at!r} is not a number")
+        if saved_at is not None and saved_at + shift_s > now + CLOCK_BEHIND_TOLERANCE_S:
+            # Saved "later" than now: this clock is behind the one that saved it (a Raspberry Pi boots at
+            # its fake-hwclock time, or at 1970, until NTP steps it). Its times would put the alerts'
+            # last evidence, repeats, silences and budget that far ahead: an alert would not resolve, a
+            # silence would outlast what was asked. Take the downtime as nil instead.
+            log.warning("alert state saved %.0f s later than now: the clock is behind; its times are taken "
+                        "back to now (the downtime is unknown)", saved_at + shift_s - now,
+                        extra={"fields": {"saved_at_s": saved_at + shift_s, "now_s": now}})
+            shift_s = now - saved_at
         try:
-            silences = [Silence(**s) for s in state.get("silences", [])]
-            episodes = [self._episode_from_state(e, shift_s) for e in state.get("episodes", [])]
-            sent = sorted(float(t) + shift_s for t in state.get("sent_times_s", []))
-        except (TypeError, ValueError, KeyError) as err:
+            silences = [_silence_from_state(s, shift_s) for s in _list(state.get("silences"), "silences")]
+            episodes = [self._episode_from_state(e, shift_s) for e in _list(state.get("episodes"), "episodes")]
+            sent = sorted(_number(t, "sent_times_s") + shift_s for t in _list(state.get("sent_times_s"),
+                                                                                "sent_times_s"))
+        except (TypeError, ValueError, KeyError, AttributeError) as err:
             raise ValueError(f"alert engine snapshot unreadable: {err!r}") from None
         for s in silences:
-            s.starts_s, s.until_s = s.starts_s + shift_s, s.until_s + shift_s
             if s.until_s > now:  # an expired one would only be dropped at the next evaluation
                 self._silences[s.silence_id] = s
         self._sent_times.extend(t for t in sent if t > now - HOUR_S)
@@ -347,21 +366,49 @@ class AlertEngine:
         return self._flush()
 
     def _episode_from_state(self, e: dict, shift_s: float) -> _Episode:
-        code, manual = str(e["condition"]), bool(e["manual"])
-        ep = _Episode(condition_info(code, manual), {str(k): str(v) for k, v in e["labels"].items()},
-                      str(e["fingerprint"]), (0.0, 0.0) if manual else self.policy.onset_rule(code),
-                      state="firing", manual=manual, alert_id=str(e["alert_id"]), n_sent=int(e["n_sent"]),
-                      acked=bool(e["acked"]), held=set(e.get("held") or ()), detail=e.get("detail"),
-                      sqi=e.get("sqi"), condition_seconds=e.get("condition_seconds"))
+        """One saved episode, checked: a file edited, truncated or from elsewhere must not put a value
+        into the engine that fails later (a tick that raises for ever, an alert that never resolves)."""
+        if not isinstance(e, dict):
+            raise ValueError(f"episode {e!r} is not an object")
+        code, manual = _text(e["condition"], "condition"), _flag(e["manual"], "manual")
+        labels = e["labels"]
+        if (not isinstance(labels, dict) or set(labels) != set(LABEL_NAMES)
+                or not all(isinstance(v, str) for v in labels.values())):
+            raise ValueError(f"episode labels {labels!r} are not an object of strings of {LABEL_NAMES}")
+        n_sent = e["n_sent"]
+        if not isinstance(n_sent, int) or isinstance(n_sent, bool) or n_sent < 0:
+            raise ValueError(f"episode n_sent {n_sent!r} is not a count")
+        held = _list(e.get("held"), "held")
+        if not all(isinstance(h, str) for h in held):
+            raise ValueError(f"episode held {held!r} is not a list of strings")
+        detail = e.get("detail")
+        if detail is not None and not isinstance(detail, str):
+            raise ValueError(f"episode detail {detail!r} is not a string")
+        ep = _Episode(condition_info(code, manual), {str(k): v for k, v in labels.items()},
+                      _text(e["fingerprint"], "fingerprint"),
+                      (0.0, 0.0) if manual else self.policy.onset_rule(code),
+                      state="firing", manual=manual, alert_id=str(uuid.UUID(_text(e["alert_id"], "alert_id"))),
+                      n_sent=n_sent, acked=_flag(e["acked"], "acked"), held=set(held), detail=detail,
+                      sqi=_optional_number(e.get("sqi"), "sqi"),
+                      condition_seconds=_optional_number(e.get("condition_seconds"), "condition_seconds"))
         for k in _SAVED_TIMES:
-            v = e.get(k)
+            v = _optional_number(e.get(k), k)
             if v is not None:
-                setattr(ep, k, float(v) + shift_s)
+                setattr(ep, k, v + shift_s)
             elif k != "restored_until_s":
                 setattr(ep, k, -math.inf)
+        if n_sent and not math.isfinite(ep.last_sent_s):
+            raise ValueError("episode sent messages but has no last_sent_s")
         latest = e.get("latest")
         if latest is not None:
+            if not isinstance(latest, dict) or not isinstance(latest.get("evidence", {}), dict):
+                raise ValueError(f"episode latest {latest!r} is not a detection")
             d = Detection(**latest)
+            for k in ("probability", "start_s", "end_s", "sqi"):
+                _number(getattr(d, k), f"latest.{k}")
+            if not all(isinstance(getattr(d, k), str) for k in ("condition", "source", "model_version",
+                                                                "model_sha256")):
+                raise ValueError(f"episode latest {latest!r} is not a detection")
             ep.latest = replace(d, start_s=d.start_s + shift_s, end_s=d.end_s + shift_s)
         if e.get("strip") is not None:
             strip = Strip.model_validate(e["strip"])
@@ -696,7 +743,7 @@ class AlertEngine:
         off = self.clock_offset_s
         info = ep.info
         msg = AlertPayload(
-            message_id=str(uuid.uuid5(uuid.UUID(ep.alert_id), f"message|{seq}")),
+            message_id=message_id_for(ep.alert_id, seq),
             alert_id=ep.alert_id, sequence=seq, fingerprint=ep.fingerprint,
             status="resolved" if kind == "resolved" else "firing", notification=kind,
             condition=info.code, display=info.display, priority=info.priority, type=info.type,
@@ -750,6 +797,54 @@ def _episode_state(ep: _Episode) -> dict:
     if ep.strip is not None and ep.n_sent == 0:  # only a first notification carries it
         e["strip"] = ep.strip.model_dump(mode="json")
     return e
+
+
+def message_id_for(alert_id: str, sequence: int) -> str:
+    """The message_id of an alert's message number ``sequence`` (0: its first notification)."""
+    return str(uuid.uuid5(uuid.UUID(alert_id), f"message|{sequence}"))
+
+
+def _silence_from_state(s: dict, shift_s: float) -> Silence:
+    if not isinstance(s, dict):
+        raise ValueError(f"silence {s!r} is not an object")
+    m = s["matchers"]
+    if not isinstance(m, dict) or not m or not all(isinstance(v, str) for v in m.values()):
+        raise ValueError(f"silence matchers {m!r} are not an object of strings")
+    comment = s.get("comment", "")
+    return Silence(_text(s["silence_id"], "silence_id"), {str(k): v for k, v in m.items()},
+                   _number(s["starts_s"], "starts_s") + shift_s, _number(s["until_s"], "until_s") + shift_s,
+                   _text(s["created_by"], "created_by"), comment if isinstance(comment, str) else "")
+
+
+def _list(v, what: str) -> list:
+    """A saved list (None or missing: empty)."""
+    if v is None:
+        return []
+    if not isinstance(v, list):
+        raise ValueError(f"{what} {v!r} is not a list")
+    return v
+
+
+def _text(v, what: str) -> str:
+    if not isinstance(v, str) or not v:
+        raise ValueError(f"{what} {v!r} is not a non-empty string")
+    return v
+
+
+def _flag(v, what: str) -> bool:
+    if not isinstance(v, bool):
+        raise ValueError(f"{what} {v!r} is not true or false")
+    return v
+
+
+def _number(v, what: str) -> float:
+    if not _finite(v):
+        raise ValueError(f"{what} {v!r} is not a finite number")
+    return float(v)
+
+
+def _optional_number(v, what: str) -> float | None:
+    return None if v is None else _number(v, what)
 
 
 def _scalars(values: dict) -> dict:

@@ -115,6 +115,8 @@ class Runner:
         # a live device's alerts, acknowledgements and silences, kept across restarts (saved behind the
         # messages they came with, on the transport's thread)
         self.alert_state = alert_state if transport is not None else None
+        if self.alert_state is not None:  # a hub command's save goes behind the queued messages too
+            self.alert_state.queue_save = self._save_alert_state
         self._next_state_save = 0.0
         # only a sensor cannot wait; a file or simulation can, so it never loses data to a slow pipeline
         self.q_in = BoundedQueue(d.queue_chunks, d.backpressure if self.live else "block", "source->pipeline",
@@ -182,7 +184,8 @@ class Runner:
             preflight()  # SourceError (missing device) goes to the caller before READY
         if self.alert_state is not None:  # before any data or hub command reaches the engine
             with self.lock:
-                self._forward(self.alert_state.restore(self.wall_clock()))
+                self._forward(self.alert_state.restore(self.wall_clock(),
+                                                       outbox=getattr(self.transport, "outbox", None)))
         self._call(self.transport, "start")
         self._spawn("edgemon-source", self._source_main)
         if self.transport is not None:
@@ -381,11 +384,14 @@ class Runner:
         if alerts:
             self._save_alert_state()
 
-    def _save_alert_state(self) -> None:
-        """Queue a save of the alert state behind what is in the output queue (call under the lock)."""
-        if self.alert_state is not None:
-            self.q_out.put(_SaveAlertState(self.alert_state.snapshot(self.clock_step_s)))
-            self._next_state_save = self.clock() + _STATE_SAVE_S
+    def _save_alert_state(self) -> int | None:
+        """Queue a save of the alert state behind what is in the output queue (call under the lock); its
+        number, or None when the queue is closed (or there is no state to save)."""
+        if self.alert_state is None:
+            return None
+        numbered = self.alert_state.snapshot(self.clock_step_s)
+        self._next_state_save = self.clock() + _STATE_SAVE_S
+        return numbered[0] if self.q_out.put(_SaveAlertState(numbered)) else None
 
     def _data_seen(self) -> None:
         self._last_data = self.clock()
@@ -533,6 +539,8 @@ class Runner:
                "clock_step_s": round(self.clock_step_s, 3),
                "counters": dict(self.counters), "queue_in": self.q_in.stats(), "queue_out": self.q_out.stats(),
                "rss_mb": None if rss_mb() is None else round(rss_mb(), 1)}
+        if self.alert_state is not None:  # a state file that cannot be written shows in the heartbeat
+            out["alert_state"] = {"path": str(self.alert_state.path), "error": self.alert_state.error}
         pstats = getattr(self.pipeline, "stats", None)
         if callable(pstats):
             try:
