@@ -360,3 +360,20 @@ def test_a_state_file_one_batch_behind_the_outbox_catches_up(tmp_path):
     assert [(a["alert_id"], a["messages_sent"]) for a in third.active()] == [(new.alert_id, 2)]
     later = [m for _, m in run(third, af_script(T0 + 20, T0 + 10_000), T0 + 1300, t0=T0 + 765)]
     assert [(m.notification, m.sequence) for m in later] == [("repeat", 2)]  # 600 s after the last one
+
+
+def test_an_idle_engine_is_not_written_again_every_minute(tmp_path):
+    """The snapshot carries its save time; an engine with nothing new must not rewrite the file (an SD card
+    wears with every write), while a change is written."""
+    eng = engine()
+    eng.push([], [], T0)
+    state = AlertState(eng, tmp_path)
+    state.save(state.snapshot())
+    assert (tmp_path / FILE_NAME).exists()
+    eng.push([], [], T0 + 60)                            # a minute of data, nothing to alert on
+    (tmp_path / FILE_NAME).unlink()                      # a write would bring it back
+    state.save(state.snapshot())
+    assert not (tmp_path / FILE_NAME).exists()
+    eng.add_silence({"condition": "af"}, T0 + 900, created_by="dr x", now_s=T0 + 61)
+    state.save(state.snapshot())
+    assert (tmp_path / FILE_NAME).exists()

@@ -132,7 +132,9 @@ class AlertState:
                 self._saved.notify_all()
 
     def _write(self, seq: int, state: dict) -> None:
-        if seq <= self._written or (state == self._last and self.error is None):  # older, or nothing new
+        # an older snapshot, or nothing new: an idle engine's state (its save time aside) is not written
+        # again every minute
+        if seq <= self._written or (_content(state) == _content(self._last) and self.error is None):
             return
         tmp = self.path.with_suffix(".json.tmp")
         try:
@@ -227,6 +229,11 @@ class AlertState:
             os.replace(self.path, aside)
         except OSError:
             pass
+
+
+def _content(state: dict | None) -> dict | None:
+    """A snapshot without its save time: what a save would change."""
+    return None if state is None else {k: v for k, v in state.items() if k != "saved_at_s"}
 
 
 def _payload(row) -> dict:
