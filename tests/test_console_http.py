@@ -38,6 +38,15 @@ def send_alert(t, **extra):
     return mid, aid
 
 
+def device_with_an_alert(console_env, make_transport):
+    """A connected device (it acknowledges what it is told) whose one alert the hub has stored: (device, alert_id)."""
+    dev = make_transport(console_env.broker, handler=lambda cmd: {"acknowledged": cmd.alert_id})
+    assert dev.wait_connected(5)
+    _, aid = send_alert(dev)
+    assert dev.wait_idle(10)
+    return dev, aid
+
+
 def test_no_page_or_api_without_login(console_env):
     c = HttpClient(console_env.url)
     for path in PAGES:
@@ -89,10 +98,7 @@ def test_login_cookie_flags_wrong_password_and_throttle(console_env):
 
 
 def test_csrf_and_roles(console_env, make_transport):
-    dev = make_transport(console_env.broker, handler=lambda cmd: {"acknowledged": cmd.alert_id})
-    assert dev.wait_connected(5)
-    _, aid = send_alert(dev)
-    assert dev.wait_idle(10)
+    dev, aid = device_with_an_alert(console_env, make_transport)
     doc = HttpClient(console_env.url)
     doc.login("dr-a")
     csrf = doc.csrf()
@@ -166,10 +172,7 @@ def test_a_clinician_closes_an_orphaned_alert_at_the_hub(console_env, make_trans
     """An alert whose device will never resolve it is pointed out (the device's heartbeat no longer lists it)
     and can be closed from the console: clinicians only, with a reason; it shows as closed, with who and why,
     and its tab gets the change live. The device is not asked."""
-    dev = make_transport(console_env.broker, handler=lambda cmd: {"acknowledged": cmd.alert_id})
-    assert dev.wait_connected(5)
-    _, aid = send_alert(dev)
-    assert dev.wait_idle(10)
+    dev, aid = device_with_an_alert(console_env, make_transport)
     nurse = HttpClient(console_env.url)
     nurse.login("nurse-v")
     assert nurse.post_json(f"/api/alerts/{aid}/close", {"reason": "x"}, csrf=nurse.csrf())[0] == 403

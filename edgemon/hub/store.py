@@ -41,6 +41,7 @@ import json
 import sqlite3
 import threading
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Protocol, Sequence
@@ -407,8 +408,6 @@ class _SqlQueries:
         """Close an open episode at the hub (status ``closed``), recorded as a ``close`` command by ``by``
         with its reason, answered at once (the device is not asked). Returns the episode as it now is (still
         ``resolved`` or ``closed`` when it already was: nothing changed), None for an unknown alert."""
-        import uuid
-
         def tx(ex) -> dict | None:
             row = ex(f"SELECT {_EPISODE_COLS} FROM episodes WHERE alert_id = ?", (alert_id,)).fetchone()
             if row is None:
