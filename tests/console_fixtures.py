@@ -143,12 +143,12 @@ class ConsoleEnv:
         return self.console.url
 
 
-def start_console_env(broker, store, **console_kw) -> ConsoleEnv:
+def start_console_env(broker, store, hub_kw: dict | None = None, **console_kw) -> ConsoleEnv:
     from edgemon.hub import auth
     from edgemon.hub.console import Console
     from edgemon.hub.service import HubOptions, HubService
 
-    store.add_user("dr-a", "clinician", auth.hash_password(PASSWORD))
+    store.add_user("dr-a", "clinician", auth.hash_password(PASSWORD))  # a no-op for a second worker
     store.add_user("nurse-v", "viewer", auth.hash_password(PASSWORD))
     events: list = []
     holder: dict = {}
@@ -158,7 +158,8 @@ def start_console_env(broker, store, **console_kw) -> ConsoleEnv:
         if "console" in holder:
             holder["console"].on_event(kind, data)
 
-    svc = HubService(store, HubOptions(host=broker.host, port=broker.port, reconnect_max_s=0.5), on_event=on_event)
+    svc = HubService(store, HubOptions(host=broker.host, port=broker.port, reconnect_max_s=0.5, **(hub_kw or {})),
+                     on_event=on_event)
     console = Console(store, svc, host="127.0.0.1", port=0, feed_poll_s=0.2, **console_kw)
     holder["console"] = console
     console.start()

@@ -14,6 +14,7 @@ from edgemon.hub.web.ecg import rr_stats, strip_svg
 
 from console_fixtures import *  # noqa: F401,F403
 from mqtt_fixtures import *  # noqa: F401,F403
+from pg_fixtures import *  # noqa: F401,F403
 from console_fixtures import PASSWORD, HttpClient, SseReader
 from mqtt_fixtures import alert_json, wait_for
 
@@ -235,6 +236,44 @@ def test_fhir_download_one_alert_and_range(console_env, make_transport):
         status, _, body = c.get(f"/export/fhir?{bad}")
         assert status == 400 and b"expected a" in body, (bad, status, body[:300])
     assert c.get(f"/export/fhir?alert_id={uuid.uuid4()}")[0] == 404
+
+
+def test_a_close_on_one_worker_shows_live_on_the_other(mosquitto, pg_url, make_transport):
+    """Two hub workers on one PostgreSQL (shared subscription): a clinician closes an alert on worker 1; a tab
+    open on worker 2 shows it closed without a reload, and worker 1's own tab gets it once."""
+    from console_fixtures import start_console_env
+    from edgemon.hub.store import open_store
+
+    stores = [open_store(pg_url), open_store(pg_url)]
+    envs = [start_console_env(mosquitto, st, hub_kw={"client_id": f"hub-w{i}", "shared_group": "hubs"})
+            for i, st in enumerate(stores)]
+    try:
+        dev, aid = device_with_an_alert(envs[0], make_transport)
+        doc = HttpClient(envs[0].url)
+        doc.login("dr-a")
+        other = HttpClient(envs[1].url)
+        other.login("dr-a")
+        sses = [SseReader(envs[0].url, doc.cookies), SseReader(envs[1].url, other.cookies)]
+        try:
+            for sse in sses:
+                assert sse.wait(lambda e: e[0] == "hello")
+            status, _, body = doc.post_json(f"/api/alerts/{aid}/close", {"reason": "device decommissioned"},
+                                            csrf=doc.csrf())
+            assert status == 200, body
+            closed = lambda e: e[0] == "alert" and e[1]["alert_id"] == aid and e[1]["status"] == "closed"  # noqa: E731
+            for sse in sses:
+                assert sse.wait(closed)
+            time.sleep(0.5)
+            assert sum(1 for e in sses[0].events if closed(e)) == 1
+        finally:
+            for sse in sses:
+                sse.close()
+        assert json.loads(other.get(f"/api/alerts/{aid}")[2])["alert"]["status"] == "closed"
+    finally:
+        for env, st in zip(envs, stores):
+            env.console.stop()
+            env.hub.stop(timeout=3)
+            st.close()
 
 
 def test_secure_cookie_under_tls_flag(mosquitto, tmp_path):

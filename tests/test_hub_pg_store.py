@@ -124,6 +124,31 @@ def test_live_feed_sees_other_workers_commits(make_store):
     assert seen[1]["n_messages"] == 2 and seen[1]["alert_id"] == a and seen[1]["summary"]["sequence"] == 1
 
 
+def test_a_close_reaches_the_other_workers_live_feed(make_store, monkeypatch):
+    """PostgreSQL: a clinician's close on worker 1 shows live in the tabs of worker 2, without a reload, and
+    does not move the feed's message cursor. SQLite serves one worker; its console tells its own tabs."""
+    closer, reader = make_store(), make_store()
+    a, big = str(uuid.uuid4()), str(uuid.uuid4())
+    closer.store_alerts([incoming(a, 0), incoming(big, 0, priority="low")])
+    cursor = reader.feed_cursor()
+    cursor, _ = reader.wait_feed(cursor, 0.05)  # PostgreSQL: starts listening
+    closer.close_episode(a, "dr-a", "device decommissioned", time.time())
+    monkeypatch.setattr("edgemon.hub.pgstore._NOTIFY_MAX", 100)  # the notification names the episode only
+    closer.close_episode(big, "dr-a", "device decommissioned", time.time())
+    if not closer.feed_carries_closes:
+        assert reader.wait_feed(cursor, 0.05) == (cursor, [])
+        return
+    seen: list[dict] = []
+    deadline = time.monotonic() + 5
+    while len(seen) < 2 and time.monotonic() < deadline:
+        after, rows = reader.wait_feed(cursor, 0.5)
+        assert after == cursor
+        seen += rows
+    assert [(r["alert_id"], r["status"], r["feed_id"], r["message_id"]) for r in seen] == [
+        (a, "closed", None, None), (big, "closed", None, None)]
+    assert [r["summary"]["priority"] for r in seen] == ["high", "low"]
+
+
 def test_fhir_export_is_the_same_on_both_backends(make_store):
     store = make_store()
     a = str(uuid.uuid4())

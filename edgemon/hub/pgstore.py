@@ -501,6 +501,17 @@ class PostgresAlertStore(_SqlQueries):
         if chunk:
             send()
 
+    # a close by any worker reaches every worker's live feed, in the closing transaction's commit
+    feed_carries_closes = True
+
+    def _announce_closed(self, ex, row: dict) -> None:
+        item = {k: v for k, v in row.items() if k != "last_message_id"}
+        item.update(message_id=None, message_stored_at=None, message_received_at=None, feed_id=None)
+        text = json.dumps([item], separators=(",", ":"), default=str)
+        if len(text) > _NOTIFY_MAX:  # an oversized summary: the listener reads the episode itself
+            text = json.dumps([{"alert_id": row["alert_id"], "refetch_episode": True}])
+        ex("SELECT pg_notify(?, ?)", (FEED_CHANNEL, text))
+
     def record_rejected(self, topic: str, reason: str, payload_head: bytes, ts: float) -> None:
         self._tx(lambda ex: ex("INSERT INTO rejected(received_at, topic, reason, payload_head) VALUES (?,?,?,?)",
                                (ts, topic, reason, bytes(payload_head[:256]))))
@@ -530,7 +541,8 @@ class PostgresAlertStore(_SqlQueries):
         return self._listen
 
     def wait_feed(self, cursor: int, timeout: float) -> tuple[int, list[dict]]:
-        """Episodes with a message committed (by any worker) since the last call, in commit order.
+        """Episodes with a message committed (by any worker) since the last call, in commit order, and
+        episodes closed at the hub (``feed_id`` None).
 
         The first call only starts listening. If the listening connection was lost, the result is
         ``[{"resync": True}]``: consoles should reload, since commits during the gap were not seen.
@@ -567,13 +579,16 @@ class PostgresAlertStore(_SqlQueries):
             for it in items if isinstance(items, list) else []:
                 if it.get("refetch"):
                     refetch.append(int(it["feed_id"]))
+                elif it.get("refetch_episode"):  # a close (no message): the episode as it is now
+                    ep = self.episode(str(it.get("alert_id")))
+                    if ep is not None:
+                        rows.append({**ep, "message_id": None, "feed_id": None})
                 else:
                     rows.append(decode_episode(it))
         if refetch:
             rows += self._feed_rows("m.id = ANY(?)", (refetch,))
-        if not rows:
-            return cursor, []
-        return max(cursor, max(r["feed_id"] for r in rows)), rows
+        # a close carries no message and so no feed_id: it does not move the cursor
+        return max([cursor, *(r["feed_id"] for r in rows if r.get("feed_id") is not None)]), rows
 
     def close(self) -> None:
         self._pool.close()

@@ -420,10 +420,19 @@ class _SqlQueries:
                "reply_reason, reply_result, replied_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
                (str(uuid.uuid4()), row["site"], row["device"], "close", alert_id, json.dumps({"reason": reason}),
                 by, ts, True, "closed at the hub; the device was not asked", "{}", ts))
-            return {**row, "status": CLOSED, "updated_at": ts}
+            row = {**row, "status": CLOSED, "updated_at": ts}
+            self._announce_closed(ex, row)
+            return row
 
         row = self._tx(tx)
         return decode_episode(row) if row is not None else None
+
+    # the workers that share this store and see a close in their live feed (``wait_feed``); the others' tabs
+    # see it at their next reload, so the closing worker tells its own tabs itself
+    feed_carries_closes = False
+
+    def _announce_closed(self, ex: Callable, row: dict) -> None:
+        """Inside ``close_episode``'s transaction: tell the other workers' live feeds (PostgreSQL)."""
 
     def command(self, command_id: str) -> dict | None:
         rows = self._read(f"SELECT {_COMMAND_COLS} FROM commands WHERE command_id = ?", (command_id,))

@@ -327,8 +327,8 @@ class ConsoleApp:
             raise HttpError(409, "the alert changed meanwhile; reload")
         log.info("console: %s closed alert %s of %s/%s at the hub: %s", user["username"], alert_id, ep["site"],
                  ep["device"], reason)
-        # this worker's tabs at once; the other workers' show it at their next reload
-        self.feed.publish("alert", alert_event(ep))
+        if not getattr(self.store, "feed_carries_closes", False):  # else every worker's feed brings it
+            self.feed.publish("alert", alert_event(ep))
         return json_response({"alert_id": alert_id, "status": CLOSED, "closed_by": user["username"],
                               "closed_at": ep["updated_at"], "reason": reason})
 
