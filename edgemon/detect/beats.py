@@ -3,8 +3,9 @@
 Takes the band-passed ECG (``edgemon.dsp.filters.EcgFilter`` output, mV) at the
 pipeline's rate and the ``Beat``s the QRS detector found in it; gives the same
 beats back, ``dataclasses.replace``d with ``label`` (AAMI N/S/V/F/Q) and
-``label_probability``, once 0.40 s of signal after the R peak and the next
-beat (for the post-RR interval) are available. Where the card has a
+``label_probability``, once 0.40 s of signal after the R peak (plus the
+alignment's reach, below) and the next beat (for the post-RR interval) are
+available. Where the card has a
 ``supraventricular_rule``, the rhythm before a beat decides with the model: in
 an irregular rhythm (AF) an S becomes N, and in a regular one a beat the model
 calls N that is early against the long-term mean RR becomes S
@@ -14,7 +15,9 @@ the previous one is labelled Q (unclassifiable), without a probability.
 
 What the model sees per beat (one flat float32 vector, see ``beat_vector``):
 
-* the waveform 0.25 s before to 0.40 s after R at 250 Hz, median-removed,
+* the waveform 0.25 s before to 0.40 s after R at 250 Hz (with the card's
+  ``align_half_s``, around the QRS's steepest point within that reach of R
+  instead: ``steepest_point``), median-removed,
   averaged in pairs (125 Hz, 81 samples), divided by the peak-to-peak of the
   patient's running template (per-sample median of the previous 8 beats; with
   ``template_gate``, an experiment the committed model does not use, of the previous
@@ -158,18 +161,23 @@ class BeatFeatures:
     successor get post-RR = RR_MAX_S if their window is complete.
     """
 
-    def __init__(self, fs_hz: float, template_gate: float | None = None):
+    def __init__(self, fs_hz: float, template_gate: float | None = None, align_half_s: float | None = None):
         if not fs_hz > 0:
             raise ValueError(f"BeatFeatures: fs_hz must be positive, got {fs_hz}")
         if template_gate is not None and not template_gate > 0:
             raise ValueError(f"BeatFeatures: template_gate must be positive, got {template_gate}")
+        if align_half_s is not None and not 0 < align_half_s <= 0.1:
+            raise ValueError(f"BeatFeatures: align_half_s must be in (0, 0.1], got {align_half_s}")
         self.fs_hz = float(fs_hz)
         self.template_gate = template_gate
+        # with align_half_s, each window is centred on the steepest point within +-align_half_s of the
+        # given R (``steepest_point``) instead of on R itself
+        self._align_n = int(round(align_half_s * self.fs_hz)) if align_half_s else 0
         # window sample positions relative to R, at the stream's rate
         self._offsets = (np.arange(WINDOW_SAMPLES) - PRE_SAMPLES) * (self.fs_hz / MODEL_FS_HZ)
         self._exact = abs(self.fs_hz - MODEL_FS_HZ) < 1e-9
-        self._pre_n = int(np.ceil(PRE_SAMPLES * self.fs_hz / MODEL_FS_HZ)) + 1
-        self._post_n = int(np.ceil((POST_SAMPLES - 1) * self.fs_hz / MODEL_FS_HZ)) + 2
+        self._pre_n = int(np.ceil(PRE_SAMPLES * self.fs_hz / MODEL_FS_HZ)) + 1 + self._align_n
+        self._post_n = int(np.ceil((POST_SAMPLES - 1) * self.fs_hz / MODEL_FS_HZ)) + 2 + self._align_n
         self._wait_n = int(np.ceil(RR_WAIT_S * self.fs_hz))
         self._hist = History()   # the filtered signal still needed, from stream index _hist.start
         self._n_seen = 0
@@ -237,6 +245,8 @@ class BeatFeatures:
 
     def _window(self, r: int) -> np.ndarray | None:
         buf, buf_start = self._hist.values(), self._hist.start
+        if self._align_n:
+            r = buf_start + steepest_point(buf, r - buf_start, self._align_n)
         if self._exact:
             a = r - PRE_SAMPLES - buf_start
             if 0 <= a and a + WINDOW_SAMPLES <= len(buf):
@@ -323,11 +333,25 @@ class BeatFeatures:
         self._hist.trim(keep_from)
 
 
+def steepest_point(x: np.ndarray, r: int, half_n: int) -> int:
+    """The index within ``r`` +- ``half_n`` (clipped to ``x``) where ``x`` changes fastest: a fiducial point
+    of the QRS that does not depend on where a detector or an annotator put R (a right bundle branch
+    block's R' lies ~30 ms after MITDB's annotation; the detector's R on a wide beat can sit anywhere on it)."""
+    a, b = max(0, r - half_n), min(len(x) - 1, r + half_n)
+    if b <= a:
+        return r
+    seg = x[a:b + 1]
+    d = np.abs(seg[1:] - seg[:-1])
+    if not np.isfinite(d).all():
+        return r
+    return a + int(np.argmax(d))   # the first sample of the steepest step
+
+
 def beat_features(x_filtered: np.ndarray, r_samples: Sequence[int], fs_hz: float,
-                  template_gate: float | None = None) -> np.ndarray:
+                  template_gate: float | None = None, align_half_s: float | None = None) -> np.ndarray:
     """Batch version for training and evaluation: (n_beats, N_FEATURES) float32, NaN rows
     where a beat cannot be classified. Identical to streaming ``BeatFeatures`` + ``flush``."""
-    feats = BeatFeatures(fs_hz, template_gate)
+    feats = BeatFeatures(fs_hz, template_gate, align_half_s)
     beats = [Beat(sample=int(s), fs_hz=float(fs_hz), kind="ecg_r") for s in r_samples]
     rows = feats.push(x_filtered, beats) + feats.flush()
     out = np.full((len(beats), N_FEATURES), np.nan, dtype=np.float32)
@@ -425,8 +449,9 @@ class BeatClassifier:
         self._thr_list = self._thr.tolist()
         rule = getattr(card, "supraventricular_rule", None)
         self._sv_rule = None if rule is None else (float(rule.pre_rr_over_long_max), float(rule.irregularity_max))
-        gate = pre.get("template_gate")
-        self._features = BeatFeatures(fs_hz, template_gate=None if gate is None else float(gate))
+        gate, align = pre.get("template_gate"), pre.get("align_half_s")
+        self._features = BeatFeatures(fs_hz, template_gate=None if gate is None else float(gate),
+                                      align_half_s=None if align is None else float(align))
         self._min_pre_rr_n = MIN_PRE_RR_S * self.fs_hz
         self._prev_sample: int | None = None
 
