@@ -16,6 +16,8 @@ Steps (each caches under tools/.work/beats/):
     edgemon evaluate beats --json > /tmp/beats_ds2.json   # DS2 figures (test set, once)
     python tools/train_beats.py metrics --from /tmp/beats_ds2.json   # copy them into the card
 
+Since card 2.0.0 each beat's window is centred on the QRS's steepest point within +-48 ms of R
+(``--align-ms``, default 48; features in tools/.work/beats/align48/; ``--align-ms 0`` is card 1.x's recipe).
 ``--template-gate G`` (prepare, cv) builds features with a gated running template
 (``BeatFeatures(template_gate=G)``) into tools/.work/beats/gateG/; ``--extras-as-q`` (cv, final) trains the
 detector's extra beats as Q; ``--synthetic-extras`` (prepare, cv, final) also trains as Q candidates the
@@ -43,7 +45,7 @@ sys.path.insert(0, str(ROOT))
 
 from edgemon.detect.beats import (CLASSES, FEATURE_VERSION, MODEL_FS_HZ, N_FEATURES, N_WAVE,  # noqa: E402
                                   PREPROCESSING, apply_supraventricular_rule, beat_features, decide,
-                                  pre_rr_over_long_term, too_soon)
+                                  pre_rr_over_long_term, steepest_point, too_soon)
 from edgemon.dsp.qrs import detect_qrs  # noqa: E402
 from edgemon.detect.card import SupraventricularRule  # noqa: E402
 from edgemon.evaluate.beats import SPLIT_FILE, Tally, load_mitdb_record, match_beats, summarise  # noqa: E402
@@ -52,12 +54,14 @@ from edgemon.evaluate.qrs import in_spans  # noqa: E402
 WORK = ROOT / "tools" / ".work" / "beats"
 TEMPLATE_GATE: float | None = None   # --template-gate (edgemon.detect.beats.BeatFeatures)
 EXTRAS_AS_Q = False                  # --extras-as-q: the detector's extra beats train as Q (an experiment)
+ALIGN_MS_DEFAULT = 48.0
+ALIGN_HALF_S: float | None = ALIGN_MS_DEFAULT / 1000   # --align-ms: windows centred on the steepest point near R
 SYNTHETIC_EXTRAS = False             # --synthetic-extras: candidates the detector rejected train as Q (an experiment)
 SYNTHETIC_EVERY_BEATS = 10           # at most one synthetic extra among this many reference beats
 EXTRA = -2                           # label of a detector's extra beat in the cache (-1: not scored, not trained)
 MODELS = ROOT / "models"
 NAME = "beat_aami"
-VERSION = "1.2.0"  # 1.1.0 added a premature rule, 1.2.0 the supraventricular rule (the same network)
+VERSION = "2.0.0"  # 1.1.0 added a premature rule, 1.2.0 the supraventricular rule (the same network); 2.0.0 aligned windows
 SEED = 20040701          # de Chazal 2004 (training runs: --seed)
 FEATURE_SEED = SEED      # the jittered copies in the feature cache
 JITTER_SAMPLES_DEFAULT = 3   # +-12 ms at 250 Hz
@@ -89,6 +93,7 @@ def data_dir() -> Path:
 
 def feature_dir() -> Path:
     d = WORK if TEMPLATE_GATE is None else WORK / f"gate{TEMPLATE_GATE:g}"
+    d = d if ALIGN_HALF_S is None else d / f"align{1000 * ALIGN_HALF_S:g}"
     return d if JITTER_SAMPLES == JITTER_SAMPLES_DEFAULT else d / f"jitter{JITTER_SAMPLES}"
 
 
@@ -119,10 +124,15 @@ def prepare(records: list[str], force: bool = False) -> None:
                 d4r, r4d = match_beats(rec.ref_samples, peaks, int(round(0.15 * rec.fs_hz)))
                 y = np.where(r4d >= 0, y_ref[np.maximum(r4d, 0)], np.where(in_spans(peaks, rec.excluded), -1, EXTRA))
             else:
-                peaks = rec.ref_samples + rng.integers(-JITTER_SAMPLES, JITTER_SAMPLES + 1, len(rec.ref_samples))
+                peaks = rec.ref_samples
+                if ALIGN_HALF_S:  # jitter around the aligned point, which the features would otherwise restore
+                    half = int(round(ALIGN_HALF_S * rec.fs_hz))
+                    peaks = np.array([steepest_point(rec.x_filtered, int(p), half) for p in peaks], dtype=np.int64)
+                peaks = peaks + rng.integers(-JITTER_SAMPLES, JITTER_SAMPLES + 1, len(rec.ref_samples))
                 keep = np.concatenate([[True], np.diff(peaks) > 0]) & (peaks >= 0)
                 peaks, y = peaks[keep], y_ref[keep]
-            Xs.append(beat_features(rec.x_filtered, peaks, rec.fs_hz, TEMPLATE_GATE))
+            Xs.append(beat_features(rec.x_filtered, peaks, rec.fs_hz, TEMPLATE_GATE,
+                                    ALIGN_HALF_S if copy < 2 else None))
             ys.append(y)
         np.savez_compressed(out, X0=Xs[0], y0=ys[0], Xj=np.concatenate(Xs[1:]), yj=np.concatenate(ys[1:]),
                             X1=Xs[1], y1=ys[1], p1=det_peaks)
@@ -470,7 +480,7 @@ def cv(epochs: int = EPOCHS, arch: dict | None = None, tag: str = "") -> dict:
     # the thresholds come from the reference positions; the detector's peaks (extra beats scored as bxb's O
     # row, the too-soon rule applied) show what the streaming classifier gives, before the supraventricular rule
     res = {"epochs": epochs, "arch": {**ARCH, **(arch or {})}, "seed": SEED, "jitter_samples": JITTER_SAMPLES,
-           "extras_as_q": EXTRAS_AS_Q, "synthetic_extras": SYNTHETIC_EXTRAS, "argmax": score(P, Y),
+           "extras_as_q": EXTRAS_AS_Q, "synthetic_extras": SYNTHETIC_EXTRAS, "align_half_s": ALIGN_HALF_S, "argmax": score(P, Y),
            "thresholds": thr, "tuned": score(P, Y, thr),
            "tuned_detector_peaks": score_labels(detector_labels(PD, SD, thr), YD)}
     (WORK / f"cv_result{tag}.json").write_text(json.dumps(res, indent=1))
@@ -577,15 +587,20 @@ def final(epochs: int = EPOCHS, tag: str = "") -> None:
             f"{N_WAVE} pairs (beat, beat - running template) from -0.25 s to +0.40 s around R at 125 Hz "
             "(250 Hz averaged in pairs), median-removed, divided by the template's peak-to-peak; then "
             "pre-RR/local, post-RR/local, local/long-term RR, pre-RR s, post-RR s, local RR s, pre/post, "
-            "template peak-to-peak mV; all clipped to +-4."),
-        "window": "1 beat (-0.25 s .. +0.40 s around R) + RR context of 10 previous beats",
+            "template peak-to-peak mV; all clipped to +-4."
+            + (f" The window is centred on the steepest point of the filtered ECG within +-{1000 * ALIGN_HALF_S:g} ms "
+               "of R (edgemon.detect.beats.steepest_point), not on R itself." if ALIGN_HALF_S else "")),
+        "window": ("1 beat (-0.25 s .. +0.40 s around "
+                   + ("the steepest point near R" if ALIGN_HALF_S else "R") + ") + RR context of 10 previous beats"),
         "hop": "1 beat",
         "classes": list(CLASSES),
         "decision_thresholds": thr,
         "training_data": ("MIT-BIH Arrhythmia Database, MLII lead, DS1 of de Chazal 2004 (22 records, "
                           f"{len(y0)} beats: N/S/V/F/Q = {np.bincount(y0, minlength=5).tolist()}), "
                           "three copies: reference R positions, the pipeline's QRS detector's peaks (labels "
-                          f"from matched reference beats), reference positions jittered +-{JITTER_SAMPLES} samples; "
+                          "from matched reference beats), reference positions "
+                          + ("moved to the steepest point, then " if ALIGN_HALF_S else "")
+                          + f"jittered +-{JITTER_SAMPLES} samples; "
                           "DS2 never used for training, thresholds or selection"),
         "split": "tools/splits/mitdb_ds.json",
         "metrics": [],
@@ -596,8 +611,9 @@ def final(epochs: int = EPOCHS, tag: str = "") -> None:
             "decision_agreement_pct": round(agree, 3),
             "float_metrics": flat(sf), "int8_metrics": flat(sq),
         },
-        "report": None,
+        "report": "docs/reports/beats-report.html",
         "preprocessing": {**PREPROCESSING,
+                          **({"align_half_s": ALIGN_HALF_S} if ALIGN_HALF_S else {}),
                           "decision": "argmax of probability / threshold (edgemon.detect.beats.decide)",
                           "thresholds_from": "4-fold patient-grouped CV on DS1 (DS1_folds), max F1(SVEB)+F1(VEB)",
                           "cv_out_of_fold_ds1": cvres["tuned"],
@@ -649,7 +665,7 @@ def metrics(eval_json: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    global TEMPLATE_GATE, EXTRAS_AS_Q, SYNTHETIC_EXTRAS, JITTER_SAMPLES, SEED
+    global TEMPLATE_GATE, EXTRAS_AS_Q, SYNTHETIC_EXTRAS, JITTER_SAMPLES, SEED, ALIGN_HALF_S
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("step", choices=["prepare", "cv", "final", "sv-rule", "all", "metrics", "rules-oof"])
     ap.add_argument("--from", dest="from_json", help="metrics: JSON printed by `edgemon evaluate beats --json`")
@@ -664,6 +680,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--synthetic-extras", action="store_true",
                     help="prepare, cv, final: also train, as Q, candidates the QRS detector rejected, injected as "
                          "extra detections (an experiment, see docs/models.md)")
+    ap.add_argument("--align-ms", type=float, default=ALIGN_MS_DEFAULT,
+                    help="prepare, cv, final: centre each beat's window on the steepest point within +- this many "
+                         "ms of R (edgemon.detect.beats.steepest_point; card 2.0.0); 0: on R itself (card 1.x), "
+                         "features cached in tools/.work/beats/ instead of its alignMS/")
     ap.add_argument("--extras-as-q", action="store_true",
                     help="cv, final: train the QRS detector's extra beats as Q (an experiment, see docs/models.md)")
     ap.add_argument("--tag", default="", help="cv, final, sv-rule, rules-oof: suffix of the cv_oof/cv_result files")
@@ -672,6 +692,7 @@ def main(argv: list[str] | None = None) -> int:
     TEMPLATE_GATE = a.template_gate
     JITTER_SAMPLES = a.jitter_samples
     EXTRAS_AS_Q = a.extras_as_q
+    ALIGN_HALF_S = a.align_ms / 1000 if a.align_ms else None
     SYNTHETIC_EXTRAS = a.synthetic_extras
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     ds1 = split()["DS1"]
