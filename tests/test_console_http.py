@@ -238,6 +238,28 @@ def test_fhir_download_one_alert_and_range(console_env, make_transport):
     assert c.get(f"/export/fhir?alert_id={uuid.uuid4()}")[0] == 404
 
 
+def test_an_open_alert_of_a_device_silent_for_an_hour_is_pointed_out(console_env, make_transport):
+    """A device switched off, decommissioned or renamed leaves its open alerts where nothing can repeat or
+    resolve them: after an hour without a heartbeat the alert's page says so, and the API gives the time."""
+    dev, aid = device_with_an_alert(console_env, make_transport)
+    doc = HttpClient(console_env.url)
+    doc.login("dr-a")
+
+    def api() -> dict:
+        return json.loads(doc.get(f"/api/alerts/{aid}")[2])
+
+    assert api()["device_silent_since"] is None               # never sent a heartbeat: cannot tell
+    dev.publish_heartbeat(open_alerts=[aid])
+    assert wait_for(lambda: api()["device_holds_it"] is True, 5)
+    assert api()["device_silent_since"] is None               # heard just now
+    assert b'id="device-silent"' not in doc.get(f"/alerts/{aid}")[2]
+    console_env.console.app.clock = lambda: time.time() + 7200   # two hours on, nothing more from it
+    since = api()["device_silent_since"]
+    assert since is not None and time.time() - 60 < since <= time.time()
+    page = doc.get(f"/alerts/{aid}")[2]
+    assert b'id="device-silent"' in page and b"close it here" in page
+
+
 def test_a_close_on_one_worker_shows_live_on_the_other(mosquitto, pg_url, make_transport):
     """Two hub workers on one PostgreSQL (shared subscription): a clinician closes an alert on worker 1; a tab
     open on worker 2 shows it closed without a reload, and worker 1's own tab gets it once."""

@@ -16,6 +16,9 @@ from typing import Any, Sequence
 from edgemon.hub.web.ecg import StripError, rr_stats, strip_svg
 
 PRIORITY_LABEL = {"high": "HIGH", "medium": "MED", "low": "LOW"}
+# An open alert whose device has sent no heartbeat for this long can neither repeat nor resolve: say so.
+# Devices send one every telemetry_interval_s (60 s by default); an hour is no network hiccup.
+DEVICE_SILENT_S = 3600.0
 
 
 def h(v: Any) -> str:
@@ -113,6 +116,16 @@ def device_holds(ep: dict, telemetry: dict | None) -> bool | None:
             telemetry["received_at"] <= float(ep.get("last_stored_at") or 0.0):
         return None
     return ep["alert_id"] in hb["open_alerts"]
+
+
+def device_silent_since(ep: dict, telemetry: dict | None, now: float) -> float | None:
+    """When the hub last heard the device of this open alert, if that was DEVICE_SILENT_S or more ago: a
+    device switched off, decommissioned, or renamed (its alerts stay under the old name). None when it was
+    heard since, when the alert is no longer open, or when the device never sent a heartbeat."""
+    if is_done(ep) or not telemetry or not isinstance(telemetry.get("received_at"), (int, float)):
+        return None
+    last = max(float(telemetry["received_at"]), float(ep.get("last_stored_at") or 0.0))
+    return last if now - last >= DEVICE_SILENT_S else None
 
 
 def inbox_row(ep: dict) -> str:
@@ -248,7 +261,7 @@ def command_row(c: dict) -> str:
 
 def alert_page(ep: dict, msgs: Sequence[dict], strip: dict | None, commands: Sequence[dict], *, user: dict,
                csrf: str, can_command: bool, broker_connected: bool | None,
-               telemetry: dict | None = None) -> str:
+               telemetry: dict | None = None, now: float | None = None) -> str:
     s = ep.get("summary") or {}
     first = (msgs[0].get("summary") or {}) if msgs else {}
     ev = s.get("evidence") or first.get("evidence") or {}
@@ -312,6 +325,12 @@ def alert_page(ep: dict, msgs: Sequence[dict], strip: dict | None, commands: Seq
                    f'and will never resolve it.'
                    + (' Close it here once you have checked the patient.' if can_command else '') + '</p>'
                    + actions)
+    elif now is not None and (silent := device_silent_since(ep, telemetry, now)) is not None:
+        actions = (f'<p class="error" id="device-silent">Nothing from the device since {when(silent)}: while it '
+                   f'is silent this alert can neither repeat nor resolve. If it was switched off for good, '
+                   f'decommissioned or renamed (its alerts stay under this name), '
+                   + ('close it here once you have checked the patient.' if can_command else
+                      'a clinician can close it.') + '</p>' + actions)
     cmds = "".join(command_row(c) for c in commands)
     body = (f'{title}<section><h2>ECG strip</h2>{strip_html}</section><div class="cols">'
             f'<section><h2>Evidence</h2>{_evidence(ev, strip)}</section>'

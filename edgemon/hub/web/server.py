@@ -303,11 +303,12 @@ class ConsoleApp:
         telemetry = self.store.device_telemetry(ep["site"], ep["device"])
         if api:
             return json_response({"alert": ep, "messages": msgs, "commands": cmds, "strip": strip,
-                                  "device_holds_it": pages.device_holds(ep, telemetry)})
+                                  "device_holds_it": pages.device_holds(ep, telemetry),
+                                  "device_silent_since": pages.device_silent_since(ep, telemetry, self.clock())})
         can = auth.ROLE_CAN_COMMAND.get(user["role"], False)
         connected = self.hub.connected if self.hub is not None else None
         return Response(200, pages.alert_page(ep, msgs, strip, cmds, user=user, csrf=csrf, can_command=can,
-                                              broker_connected=connected, telemetry=telemetry))
+                                              broker_connected=connected, telemetry=telemetry, now=self.clock()))
 
     def _close(self, alert_id: str, headers: Any, body: bytes, user: dict) -> Response:
         """A clinician closes an alert its device will never resolve (decommissioned, or re-installed without
