@@ -427,8 +427,8 @@ class _SqlQueries:
         row = self._tx(tx)
         return decode_episode(row) if row is not None else None
 
-    # the workers that share this store and see a close in their live feed (``wait_feed``); the others' tabs
-    # see it at their next reload, so the closing worker tells its own tabs itself
+    # True where ``wait_feed`` brings a close to every worker sharing the store (PostgreSQL); otherwise
+    # (SQLite: one worker) the closing console tells its own tabs itself
     feed_carries_closes = False
 
     def _announce_closed(self, ex: Callable, row: dict) -> None:
