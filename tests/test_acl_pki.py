@@ -171,3 +171,30 @@ def test_agent_refuses_unsigned_command_the_broker_let_through(mosquitto, make_t
     finally:
         rogue.disconnect()
         rogue.loop_stop()
+
+
+def test_pki_cli_from_a_wheel_install_and_absolute_device_paths(tmp_path, monkeypatch):
+    """A wheel install has no device-configs/ beside the package: `pki init` says so before it makes any key,
+    and works from the checkout. `pki device` prints absolute paths (a relative one would be taken from the
+    service's working folder, /var/lib/edgemon)."""
+    import edgemon.paths
+    from edgemon.cli import main
+
+    checkout = edgemon.paths.PACKAGE_PARENT
+    monkeypatch.setattr(edgemon.paths, "PACKAGE_PARENT", tmp_path / "site-packages")  # as in a wheel install
+    monkeypatch.chdir(tmp_path)
+    assert main(["pki", "init", str(tmp_path / "pki"), "--broker-host", "localhost"]) == 2
+    assert not (tmp_path / "pki").exists()
+    monkeypatch.chdir(checkout)
+    assert main(["pki", "init", str(tmp_path / "pki"), "--broker-host", "localhost"]) == 0
+    assert (tmp_path / "pki" / "mosquitto.conf").is_file()
+
+
+def test_pki_device_prints_absolute_paths(tmp_path, capsys):
+    from edgemon.cli import main
+
+    assert main(["pki", "init", str(tmp_path / "pki"), "--broker-host", "localhost"]) == 0
+    assert main(["pki", "device", str(tmp_path / "pki"), "bed-1"]) == 0
+    tls = [line for line in capsys.readouterr().out.splitlines() if line.endswith('"')]
+    assert tls == ['ca_file = "/etc/edgemon/tls/ca.crt"', 'cert_file = "/etc/edgemon/tls/bed-1.crt"',
+                   'key_file = "/etc/edgemon/tls/bed-1.key"']

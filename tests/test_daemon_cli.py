@@ -197,3 +197,14 @@ def test_an_outbox_that_cannot_open_is_a_config_error(tmp_path):
     proc = edgemon("run", "-c", str(cfg), "--no-models")
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == 2 and "outbox.sqlite: cannot open" in err and "Traceback" not in err
+
+
+def test_a_state_dir_that_cannot_be_made_names_the_field(tmp_path):
+    """As on a fresh Pi before systemd made /var/lib/edgemon: one line naming daemon.state_dir, exit 2."""
+    (tmp_path / "afile").write_text("")
+    cfg = tmp_path / "device.toml"
+    cfg.write_text('[device]\nid = "t1"\nsite = "lab"\n\n[source]\ntype = "replay"\npath = "sample-signals/nsr"\n\n'
+                   f'[daemon]\nstate_dir = "{tmp_path / "afile" / "state"}"\n\n[mqtt]\nhost = "127.0.0.1"\nport = 9\n')
+    proc = edgemon("run", "-c", str(cfg), "--no-models")
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 2 and "daemon.state_dir: cannot create" in err and "Traceback" not in err

@@ -63,9 +63,14 @@ def _conf(pki, args):
 
 def run_init(args) -> int:
     from edgemon.cli import UserError
-    from edgemon.hub.pki import Pki, PkiError, backend
+    from edgemon.hub.pki import Pki, PkiError, backend, conf_templates_dir
+    from edgemon.paths import CHECKOUT_HINT
 
     pki = Pki(args.dir)
+    templates = conf_templates_dir() / "pki.conf"
+    if not templates.is_file():  # before any key is made: a half-made PKI could only be redone with --force
+        raise UserError(f"{templates} not found: the broker config templates are in the edgemon source "
+                        f"checkout, not in a wheel install; {CHECKOUT_HINT}")
     try:
         pki.init(args.broker_host, ca_days=args.ca_days, days=args.days, force=args.force)
         conf = _conf(pki, args)
@@ -79,6 +84,9 @@ def run_init(args) -> int:
     return 0
 
 
+DEVICE_TLS_DIR = "/etc/edgemon/tls"   # docs/install-raspberry-pi.md, step 5
+
+
 def run_device(args) -> int:
     from edgemon.cli import UserError
     from edgemon.hub.pki import Pki, PkiError
@@ -89,8 +97,11 @@ def run_device(args) -> int:
             out = pki.issue_device(dev, days=args.days, force=args.force)
         except PkiError as err:
             raise UserError(str(err)) from None
-        print(f"# {dev}: copy these to the device and set in its config:\n[mqtt.tls]\n"
-              f"ca_file = \"{pki.ca.cert.name}\"\ncert_file = \"{out.cert.name}\"\nkey_file = \"{out.key.name}\"")
+        # absolute paths: a relative one is taken from the service's working folder (/var/lib/edgemon)
+        print(f"# {dev}: copy {pki.ca.cert}, {out.cert} and {out.key} to {DEVICE_TLS_DIR}/ on the device "
+              f"(key 0640 root:edgemon) and set in its config:\n[mqtt.tls]\n"
+              f"ca_file = \"{DEVICE_TLS_DIR}/{pki.ca.cert.name}\"\ncert_file = \"{DEVICE_TLS_DIR}/{out.cert.name}\"\n"
+              f"key_file = \"{DEVICE_TLS_DIR}/{out.key.name}\"")
     return 0
 
 

@@ -96,6 +96,12 @@ def run(args) -> int:
                         extra={"fields": {"port": config.mqtt.embedded_port}})
         try:
             Path(config.daemon.state_dir).mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            if broker is not None:
+                broker.stop()
+            raise UserError(f"{args.config}: daemon.state_dir: cannot create {config.daemon.state_dir}: "
+                            f"{err.strerror or err}") from None
+        try:
             handler = engine_command_handler(pipeline.engine, lock)
             if is_live(config):   # alerts, acks and silences outlive a crash, a watchdog restart, an upgrade
                 alert_state = AlertState(pipeline.engine, config.daemon.state_dir, lock)

@@ -27,10 +27,16 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from edgemon.paths import CHECKOUT_HINT, checkout_path
 from edgemon.transport.topics import TopicError, validate_id
 
 HUB_IDENTITY = "edgemon-hub"
-REPO_CONF_DIR = Path(__file__).resolve().parents[2] / "device-configs" / "mosquitto"
+
+
+def conf_templates_dir() -> Path:
+    """The checkout's ``device-configs/mosquitto``: beside the package (source checkout, editable install)
+    or in the working folder, since a wheel install (``pip install .``) does not carry it (edgemon/paths.py)."""
+    return checkout_path("device-configs/mosquitto")
 
 
 class PkiError(Exception):
@@ -218,8 +224,8 @@ class Pki:
                              template: str | Path | None = None, acl_source: str | Path | None = None) -> Path:
         """Write ``mosquitto.conf`` and ``acl`` into the PKI directory (paths inside point to ``paths_dir``)."""
         base = Path(paths_dir) if paths_dir else self.dir.resolve()
-        tmpl = Path(template) if template else REPO_CONF_DIR / "pki.conf"
-        acl_src = Path(acl_source) if acl_source else REPO_CONF_DIR / "acl"
+        tmpl = Path(template) if template else conf_templates_dir() / "pki.conf"
+        acl_src = Path(acl_source) if acl_source else conf_templates_dir() / "acl"
         try:
             text = string.Template(tmpl.read_text(encoding="utf-8")).substitute(
                 port=port, bind_address=bind, state_dir=state_dir, run_user=run_user,
@@ -227,7 +233,8 @@ class Pki:
                 key_file=base / "broker.key", acl_file=base / "acl")
             acl = acl_src.read_text(encoding="utf-8")
         except OSError as err:
-            raise PkiError(f"cannot read the broker config templates: {err}") from None
+            raise PkiError(f"cannot read the broker config templates: {err} ({CHECKOUT_HINT}, then "
+                           f"`edgemon pki conf {self.dir} ...` writes mosquitto.conf and acl)") from None
         except KeyError as err:
             raise PkiError(f"{tmpl}: no value for placeholder {err.args[0]}") from None
         (self.dir / "acl").write_text(acl, encoding="utf-8")
