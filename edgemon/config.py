@@ -97,18 +97,28 @@ def _check_rate(kind: str, fs_hz: float) -> None:
         raise ValueError(f"fs_hz: {problem}")
 
 
+# Microvolts per count of each front-end as docs/daemon.md describes it (until 2026-11-25 the default was
+# 0.2861, the ADS1292R at PGA gain 1, whatever front_end said: an AD8232 read 28x too small).
+FRONT_END_LSB_UV = {"ads1292r": 0.0481, "ad8232": 8.06}
+
+
 class SerialEcgSource(_Strict):
     type: Literal["serial_ecg"] = "serial_ecg"
     port: str = Field("/dev/ttyAMA0", description="Serial device of the MCU front-end.")
     baudrate: int = Field(115200, gt=0)
     fs_hz: float = Field(250.0, gt=0)
-    front_end: Literal["ads1292r", "ad8232"] = "ads1292r"
-    lsb_uv: float = Field(0.2861, gt=0, description="Microvolts per ADC count after the front-end gain.")
+    front_end: Literal["ads1292r", "ad8232"] = Field(
+        "ads1292r", description="The analog front-end; it sets lsb_uv's default (docs/daemon.md).")
+    lsb_uv: float | None = Field(None, gt=0, description=(
+        "Microvolts per ADC count after the front-end gain. Default from front_end: ads1292r 0.0481 "
+        "(2 x 2.42 V / (PGA gain 6 x 2^24)), ad8232 8.06 (a 12-bit MCU ADC at 3.3 V, AD8232 gain 100)."))
     reconnect_max_s: float = Field(30.0, gt=0)
 
     @model_validator(mode="after")
     def _rate_usable(self) -> "SerialEcgSource":
         _check_rate("ecg", self.fs_hz)
+        if self.lsb_uv is None:   # the front-end's usual scale: another board's gain or ADC must say its own
+            self.lsb_uv = FRONT_END_LSB_UV[self.front_end]
         return self
 
 

@@ -49,6 +49,18 @@ def test_config_errors_name_file_field_reason(tmp_path, text, field, reason, cap
     assert str(p) in err and "Traceback" not in err
 
 
+def test_serial_scale_defaults_from_the_front_end():
+    """An AD8232 board that leaves lsb_uv out must not read 170x too small (the ADS1292R's scale)."""
+    from edgemon.config import parse_config
+
+    def lsb(**source):
+        return parse_config({"source": {"type": "serial_ecg", **source}}).source.lsb_uv
+
+    assert lsb() == lsb(front_end="ads1292r") == 0.0481
+    assert lsb(front_end="ad8232") == 8.06
+    assert lsb(front_end="ad8232", lsb_uv=2.0) == 2.0
+
+
 def test_not_toml_and_missing_file(tmp_path, capsys):
     p = tmp_path / "broken.toml"
     p.write_text("[device\nid=")
