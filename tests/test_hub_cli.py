@@ -49,11 +49,12 @@ def test_hub_prints_one_line_per_alert_and_sends_receipts(mosquitto, make_transp
     try:
         t = make_transport(mosquitto)
         assert t.wait_connected(5)
-        ids = []
+        ids, alert_ids = [], []
         for cond in ("af", "vt", "pause"):
             mid, aid, pr, body = alert_json(condition=cond, display=cond.upper() + " alert")
             t.send_alert(body, message_id=mid, alert_id=aid, priority=pr)
             ids.append(mid)
+            alert_ids.append(aid)
         assert t.wait_idle(15), t.status()  # receipts came from the hub process
         t.stop()
     finally:
@@ -69,6 +70,7 @@ def test_hub_prints_one_line_per_alert_and_sends_receipts(mosquitto, make_transp
         alert_lines = [ln for ln in lines if "alert=" in ln]
         assert len(alert_lines) == 3
         assert "HIGH" in alert_lines[0] and "AF alert" in alert_lines[0] and "site1/dev-a" in alert_lines[0]
+        assert f"alert={alert_ids[0]} " in alert_lines[0]   # whole: `hub cmd ... ack` takes it as printed
     assert "3 new alert message(s)" in err
     s = SqliteAlertStore(store, read_only=True)
     assert [m["message_id"] for m in s.messages()] == ids

@@ -32,7 +32,8 @@ def format_event(kind: str, d: dict) -> str:
             bits.append(f"sqi={ev['sqi']:.2f}")
         if p.get("strip"):
             bits.append("strip")
-        bits.append(f"alert={str(d['alert_id'])[:8]} msg={str(d['message_id'])[:8]}")
+        # the whole alert id: it is what `edgemon hub cmd ... ack ALERT_ID` takes
+        bits.append(f"alert={d['alert_id']} msg={str(d['message_id'])[:8]}")
         return "  ".join(bits)
     if kind == "presence":
         reason = f" ({d['reason']})" if d.get("reason") else ""
