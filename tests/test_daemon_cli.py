@@ -187,6 +187,13 @@ def test_check_config_warns_about_mqtt_files_run_could_not_use(tmp_path):
     assert len(warnings) == 2
     assert "mqtt.command_key_file" in warnings[0] and "fewer than 16 bytes" in warnings[0]
     assert "mqtt.tls.ca_file" in warnings[1] and "absent-ca.pem" in warnings[1]
+    # on the device itself (--here) the same findings are errors, so `check-config --here && restart` is safe
+    here = subprocess.run([sys.executable, "-m", "edgemon", "check-config", "--here", str(cfg)],
+                          capture_output=True, text=True, cwd=REPO)
+    assert here.returncode == 2 and here.stderr == r.stderr
+    ok = subprocess.run([sys.executable, "-m", "edgemon", "check-config", "--here", str(CONFIGS / "replay-demo.toml")],
+                        capture_output=True, text=True, cwd=REPO)
+    assert ok.returncode == 0, ok.stderr
 
 
 def test_an_outbox_that_cannot_open_is_a_config_error(tmp_path):
