@@ -263,6 +263,14 @@ class AlertEngine:
                                         f"{', '.join(LABEL_NAMES)}")
             if not isinstance(v, str) or not v:
                 raise AlertCommandError(f"silence matcher {k!r} needs a non-empty string value, got {v!r}")
+            # a matcher no alert of this device can ever have would silence nothing, and the clinician
+            # who sent it would believe the alarm quiet: refuse it, saying what it can match
+            known = {"device": {self.device_id}, "site": {self.site}, "priority": set(PRIORITY_RANK),
+                     "type": {"physiological", "technical"},
+                     "condition": set(CONDITIONS) | self._warned}.get(k)
+            if known is not None and v not in known:
+                raise AlertCommandError(f"silence matcher {k}={v!r} matches no alert of this device; "
+                                        f"{k}: {', '.join(sorted(known))}")
         if not isinstance(created_by, str) or not created_by.strip():
             raise AlertCommandError("silence needs created_by (who set it)")
         if not _finite(until_s) or until_s <= now:
