@@ -15,6 +15,7 @@ tolerates their absence (older or foreign payloads export with less detail).
 from __future__ import annotations
 
 import json
+import math
 import uuid
 from datetime import datetime, timezone
 from typing import Any, Iterable
@@ -36,8 +37,11 @@ def _urn(kind: str, key: str) -> str:
 def _iso(v: Any) -> str | None:
     if isinstance(v, str) and v:
         return v
-    if isinstance(v, (int, float)):
-        return datetime.fromtimestamp(float(v), tz=timezone.utc).isoformat().replace("+00:00", "Z")
+    if isinstance(v, (int, float)) and not isinstance(v, bool):
+        try:
+            return datetime.fromtimestamp(float(v), tz=timezone.utc).isoformat().replace("+00:00", "Z")
+        except (OverflowError, ValueError, OSError):  # a device's NaN or 1e300
+            return None
     return None
 
 
@@ -47,9 +51,15 @@ def _strip_observation(msg: dict, p: dict, device_urn: str, patient: dict | None
         return None
     samples = strip.get("samples")
     fs = strip.get("fs_hz")
-    if not isinstance(samples, list) or not samples or not isinstance(fs, (int, float)) or fs <= 0:
+    if not isinstance(samples, list) or not samples or not isinstance(fs, (int, float)) or not fs > 0:
         return None
-    scale = strip.get("scale", 1.0)
+    try:
+        period, factor = round(1000.0 / float(fs), 6), float(strip.get("scale", 1.0))
+        data = " ".join(str(int(s)) for s in samples)
+    except (TypeError, ValueError, OverflowError, ZeroDivisionError):  # strings, NaN, 1e400 from a device
+        return None
+    if not (math.isfinite(period) and math.isfinite(factor)):
+        return None
     units = strip.get("units") or "mV"
     channel = strip.get("channel") or ""
     obs: dict[str, Any] = {
@@ -68,10 +78,10 @@ def _strip_observation(msg: dict, p: dict, device_urn: str, patient: dict | None
                      "text": channel or "ECG"},
             "valueSampledData": {
                 "origin": {"value": 0, "unit": units, "system": "http://unitsofmeasure.org", "code": units},
-                "period": round(1000.0 / float(fs), 6),
-                "factor": float(scale),
+                "period": period,
+                "factor": factor,
                 "dimensions": 1,
-                "data": " ".join(str(int(s)) for s in samples),
+                "data": data,
             },
         }],
     }
@@ -139,8 +149,9 @@ def build_bundle(messages: Iterable[dict], *, generated_at: float | None = None)
         detail_bits = [f"{display}", f"priority {latest.get('priority', '?')}",
                        f"status {latest.get('status', '?')}"]
         for key, label in (("hr_bpm", "HR {:.0f} bpm"), ("probability", "p={:.2f}"), ("sqi", "SQI {:.2f}")):
-            if isinstance(ev.get(key), (int, float)):
-                detail_bits.append(label.format(ev[key]))
+            v = ev.get(key)
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and abs(v) < 1e15:  # NaN fails too
+                detail_bits.append(label.format(v))
         issue: dict[str, Any] = {
             "resourceType": "DetectedIssue",
             "identifier": [{"system": ID_SYSTEM, "value": aid}],

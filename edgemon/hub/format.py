@@ -1,6 +1,7 @@
 """One-line, human-readable rendering of hub events (alerts, presence, replies) for the console."""
 from __future__ import annotations
 
+import re
 from datetime import datetime, timezone
 from typing import Any
 
@@ -14,7 +15,15 @@ def _when(ts: Any) -> str:
     return str(ts)
 
 
+# Device strings go to a terminal or journal: a newline would forge a line, ESC would drive the terminal.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
 def format_event(kind: str, d: dict) -> str:
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", _format_event(kind, d))
+
+
+def _format_event(kind: str, d: dict) -> str:
     if kind == "alert":
         p = d.get("payload") or {}
         ev = p.get("evidence") if isinstance(p.get("evidence"), dict) else {}

@@ -218,6 +218,14 @@ class HubService:
         self._emit("rejected", {"topic": topic, "reason": reason})
 
     def _on_message(self, msg) -> None:
+        try:
+            self._dispatch(msg)
+        except Exception as err:  # noqa: BLE001 - one message must never stop the hub (it would come back forever)
+            log.exception("hub: cannot handle a message on %s", msg.topic)
+            self._ack_later(msg)
+            self._reject(msg.topic, f"message could not be handled: {type(err).__name__}", msg.payload)
+
+    def _dispatch(self, msg) -> None:
         topic = msg.topic
         raw = msg.payload
         try:
@@ -233,6 +241,12 @@ class HubService:
         if kind == "status":
             self._handle_status(site, device, raw)
         elif kind == "telemetry":
+            try:
+                if not isinstance(json.loads(raw), dict):
+                    raise ValueError("not a JSON object")
+            except (ValueError, UnicodeDecodeError, RecursionError) as err:  # the console parses it on every view
+                self._reject(topic, f"malformed telemetry: {str(err)[:200]}", raw)
+                return
             self.stats["telemetry"] += 1
             # Only the latest heartbeat per device is kept: a burst needs one row per device.
             with self._state_lock:
@@ -247,7 +261,8 @@ class HubService:
                 self._reject(topic, f"malformed command reply: {err.errors()[0]['msg']}", raw)
                 return
             self.stats["replies"] += 1
-            data = {"site": site, "device": device, **reply.model_dump()}
+            # the topic says who replied: a device field in the body must not name another device
+            data = {**reply.model_dump(), "site": site, "device": device}
             record = getattr(self.store, "record_reply", None)
             if record is not None and reply.command_id:
                 try:
@@ -275,7 +290,7 @@ class HubService:
         try:
             data = json.loads(raw)
             cmd = COMMAND_ADAPTER.validate_python(data)
-        except (ValueError, UnicodeDecodeError) as err:  # pydantic's ValidationError is a ValueError
+        except (ValueError, UnicodeDecodeError, RecursionError) as err:  # pydantic's ValidationError is a ValueError
             log.debug("hub: ignored an invalid command on %s/%s/cmd: %s", site, device, err)
             return
         self.stats["commands_seen"] += 1
@@ -314,7 +329,8 @@ class HubService:
             self._reject(msg.topic, f"alert payload of {len(raw)} bytes exceeds {MAX_ALERT_BYTES}", raw)
             return
         try:
-            fields = json.loads(raw)
+            text = raw.decode("utf-8")  # json.loads would also take UTF-16/32, which the store cannot keep as text
+            fields = json.loads(text)
             if not isinstance(fields, dict):
                 raise ValueError("payload is not a JSON object")
             # Validate only what the hub relies on; the rest (e.g. a strip) is stored as received.
@@ -324,9 +340,9 @@ class HubService:
             e = err.errors()[0]
             self._reject(msg.topic, f"alert payload field {'.'.join(map(str, e['loc']))}: {e['msg']}", raw)
             return
-        except (ValueError, UnicodeDecodeError) as err:
+        except (ValueError, UnicodeDecodeError, RecursionError) as err:
             self._ack_later(msg)
-            self._reject(msg.topic, f"alert payload is not JSON: {err}", raw)
+            self._reject(msg.topic, f"alert payload is not JSON: {str(err)[:200]}", raw)
             return
         claimed = fields.get("device_id")
         if isinstance(claimed, str) and claimed and claimed != device:
@@ -334,7 +350,7 @@ class HubService:
                         env.message_id, site, device, claimed)
         self._pending.append(_Pending(msg.mid, msg.qos, IncomingAlert(
             message_id=env.message_id, alert_id=env.alert_id, site=site, device=device,
-            payload=raw.decode("utf-8"), received_at=time.time(), fields=fields, topic=msg.topic)))
+            payload=text, received_at=time.time(), fields=fields, topic=msg.topic)))
         if len(self._pending) >= MAX_BATCH:
             self._flush()
 

@@ -186,7 +186,7 @@ def decode_episode(row: dict) -> dict:
     s = out.get("summary")
     try:
         out["summary"] = json.loads(s) if isinstance(s, str) else (s or {})
-    except ValueError:
+    except (ValueError, RecursionError):
         out["summary"] = {}
     return out
 
@@ -197,7 +197,7 @@ def _decode_command(row: dict) -> dict:
         if isinstance(out.get(k), str):
             try:
                 out[k] = json.loads(out[k])
-            except ValueError:
+            except (ValueError, RecursionError):
                 pass
     if out.get("reply_ok") is not None:
         out["reply_ok"] = bool(out["reply_ok"])
@@ -305,7 +305,7 @@ class _SqlQueries:
         for r in rows:
             try:
                 r["payload"] = json.loads(r["payload"])
-            except ValueError:
+            except (ValueError, RecursionError):
                 pass
         return rows
 
@@ -317,7 +317,7 @@ class _SqlQueries:
         r = rows[0]
         try:
             r["payload"] = json.loads(r["payload"])
-        except ValueError:
+        except (ValueError, RecursionError):
             pass
         return r
 
@@ -331,7 +331,7 @@ class _SqlQueries:
                                              "telemetry_at": None, "open_alerts": 0}
             try:
                 st = json.loads(p.get("payload") or "{}")
-            except ValueError:
+            except (ValueError, RecursionError):
                 st = None
             if isinstance(st, dict):
                 out[(p["site"], p["device"])]["agent_version"] = st.get("agent_version", "")

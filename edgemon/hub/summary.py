@@ -10,6 +10,7 @@ message and episode, so the inbox never parses 10-second strips.
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 EVIDENCE_KEYS = ("source", "model_version", "model_sha256", "probability", "sqi", "hr_bpm", "rr_mean_ms",
@@ -21,10 +22,21 @@ PRIORITY_RANK = {"high": 0, "medium": 1, "low": 2}
 def _scalar(v: Any) -> Any:
     if isinstance(v, bool) or v is None:
         return v
-    if isinstance(v, (int, float)):
-        return v
+    if isinstance(v, float):
+        return v if math.isfinite(v) else None  # NaN/Infinity are not JSON: the console could not show them
+    if isinstance(v, int):
+        return v if abs(v) <= 2 ** 53 else None  # a 400-digit int cannot even be formatted as a float
     if isinstance(v, str):
         return v[:256]
+    return None
+
+
+def _time(v: Any) -> Any:
+    """A lifecycle time: ISO text (capped) or epoch seconds in datetime's range; else None."""
+    if isinstance(v, str):
+        return v[:64]
+    if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and 0 <= v <= 253402300799:
+        return v
     return None
 
 
@@ -37,8 +49,9 @@ def summarize(fields: dict[str, Any]) -> dict[str, Any]:
         if v is not None:
             out[key] = v
     for key in TIME_KEYS:
-        if isinstance(fields.get(key), (str, int, float)) and not isinstance(fields.get(key), bool):
-            out[key] = fields[key]
+        t = _time(fields.get(key))
+        if t is not None:
+            out[key] = t
     ev = fields.get("evidence")
     if isinstance(ev, dict):
         e = {k: _scalar(ev.get(k)) for k in EVIDENCE_KEYS if _scalar(ev.get(k)) not in (None, "")}

@@ -17,6 +17,7 @@ from html import escape
 from typing import Any, Sequence
 
 MM_PER_S = 25.0
+MAX_STRIP_S = 600.0
 MM_PER_MV = 10.0
 MINOR_MM, MAJOR_MM = 1.0, 5.0
 LEFT_MM, TOP_MM, BOTTOM_MM, RIGHT_MM = 10.0, 10.0, 5.0, 5.0
@@ -71,6 +72,8 @@ def strip_svg(strip: dict, *, id_prefix: str = "ecg", title: str = "") -> str:
     if not all(math.isfinite(v) for v in x):
         raise StripError("strip.samples: non-finite values")
     duration_s = len(x) / fs
+    if duration_s > MAX_STRIP_S:  # a tiny fs_hz would otherwise mean millions of tick labels (hub out of memory)
+        raise StripError(f"strip: {len(x)} samples at {fs:g} Hz is {duration_s:.3g} s; at most {MAX_STRIP_S:g} s")
     is_mv = units.lower() in ("mv", "millivolt", "millivolts")
     if is_mv:
         gain = MM_PER_MV

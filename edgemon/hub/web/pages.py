@@ -9,6 +9,7 @@ so the Content-Security-Policy forbids both).
 from __future__ import annotations
 
 import json
+import math
 from datetime import datetime, timezone
 from html import escape
 from typing import Any, Sequence
@@ -27,7 +28,11 @@ def h(v: Any) -> str:
 
 def iso(ts: Any) -> str:
     if isinstance(ts, (int, float)) and not isinstance(ts, bool):
-        return datetime.fromtimestamp(float(ts), tz=timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+        try:
+            return datetime.fromtimestamp(float(ts), tz=timezone.utc).isoformat(timespec="seconds").replace(
+                "+00:00", "Z")
+        except (OverflowError, ValueError, OSError):  # a device's NaN, 1e300, 10**400: "-", not a 500
+            return ""
     if isinstance(ts, str):
         return ts
     return ""
@@ -45,7 +50,12 @@ def when(ts: Any) -> str:
 def fmt(v: Any, spec: str = ".0f", unit: str = "") -> str:
     if isinstance(v, bool) or not isinstance(v, (int, float)):
         return '<span class="none">-</span>'
-    return h(format(v, spec) + (f" {unit}" if unit else ""))
+    try:
+        if not math.isfinite(v):
+            return '<span class="none">-</span>'
+        return h(format(v, spec) + (f" {unit}" if unit else ""))
+    except (OverflowError, ValueError):  # an int beyond float range from a device
+        return '<span class="none">-</span>'
 
 
 def page(title: str, body: str, *, user: dict | None = None, page_id: str = "", csrf: str = "") -> str:
@@ -398,5 +408,19 @@ def error_page(status: int, message: str, user: dict | None = None, csrf: str = 
                 user=user, csrf=csrf)
 
 
+def _finite(o: Any) -> Any:
+    if isinstance(o, float) and not math.isfinite(o):
+        return None
+    if isinstance(o, dict):
+        return {k: _finite(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [_finite(v) for v in o]
+    return o
+
+
 def json_dumps(obj: Any) -> str:
-    return json.dumps(obj, default=str, separators=(",", ":"))
+    """Strict JSON (browsers' JSON.parse refuses NaN/Infinity: a device's NaN becomes null)."""
+    try:
+        return json.dumps(obj, default=str, separators=(",", ":"), allow_nan=False)
+    except ValueError:
+        return json.dumps(_finite(obj), default=str, separators=(",", ":"), allow_nan=False)

@@ -231,7 +231,9 @@ class ConsoleApp:
             ok = auth.verify_password(password, user["password_hash"])
         if not ok:
             self.throttle.failed(username, client)
-            log.warning("console: failed sign-in for %r from %s", username[:64], client)
+            # Not a possible user name (e.g. a password typed into the wrong field): do not write it to the log.
+            shown = repr(username) if auth.USERNAME_RE.match(username) else f"<not a user name, {len(username)} chars>"
+            log.warning("console: failed sign-in for %s from %s", shown, client)
             token = auth.new_token()
             return Response(401, pages.login_page(token, nxt, "Wrong user name or password."),
                             headers=[self._cookie(self.login_cookie, token, 3600)])
@@ -297,7 +299,7 @@ class ConsoleApp:
             m = self.store.message(ep["strip_message_id"], ep["site"], ep["device"])
             try:
                 p = json.loads(m["payload"]) if m else {}
-            except ValueError:
+            except (ValueError, RecursionError):
                 p = {}
             strip = p.get("strip") if isinstance(p, dict) and isinstance(p.get("strip"), dict) else None
         telemetry = self.store.device_telemetry(ep["site"], ep["device"])
@@ -440,7 +442,10 @@ def _json_or_form(headers: Any, body: bytes) -> dict:
 
 def _safe_next(nxt: str) -> str:
     # Only local paths: never an open redirect to another site.
-    if not nxt.startswith("/") or nxt.startswith("//") or "\\" in nxt or nxt.startswith("/login"):
+    # Control characters: CR/LF would split the Location header (Set-Cookie injection); browsers drop tab and
+    # newline from URLs, so "/\t/evil.example" would become "//evil.example".
+    if not nxt.startswith("/") or nxt.startswith("//") or "\\" in nxt or nxt.startswith("/login") or \
+            any(c < " " or c == "\x7f" for c in nxt):
         return "/"
     return nxt
 
@@ -497,6 +502,9 @@ def _make_handler(app: ConsoleApp):
                 self.send_header("Strict-Transport-Security", "max-age=31536000")
 
         def _send(self, resp: Response) -> None:
+            if any("\r" in v or "\n" in v for _, v in resp.headers):  # never let a value split the response
+                log.error("console: refused to send a header value with a line break")
+                resp = json_response({"error": "internal error"}, 500)
             self.send_response(resp.status)
             for k, v in resp.headers:
                 self.send_header(k, v)
