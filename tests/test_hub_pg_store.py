@@ -149,6 +149,22 @@ def test_a_close_reaches_the_other_workers_live_feed(make_store, monkeypatch):
     assert [r["summary"]["priority"] for r in seen] == ["high", "low"]
 
 
+def test_a_hostile_devices_numbers_store_on_both_backends(make_store):
+    """NaN, 1e300 and a 400-digit integer from a device: stored as received (the payload is text), the summary
+    keeps none of them, and nothing raises (a store error would make the hub disconnect and get it again)."""
+    store = make_store()
+    a = str(uuid.uuid4())
+    raw = ('{"message_id": "%s", "alert_id": "%s", "priority": "high", "status": "firing", "condition": "af", '
+           '"sequence": 0, "fired_at": 1e300, "onset": NaN, "evidence": {"hr_bpm": 1%s, "probability": Infinity}}'
+           % (uuid.uuid4(), a, "0" * 400))
+    fields = json.loads(raw)
+    (res,) = store.store_alerts([IncomingAlert(fields["message_id"], a, "site1", "dev-a", raw, time.time(), fields)])
+    assert not res.rejected and not res.duplicate
+    summary = store.episode(a)["summary"]
+    assert "fired_at" not in summary and "onset" not in summary and summary.get("evidence", {}) == {}
+    assert store.messages(alert_id=a)[0]["message_id"] == fields["message_id"]
+
+
 def test_fhir_export_is_the_same_on_both_backends(make_store):
     store = make_store()
     a = str(uuid.uuid4())
