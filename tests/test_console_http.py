@@ -260,6 +260,35 @@ def test_an_open_alert_of_a_device_silent_for_an_hour_is_pointed_out(console_env
     assert b'id="device-silent"' in page and b"close it here" in page
 
 
+def test_a_live_stream_ends_soon_after_logout_and_streams_per_session_are_bounded(console_env, make_transport,
+                                                                                    monkeypatch):
+    """A browser signed out (or whose session was stolen and revoked) gets no more alerts on a stream it had
+    open; and one session cannot open threads without end."""
+    import edgemon.hub.web.server as server
+
+    monkeypatch.setattr(server, "SSE_SESSION_CHECK_S", 0.5)
+    monkeypatch.setattr(server, "SSE_STREAMS_PER_SESSION", 3)
+    dev = make_transport(console_env.broker)
+    assert dev.wait_connected(5)
+    doc = HttpClient(console_env.url)
+    doc.login("dr-a")
+    streams = [SseReader(console_env.url, doc.cookies) for _ in range(3)]
+    try:
+        assert all(s.status == 200 and s.wait(lambda e: e[0] == "hello") for s in streams)
+        assert SseReader(console_env.url, doc.cookies).status == 429   # a fourth stream of the same session
+        token = doc.cookies["edgemon_session"]
+        assert doc.post_form("/logout", {"csrf": doc.csrf()})[0] == 303
+        time.sleep(1.0)
+        _, aid = send_alert(dev)
+        assert dev.wait_idle(10)
+        time.sleep(1.0)
+        assert not any(e[0] == "alert" for s in streams for e in s.events)
+        assert token not in str(console_env.events)   # nothing logged the token either
+    finally:
+        for s in streams:
+            s.close()
+
+
 def test_a_close_on_one_worker_shows_live_on_the_other(mosquitto, pg_url, make_transport):
     """Two hub workers on one PostgreSQL (shared subscription): a clinician closes an alert on worker 1; a tab
     open on worker 2 shows it closed without a reload, and worker 1's own tab gets it once."""

@@ -55,6 +55,10 @@ EXPORT_MAX_HOURS = 10 * 366 * 24  # ten years; older ranges: since=<time>
 TIME_MAX = 253402300799.0  # 9999-12-31T23:59:59Z, the last second a datetime can hold
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
        "form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
+# A live stream re-checks its session before it sends, at most this often (a signed-out browser gets nothing
+# more after that), and one session may hold this many streams at once (a tab each; each is a thread here).
+SSE_SESSION_CHECK_S = 5.0
+SSE_STREAMS_PER_SESSION = 16
 STATIC = {"console.css": "text/css; charset=utf-8", "console.js": "text/javascript; charset=utf-8"}
 _ALERT_RE = re.compile(r"^/(api/)?alerts/([A-Za-z0-9][A-Za-z0-9._:-]{0,127})(/ack|/silence|/close)?$")
 _CMD_RE = re.compile(r"^/api/commands/([A-Za-z0-9][A-Za-z0-9._:-]{0,127})$")
@@ -127,6 +131,8 @@ class ConsoleApp:
         self.inbox_recent_s = inbox_recent_s
         self.clock = clock
         self.throttle = auth.LoginThrottle()
+        self._streams: dict[str, int] = {}   # session token hash -> live streams open
+        self._streams_lock = threading.Lock()
         prefix = "__Host-" if secure_cookie else ""
         self.session_cookie = f"{prefix}edgemon_session"
         self.login_cookie = f"{prefix}edgemon_login"
@@ -145,6 +151,21 @@ class ConsoleApp:
         if not token or len(token) > 128:
             return None
         return self.store.session(auth.token_hash(token))
+
+    def open_stream(self, sess: dict) -> bool:
+        """Count a live stream of this session; False when it already holds SSE_STREAMS_PER_SESSION."""
+        with self._streams_lock:
+            n = self._streams.get(sess["token_hash"], 0)
+            if n >= SSE_STREAMS_PER_SESSION:
+                return False
+            self._streams[sess["token_hash"]] = n + 1
+            return True
+
+    def close_stream(self, sess: dict) -> None:
+        with self._streams_lock:
+            n = self._streams.pop(sess["token_hash"], 0) - 1
+            if n > 0:
+                self._streams[sess["token_hash"]] = n
 
     # ------------------------------------------------------------------ entry point
     def handle(self, method: str, target: str, headers: Any, body: bytes, client: str) -> Response:
@@ -524,6 +545,10 @@ def _make_handler(app: ConsoleApp):
             if sess is None:
                 self._send(json_response({"error": "login required"}, 401))
                 return
+            if not app.open_stream(sess):
+                self._send(json_response({"error": f"at most {SSE_STREAMS_PER_SESSION} live streams per "
+                                                   "session"}, 429))
+                return
             sub = app.feed.subscribe()
             self.close_connection = True
             try:
@@ -541,6 +566,10 @@ def _make_handler(app: ConsoleApp):
                 checked = time.monotonic()
                 while True:
                     item = sub.get(timeout=15.0)
+                    if time.monotonic() - checked > SSE_SESSION_CHECK_S:  # signed out or expired: end it
+                        checked = time.monotonic()
+                        if app.session_of(_cookies(self.headers.get("Cookie", ""))) is None:
+                            return
                     if sub.overflowed:
                         self.wfile.write(b"event: resync\ndata: {}\n\n")
                         return
@@ -550,14 +579,13 @@ def _make_handler(app: ConsoleApp):
                         kind, data = item
                         self.wfile.write(f"event: {kind}\ndata: {pages.json_dumps(data)}\n\n".encode())
                     self.wfile.flush()
-                    if time.monotonic() - checked > 60.0:  # signed out or expired: end the stream
-                        checked = time.monotonic()
-                        if app.session_of(_cookies(self.headers.get("Cookie", ""))) is None:
-                            return
             except (OSError, ValueError):
                 return  # the browser went away
+            except StoreError:
+                return  # the session cannot be checked: the browser reconnects and is answered 503
             finally:
                 app.feed.unsubscribe(sub)
+                app.close_stream(sess)
 
         def do_GET(self) -> None:  # noqa: N802
             self._serve("GET")
