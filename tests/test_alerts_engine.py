@@ -373,7 +373,7 @@ def test_silence_can_be_expired_early():
     (dict(matchers={"condition": "af"}, until_s=50, created_by=" "), "created_by"),
     # values no alert of this device can carry: silencing nothing is not what the sender meant
     (dict(matchers={"condition": "zzz"}, until_s=50), r"condition='zzz' matches no alert of this device; "
-                                                      r"condition: .*\baf\b"),
+                                                      r"condition: an alert condition, e.g. af"),
     (dict(matchers={"priority": "urgent"}, until_s=50), "priority: high, low, medium"),
     (dict(matchers={"type": "clinical"}, until_s=50), "type: physiological, technical"),
     (dict(matchers={"device": "someone-else"}, until_s=50), "matches no alert of this device"),

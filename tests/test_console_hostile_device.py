@@ -85,3 +85,23 @@ def test_deeply_nested_telemetry_is_rejected_and_never_breaks_the_devices_page(a
     app.store.record_telemetry("site1", "dev-a", time.time(), raw.decode())  # a row stored by an older hub
     assert _get(app, "/devices").status == 200
     assert _get(app, "/api/devices").status == 200
+
+
+def test_a_devices_long_texts_are_capped_where_they_are_shown(app):
+    """display (the inbox's column) and a status or reply reason are kept to a screenful; the payload stays whole."""
+    from edgemon.hub.service import MAX_DEVICE_TEXT, HubOptions, HubService
+
+    raw = json.dumps({"message_id": str(uuid.uuid4()), "alert_id": "long1", "priority": "low", "status": "firing",
+                      "condition": "af", "display": "A" * 100000})
+    _store(app, "long1", raw)
+    assert len(app.store.episode("long1")["display"]) == 256
+    assert len(app.store.messages(alert_id="long1")[0]["payload"]) == len(raw)
+    hub = HubService(app.store, HubOptions(host="127.0.0.1", port=1))
+    seen = []
+    hub._on_event = lambda kind, data: seen.append((kind, data))
+    status = json.dumps({"v": 1, "state": "offline", "reason": "R" * 10000, "ts": time.time()}).encode()
+    hub._on_message(types.SimpleNamespace(topic="edgemon/v1/site1/dev-a/status", payload=status, qos=1, mid=2))
+    reply = json.dumps({"v": 1, "command_id": "c1", "ok": False, "reason": "Q" * 10000}).encode()
+    hub._on_message(types.SimpleNamespace(topic="edgemon/v1/site1/dev-a/cmd/reply", payload=reply, qos=1, mid=3))
+    reasons = {k: d["reason"] for k, d in seen if k in ("presence", "reply")}
+    assert len(reasons["presence"]) == len(reasons["reply"]) == MAX_DEVICE_TEXT

@@ -269,8 +269,10 @@ class AlertEngine:
                      "type": {"physiological", "technical"},
                      "condition": set(CONDITIONS) | self._warned}.get(k)
             if known is not None and v not in known:
-                raise AlertCommandError(f"silence matcher {k}={v!r} matches no alert of this device; "
-                                        f"{k}: {', '.join(sorted(known))}")
+                what = ("an alert condition, e.g. af, vt, pause (docs/alerts.md)" if k == "condition"
+                        else ", ".join(sorted(known)))   # a reply's reason is cut at 256 characters
+                raise AlertCommandError(f"silence matcher {k}={v[:40]!r} matches no alert of this device; "
+                                        f"{k}: {what}")
         if not isinstance(created_by, str) or not created_by.strip():
             raise AlertCommandError("silence needs created_by (who set it)")
         if not _finite(until_s) or until_s <= now:

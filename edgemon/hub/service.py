@@ -61,6 +61,8 @@ from edgemon.transport.topics import DEFAULT_PREFIX, DeviceTopics, TopicError, h
 
 log = logging.getLogger("edgemon.hub")
 MAX_ALERT_BYTES = 1024 * 1024
+# Free text a device sends (a status or reply reason) is kept and shown up to this many characters.
+MAX_DEVICE_TEXT = 512
 MAX_CMD_BYTES = 64 * 1024
 MAX_BATCH = 500
 WILL_REASON = "connection lost"  # the reason of a device's last will (edgemon.transport.client)
@@ -262,11 +264,12 @@ class HubService:
                 return
             self.stats["replies"] += 1
             # the topic says who replied: a device field in the body must not name another device
-            data = {**reply.model_dump(), "site": site, "device": device}
+            reason = reply.reason[:MAX_DEVICE_TEXT]
+            data = {**reply.model_dump(), "reason": reason, "site": site, "device": device}
             record = getattr(self.store, "record_reply", None)
             if record is not None and reply.command_id:
                 try:
-                    cmd = record(reply.command_id, reply.ok, reply.reason, reply.result,
+                    cmd = record(reply.command_id, reply.ok, reason, reply.result,
                                  _device_time(reply.ts, time.time()),
                                  site=site, device=device, type_=reply.type)
                 except StoreError as err:
@@ -318,9 +321,10 @@ class HubService:
         # A last will carries the device's connect time: the device went offline when the broker published it.
         will = st.state == "offline" and st.reason == WILL_REASON
         since = received_at if will else _device_time(st.ts, received_at)
+        reason = st.reason[:MAX_DEVICE_TEXT]
         with self._state_lock:
-            self._status_rows.append((site, device, st.state, st.reason, since, raw.decode()))
-        self._emit("presence", {"site": site, "device": device, "state": st.state, "reason": st.reason,
+            self._status_rows.append((site, device, st.state, reason, since, raw.decode()))
+        self._emit("presence", {"site": site, "device": device, "state": st.state, "reason": reason,
                                 "ts": since, "device_ts": _device_time(st.ts, None), "received_at": received_at})
 
     def _handle_alert(self, msg, site: str, device: str, raw: bytes) -> None:

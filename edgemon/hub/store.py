@@ -117,8 +117,9 @@ class AlertStore(Protocol):
 
 # ----------------------------------------------------------------------------- shared SQL
 
-def _text(v: Any) -> str | None:
-    return v if isinstance(v, str) else None
+def _text(v: Any, limit: int = 256) -> str | None:
+    """A device's text field as stored beside the message (the inbox shows it), capped; the payload keeps it whole."""
+    return v[:limit] if isinstance(v, str) else None
 
 
 def _seq(fields: dict) -> int | None:
